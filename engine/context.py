@@ -1,0 +1,396 @@
+"""The Vulkan context: instance, physical-device choice, one queue, debug messenger, close order.
+
+``with Context() as ctx:`` or ``ctx = Context(); ...; ctx.close()``. Every object the context creates
+(arrays, images, kernels, recorders) is registered as its child and closed, newest first, when the
+context closes. ``default_context()`` gives a lazily created process-wide context that ``atexit`` closes.
+
+Environment:
+- ``VKBANDS_DEVICE``: index (as listed by ``vkbands devices``) or case-insensitive name substring.
+- ``VKBANDS_VALIDATION=1``: enable ``VK_LAYER_KHRONOS_validation``; its errors raise
+  :class:`ValidationError` from the engine call during which they were reported.
+"""
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import threading
+
+import numpy as np
+import vulkan as vk
+
+from .errors import ClosedError, NoDeviceError, ValidationError
+
+log = logging.getLogger("vkbands")
+
+_DEVICE_TYPE_NAMES = {
+    vk.VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: "discrete",
+    vk.VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: "integrated",
+    vk.VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: "virtual",
+    vk.VK_PHYSICAL_DEVICE_TYPE_CPU: "cpu",
+    vk.VK_PHYSICAL_DEVICE_TYPE_OTHER: "other",
+}
+_TYPE_RANK = {"discrete": 0, "integrated": 1, "virtual": 2, "cpu": 3, "other": 4}
+_VALIDATION_LAYER = "VK_LAYER_KHRONOS_validation"
+
+# The `vulkan` package has one module-wide slot per callback type, so one messenger callback serves
+# every context; it routes each message by the context id carried in pUserData.
+_live_contexts: dict[int, "Context"] = {}
+_ids = itertools.count(1)
+_error_count = 0
+
+
+def validation_error_count() -> int:
+    """Validation errors reported in this process so far, over all contexts (the test suite asserts
+    that no test adds any)."""
+    return _error_count
+
+
+def _debug_callback(severity, types, callback_data, user_data):
+    global _error_count
+    ctx = _live_contexts.get(int(vk.ffi.cast("uintptr_t", user_data)))
+    msg = vk.ffi.string(callback_data.pMessage).decode("utf-8", "replace")
+    if severity & vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT:
+        _error_count += 1
+        log.error("vulkan: %s", msg)
+        if ctx is not None:
+            ctx._validation_errors.append(msg)
+            ctx.validation_log.append(msg)
+    elif severity & vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT:
+        log.warning("vulkan: %s", msg)
+    return vk.VK_FALSE
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _version_str(v: int) -> str:
+    return f"{vk.VK_VERSION_MAJOR(v)}.{vk.VK_VERSION_MINOR(v)}.{vk.VK_VERSION_PATCH(v)}"
+
+
+def _driver_version_str(props) -> str:
+    v = props.driverVersion
+    if props.vendorID == 0x10DE:  # NVIDIA packs 10.8.8.6 bits
+        return f"{v >> 22}.{(v >> 14) & 0xFF}.{(v >> 6) & 0xFF}"
+    return _version_str(v)
+
+
+def describe_devices(instance=None) -> list[dict]:
+    """Every Vulkan physical device as a dict: index, name, type, driver, api, heaps (list of
+    (bytes, device_local)), and ``unified`` (a host-visible device-local type spans the main heap)."""
+    own = instance is None
+    if own:
+        app = vk.VkApplicationInfo(pApplicationName="vkbands", apiVersion=vk.VK_MAKE_VERSION(1, 2, 0))
+        info = vk.VkInstanceCreateInfo(pApplicationInfo=app)
+        instance = vk.vkCreateInstance(info, None)
+    try:
+        out = []
+        for i, pd in enumerate(vk.vkEnumeratePhysicalDevices(instance)):
+            p = vk.vkGetPhysicalDeviceProperties(pd)
+            mem = vk.vkGetPhysicalDeviceMemoryProperties(pd)
+            heaps = [(int(mem.memoryHeaps[h].size), bool(mem.memoryHeaps[h].flags & vk.VK_MEMORY_HEAP_DEVICE_LOCAL_BIT))
+                     for h in range(mem.memoryHeapCount)]
+            kind = _DEVICE_TYPE_NAMES.get(p.deviceType, "other")
+            out.append(dict(index=i, name=p.deviceName, type=kind, api=_version_str(p.apiVersion),
+                            driver=_driver_version_str(p), vendor_id=p.vendorID, heaps=heaps,
+                            unified=_is_unified(mem, kind)))
+        return out
+    finally:
+        if own:
+            vk.vkDestroyInstance(instance, None)
+
+
+def _is_unified(mem, kind: str) -> bool:
+    """True when device memory is host memory (CPU/integrated devices): no staging copy is needed.
+
+    Decided from memory types, not names: a HOST_VISIBLE|DEVICE_LOCAL type must live on the largest
+    device-local heap. Discrete GPUs are excluded even then (resizable-BAR VRAM is slow to read).
+    """
+    if kind == "discrete":
+        return False
+    want = vk.VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | vk.VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT
+    sizes = [mem.memoryHeaps[h].size for h in range(mem.memoryHeapCount)
+             if mem.memoryHeaps[h].flags & vk.VK_MEMORY_HEAP_DEVICE_LOCAL_BIT]
+    biggest = max(sizes, default=0)
+    return any((mem.memoryTypes[t].propertyFlags & want) == want
+               and mem.memoryHeaps[mem.memoryTypes[t].heapIndex].size == biggest
+               for t in range(mem.memoryTypeCount))
+
+
+def choose_device(devices: list[dict], selector: str | None = None) -> int:
+    """Index of the device to use: ``selector`` (index or name substring) or discrete > integrated >
+    virtual > CPU."""
+    if not devices:
+        raise NoDeviceError("no Vulkan device found (on Debian: apt-get install mesa-vulkan-drivers)")
+    if selector:
+        if selector.strip().isdigit():
+            idx = int(selector)
+            if idx >= len(devices):
+                raise NoDeviceError(f"VKBANDS_DEVICE={selector!r}: no device with that index; "
+                                    f"valid indices 0..{len(devices) - 1}")
+            return idx
+        hits = [d["index"] for d in devices if selector.lower() in d["name"].lower()]
+        if not hits:
+            names = ", ".join(d["name"] for d in devices)
+            raise NoDeviceError(f"VKBANDS_DEVICE={selector!r} matches no device name; devices: {names}")
+        return hits[0]
+    return min(devices, key=lambda d: (_TYPE_RANK[d["type"]], d["index"]))["index"]
+
+
+class Context:
+    """A Vulkan device and queue with everything vkbands needs to run kernels on it.
+
+    Args:
+        device: index or name substring; default ``$VKBANDS_DEVICE`` or the best device.
+        validation: enable the Khronos validation layer; default ``$VKBANDS_VALIDATION``.
+        instance_extensions / device_extensions: extra extensions (the viewer passes GLFW's surface
+            extensions and ``VK_KHR_swapchain``).
+    """
+
+    def __init__(self, device: int | str | None = None, validation: bool | None = None,
+                 instance_extensions=(), device_extensions=()):
+        self._closed = True
+        self._id = next(_ids)
+        self._children: dict[int, object] = {}
+        self._validation_errors: list[str] = []
+        self.validation_log: list[str] = []  # every validation error seen (tests assert it stays empty)
+        self._lock = threading.Lock()
+        self.validation = _env_flag("VKBANDS_VALIDATION") if validation is None else bool(validation)
+        self._create_instance(list(instance_extensions))
+        try:
+            self._pick_device(os.environ.get("VKBANDS_DEVICE") if device is None else str(device))
+            self._create_device(list(device_extensions))
+        except BaseException:
+            self._destroy_instance()
+            raise
+        self._closed = False
+        self._staging = None
+        self._kernels: dict = {}
+
+    # ---------------------------------------------------------------- creation
+    def _create_instance(self, extensions):
+        available_layers = {l.layerName for l in vk.vkEnumerateInstanceLayerProperties()}
+        layers = []
+        if self.validation:
+            if _VALIDATION_LAYER not in available_layers:
+                raise NoDeviceError(f"VKBANDS_VALIDATION is on but {_VALIDATION_LAYER} is not installed "
+                                    "(on Debian: apt-get install vulkan-validationlayers)")
+            layers.append(_VALIDATION_LAYER)
+            extensions = extensions + [vk.VK_EXT_DEBUG_UTILS_EXTENSION_NAME]
+        app = vk.VkApplicationInfo(pApplicationName="vkbands", applicationVersion=1, pEngineName="vkbands",
+                                   engineVersion=1, apiVersion=vk.VK_MAKE_VERSION(1, 2, 0))
+        info = vk.VkInstanceCreateInfo(pApplicationInfo=app, ppEnabledLayerNames=layers,
+                                       ppEnabledExtensionNames=extensions)
+        self.instance = vk.vkCreateInstance(info, None)
+        self.instance_extensions = extensions
+        self._messenger = None
+        if self.validation:
+            _live_contexts[self._id] = self
+            severity = (vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT
+                        | vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT)
+            # Performance hints are left out: e.g. GENERAL-layout copies are this engine's deliberate choice.
+            mtypes = vk.VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | vk.VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT
+            minfo = vk.VkDebugUtilsMessengerCreateInfoEXT(messageSeverity=severity, messageType=mtypes,
+                                                          pfnUserCallback=_debug_callback,
+                                                          pUserData=vk.ffi.cast("void*", self._id))
+            create = vk.vkGetInstanceProcAddr(self.instance, "vkCreateDebugUtilsMessengerEXT")
+            self._messenger = create(self.instance, minfo, None)
+
+    def _pick_device(self, selector):
+        self.devices = describe_devices(self.instance)
+        self.device_index = choose_device(self.devices, selector)
+        self.physical_device = vk.vkEnumeratePhysicalDevices(self.instance)[self.device_index]
+        self.info = self.devices[self.device_index]
+        self.properties = vk.vkGetPhysicalDeviceProperties(self.physical_device)
+        self.limits = self.properties.limits
+        self.memory_properties = vk.vkGetPhysicalDeviceMemoryProperties(self.physical_device)
+        self.unified_memory = self.info["unified"]
+
+    def _create_device(self, extensions):
+        families = vk.vkGetPhysicalDeviceQueueFamilyProperties(self.physical_device)
+        want = vk.VK_QUEUE_COMPUTE_BIT | vk.VK_QUEUE_GRAPHICS_BIT
+        ranked = sorted(range(len(families)), key=lambda i: (
+            (families[i].queueFlags & want) != want, not families[i].queueFlags & vk.VK_QUEUE_COMPUTE_BIT))
+        self.queue_family = ranked[0]
+        if not families[self.queue_family].queueFlags & vk.VK_QUEUE_COMPUTE_BIT:
+            raise NoDeviceError(f"device {self.info['name']!r} has no compute queue")
+        self.timestamp_valid_bits = families[self.queue_family].timestampValidBits
+        priorities = [1.0]  # kept alive in locals until vkCreateDevice returns (cffi keeps no reference)
+        qinfo = vk.VkDeviceQueueCreateInfo(queueFamilyIndex=self.queue_family, queueCount=1,
+                                           pQueuePriorities=priorities)
+        qinfos = [qinfo]
+        dinfo = vk.VkDeviceCreateInfo(pQueueCreateInfos=qinfos, queueCreateInfoCount=1,
+                                      ppEnabledExtensionNames=extensions)
+        self.device = vk.vkCreateDevice(self.physical_device, dinfo, None)
+        self.device_extensions = extensions
+        self.queue = vk.vkGetDeviceQueue(self.device, self.queue_family, 0)
+        pinfo = vk.VkCommandPoolCreateInfo(queueFamilyIndex=self.queue_family,
+                                           flags=vk.VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT)
+        self.command_pool = vk.vkCreateCommandPool(self.device, pinfo, None)
+        self.pipeline_cache = vk.vkCreatePipelineCache(self.device, vk.VkPipelineCacheCreateInfo(), None)
+        self.check()
+
+    # ---------------------------------------------------------------- bookkeeping
+    def _register(self, obj):
+        self._require_open()
+        self._children[id(obj)] = obj
+        return obj
+
+    def _unregister(self, obj):
+        self._children.pop(id(obj), None)
+
+    def _require_open(self):
+        if self._closed:
+            raise ClosedError("this vkbands Context is closed")
+
+    def live_objects(self) -> int:
+        """Number of open children (arrays, images, kernels, recorders): flat across create/close cycles."""
+        return len(self._children)
+
+    def check(self):
+        """Raise :class:`ValidationError` if the validation layer reported errors since the last check."""
+        if self._validation_errors:
+            errs, self._validation_errors = self._validation_errors, []
+            raise ValidationError(errs)
+
+    # ---------------------------------------------------------------- memory types
+    def memory_type(self, type_bits: int, required: int, preferred: int = 0) -> int:
+        """Index of a memory type allowed by ``type_bits`` with all ``required`` flags, preferring
+        ``preferred`` flags (most of them wins)."""
+        mem = self.memory_properties
+        best, best_score = None, -1
+        for i in range(mem.memoryTypeCount):
+            flags = mem.memoryTypes[i].propertyFlags
+            if type_bits & (1 << i) and (flags & required) == required:
+                score = bin(flags & preferred).count("1")
+                if score > best_score:
+                    best, best_score = i, score
+        if best is None:
+            raise MemoryError(f"no memory type with flags {required:#x} among bits {type_bits:#b}")
+        return best
+
+    # ---------------------------------------------------------------- factories
+    def empty(self, shape, dtype=np.float32, host: bool = False):
+        """Uninitialised :class:`DeviceArray`; ``host=True`` puts it in host-visible memory (staging)."""
+        from .memory import DeviceArray
+        return DeviceArray(self, shape, dtype, host=host)
+
+    def zeros(self, shape, dtype=np.float32):
+        a = self.empty(shape, dtype)
+        a.fill(0)
+        return a
+
+    def array(self, data, dtype=None):
+        """Upload a NumPy array (copied; any layout) to a new :class:`DeviceArray`."""
+        from .memory import DeviceArray, as_host_array
+        host = as_host_array(data, dtype, "data")
+        arr = DeviceArray(self, host.shape, host.dtype)
+        arr.upload(host)
+        return arr
+
+    def image(self, height: int, width: int, format: str = "rgba8"):
+        """A 2-D :class:`StorageImage` (``format`` "rgba8" or "r32f"), in GENERAL layout."""
+        from .memory import StorageImage
+        return StorageImage(self, height, width, format)
+
+    def kernel(self, shader: str, defines: dict | None = None, spec: dict | None = None):
+        """The compute :class:`Kernel` for a GLSL file in ``shaders/`` (cached per context by
+        shader, defines and specialisation constants)."""
+        from .kernel import Kernel
+        key = (shader, tuple(sorted((defines or {}).items())), tuple(sorted((spec or {}).items())))
+        k = self._kernels.get(key)
+        if k is None or k.closed:
+            k = self._kernels[key] = Kernel(self, shader, defines=defines, spec=spec)
+        return k
+
+    def recorder(self):
+        """A new :class:`Recorder` (one command buffer)."""
+        from .recorder import Recorder
+        return Recorder(self)
+
+    def staging(self, nbytes: int):
+        """The context's reused, persistently mapped host buffer, grown to at least ``nbytes``."""
+        if self._staging is None or self._staging.nbytes < nbytes:
+            if self._staging is not None:
+                self._staging.close()
+            size = max(nbytes, 1 << 20, 0 if self._staging is None else 2 * self._staging.nbytes)
+            self._staging = self.empty((size,), np.uint8, host=True)
+        return self._staging
+
+    def wait_fence(self, fence, timeout_s: float = 120.0):
+        """Block on ``fence``; a GPU hang becomes a TimeoutError instead of a freeze."""
+        try:
+            vk.vkWaitForFences(self.device, 1, [fence], vk.VK_TRUE, int(timeout_s * 1e9))
+        except vk.VkTimeout:
+            raise TimeoutError(f"GPU work did not finish within {timeout_s} s") from None
+        self.check()
+
+    def wait_idle(self):
+        if not self._closed:
+            vk.vkDeviceWaitIdle(self.device)
+
+    # ---------------------------------------------------------------- lifetime
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self):
+        """Wait for the device, close every child newest first, then destroy device and instance.
+        Idempotent."""
+        if self._closed:
+            return
+        try:
+            vk.vkDeviceWaitIdle(self.device)
+        finally:
+            self._staging = None
+            for obj in reversed(list(self._children.values())):
+                obj.close()
+            self._children.clear()
+            self._kernels.clear()
+            vk.vkDestroyPipelineCache(self.device, self.pipeline_cache, None)
+            vk.vkDestroyCommandPool(self.device, self.command_pool, None)
+            vk.vkDestroyDevice(self.device, None)
+            self._closed = True
+            self._destroy_instance()
+
+    def _destroy_instance(self):
+        if self._messenger is not None:
+            destroy = vk.vkGetInstanceProcAddr(self.instance, "vkDestroyDebugUtilsMessengerEXT")
+            destroy(self.instance, self._messenger, None)
+            self._messenger = None
+        vk.vkDestroyInstance(self.instance, None)
+        _live_contexts.pop(self._id, None)
+        global _default
+        if _default is self:
+            _default = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"{self.info['type']}, unified={self.unified_memory}"
+        return f"<vkbands.Context {self.info['name']!r} ({state})>"
+
+
+_default: Context | None = None
+_default_lock = threading.Lock()
+
+
+def default_context() -> Context:
+    """The process-wide context of the convenience API, created on first use, closed at exit."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed:
+            _default = Context()
+        return _default
+
+
+@atexit.register
+def _close_default():
+    if _default is not None:
+        _default.close()

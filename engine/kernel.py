@@ -1,0 +1,157 @@
+"""Kernel: one compute shader -> SPIR-V + descriptor-set layout + push constants + spec constants -> pipeline.
+
+Everything is reflected from the shader's SPIR-V (``engine.spirv``): bindings and their access
+(``readonly``/``writeonly``), push-constant members by name, specialization constants by name, and the
+workgroup size. The GLSL file is the single source of truth; nothing is declared twice.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import vulkan as vk
+
+from .errors import ClosedError
+from .shaders import compile_glsl, shader_path
+from .spirv import reflect
+
+_DESCRIPTOR_TYPES = {
+    "storage_buffer": vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+    "uniform_buffer": vk.VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER,
+    "storage_image": vk.VK_DESCRIPTOR_TYPE_STORAGE_IMAGE,
+    "sampled_image": vk.VK_DESCRIPTOR_TYPE_COMBINED_IMAGE_SAMPLER,
+}
+
+
+def _spec_bytes(value) -> bytes:
+    if isinstance(value, (bool, np.bool_)):
+        return struct.pack("<I", int(value))
+    if isinstance(value, (float, np.floating)):
+        return struct.pack("<f", float(value))
+    return struct.pack("<i" if int(value) < 0 else "<I", int(value))
+
+
+class Kernel:
+    """A compute pipeline built from ``shaders/<shader>``.
+
+    Args:
+        shader: file name in ``shaders/`` (or a path), e.g. ``"add.comp"``.
+        defines: GLSL ``#define`` values (change the SPIR-V; compiled and cached per set).
+        spec: specialization-constant values by GLSL name (e.g. ``{"LOCAL_X": 128}``).
+    Attributes: ``bindings`` (reflected, in binding order), ``push_members``, ``push_size``,
+    ``local_size`` (ints, after specialization), ``name``.
+    """
+
+    def __init__(self, ctx, shader, defines=None, spec=None, stage_flags=vk.VK_SHADER_STAGE_COMPUTE_BIT):
+        ctx._require_open()
+        self.ctx = ctx
+        self.name = shader_path(shader).name
+        self.spirv = compile_glsl(shader, defines)
+        refl = self.reflection = reflect(self.spirv)
+        if any(b.set != 0 for b in refl.bindings):
+            raise ValueError(f"{self.name}: only descriptor set 0 is supported")
+        spec = dict(spec or {})
+        unknown = set(spec) - set(refl.spec_ids)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown specialization constant(s) {sorted(unknown)}; "
+                             f"the shader declares {sorted(refl.spec_ids) or 'none'}")
+        self.spec = {**refl.spec_defaults, **spec}
+        self.local_size = tuple(int(self.spec[x]) if isinstance(x, str) else int(x) for x in refl.local_size)
+        if int(np.prod(self.local_size)) > ctx.limits.maxComputeWorkGroupInvocations:
+            raise ValueError(f"{self.name}: workgroup size {self.local_size} exceeds this device's "
+                             f"maxComputeWorkGroupInvocations={ctx.limits.maxComputeWorkGroupInvocations}")
+        self.bindings = refl.bindings
+        self.push_members = {m.name: m for m in refl.push}
+        self.push_size = refl.push_size
+        self._closed = True
+        dev = ctx.device
+        # Descriptor-set layout and pipeline layout (locals keep cffi arrays alive until the create returns).
+        lb = [vk.VkDescriptorSetLayoutBinding(binding=b.binding, descriptorType=_DESCRIPTOR_TYPES[b.kind],
+                                              descriptorCount=1, stageFlags=stage_flags) for b in self.bindings]
+        self.set_layout = vk.vkCreateDescriptorSetLayout(
+            dev, vk.VkDescriptorSetLayoutCreateInfo(bindingCount=len(lb), pBindings=lb), None)
+        set_layouts = [self.set_layout]
+        ranges = ([vk.VkPushConstantRange(stageFlags=stage_flags, offset=0, size=self.push_size)]
+                  if self.push_size else [])
+        self.layout = vk.vkCreatePipelineLayout(dev, vk.VkPipelineLayoutCreateInfo(
+            setLayoutCount=1, pSetLayouts=set_layouts, pushConstantRangeCount=len(ranges),
+            pPushConstantRanges=ranges), None)
+        code = self.spirv
+        self.module = vk.vkCreateShaderModule(dev, vk.VkShaderModuleCreateInfo(codeSize=len(code), pCode=code), None)
+        entries, data = [], b""
+        for nm, sid in refl.spec_ids.items():
+            entries.append(vk.VkSpecializationMapEntry(constantID=sid, offset=len(data), size=4))
+            data += _spec_bytes(self.spec[nm])
+        blob = vk.ffi.new("char[]", data or b"\0")
+        spec_info = vk.VkSpecializationInfo(mapEntryCount=len(entries), pMapEntries=entries,
+                                            dataSize=len(data), pData=blob) if entries else None
+        stage = vk.VkPipelineShaderStageCreateInfo(stage=vk.VK_SHADER_STAGE_COMPUTE_BIT, module=self.module,
+                                                   pName="main", pSpecializationInfo=spec_info)
+        pinfo = vk.VkComputePipelineCreateInfo(stage=stage, layout=self.layout)
+        self.pipeline = vk.vkCreateComputePipelines(dev, ctx.pipeline_cache, 1, [pinfo], None)[0]
+        self._closed = False
+        ctx._register(self)
+        ctx.check()
+
+    # -------------------------------------------------------------- helpers for dispatching
+    def pack(self, values: dict | None) -> bytes:
+        """Push-constant bytes from a dict of member name -> value (every member must be given)."""
+        values = dict(values or {})
+        missing = set(self.push_members) - set(values)
+        unknown = set(values) - set(self.push_members)
+        if missing or unknown:
+            raise ValueError(f"{self.name}: push constants need exactly {sorted(self.push_members)}; "
+                             f"missing {sorted(missing)}, unknown {sorted(unknown)}")
+        buf = bytearray(self.push_size)
+        for nm, m in self.push_members.items():
+            v = np.ravel(np.asarray(values[nm]))
+            if v.size != m.count:
+                raise ValueError(f"{self.name}: push constant {nm!r} needs {m.count} value(s), got {v.size}")
+            struct.pack_into(f"<{m.count}{m.fmt}", buf, m.offset,
+                             *(float(x) if m.fmt == "f" else int(x) for x in v))
+        return bytes(buf)
+
+    def groups(self, x: int, y: int = 1, z: int = 1) -> tuple[int, int, int]:
+        """Workgroup counts covering ``(x, y, z)`` invocations (ceil-division by the local size)."""
+        lx, ly, lz = self.local_size
+        return (-(-int(x) // lx), -(-int(y) // ly), -(-int(z) // lz))
+
+    def grid(self, n_groups: int) -> tuple[int, int, int]:
+        """Spread ``n_groups`` workgroups over (x, y) within maxComputeWorkGroupCount; shaders recover
+        the flat index with ``flat_group_id()`` from ``common.glsl`` and skip ids >= n_groups."""
+        n_groups = int(n_groups)
+        max_x = int(self.ctx.limits.maxComputeWorkGroupCount[0])
+        if n_groups <= max_x:
+            return (n_groups, 1, 1)
+        gy = -(-n_groups // max_x)
+        return (-(-n_groups // gy), gy, 1)
+
+    # -------------------------------------------------------------- lifetime
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _require_open(self):
+        if self._closed:
+            raise ClosedError(f"kernel {self.name} is closed")
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        if not self.ctx.closed:
+            dev = self.ctx.device
+            vk.vkDestroyPipeline(dev, self.pipeline, None)
+            vk.vkDestroyShaderModule(dev, self.module, None)
+            vk.vkDestroyPipelineLayout(dev, self.layout, None)
+            vk.vkDestroyDescriptorSetLayout(dev, self.set_layout, None)
+        self.ctx._unregister(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<vkbands.Kernel {self.name} local_size={self.local_size}>"

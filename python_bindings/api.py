@@ -1,0 +1,42 @@
+"""Elementary NumPy-facing functions: device arrays and ``add``."""
+from __future__ import annotations
+
+import numpy as np
+
+from vkbands.engine import DeviceArray, as_host_array, default_context
+
+from ._call import Call
+
+_ADD_VEC4_PER_INVOCATION = 4
+
+
+def asarray(x, dtype=None, ctx=None) -> DeviceArray:
+    """A device copy of ``x`` (NumPy array or anything array-like); a DeviceArray is returned as is.
+
+    Non-contiguous input is copied; float64 is cast to float32 and int64 to int32 (see
+    ``vkbands.engine.as_host_array`` for what is refused)."""
+    if isinstance(x, DeviceArray):
+        if dtype is not None and np.dtype(dtype) != x.dtype:
+            raise TypeError(f"x is a device array of dtype {x.dtype}; dtype={np.dtype(dtype)} would need a cast")
+        return x
+    return (ctx or default_context()).array(as_host_array(x, dtype, "x"))
+
+
+def add(a, b):
+    """``a + b`` for float32 arrays of equal shape (``add.comp``). NumPy in, NumPy out; device in, device out."""
+    shape_a, shape_b = np.shape(a) if not isinstance(a, DeviceArray) else a.shape, \
+        np.shape(b) if not isinstance(b, DeviceArray) else b.shape
+    if tuple(shape_a) != tuple(shape_b):
+        raise ValueError(f"a and b must have the same shape; got a.shape={tuple(shape_a)}, b.shape={tuple(shape_b)}")
+    call = Call(a=a, b=b)
+    A, B = call.arrays["a"], call.arrays["b"]
+    for name, arr in (("a", A), ("b", B)):
+        if arr.dtype != np.float32:
+            call.close()
+            raise TypeError(f"{name}: dtype {arr.dtype} not supported by add; allowed: float32")
+    out = call.empty(A.shape, np.float32)
+    kernel = call.ctx.kernel("add.comp", spec={"VEC_PER_INVOCATION": _ADD_VEC4_PER_INVOCATION})
+    n = A.size
+    per_group = kernel.local_size[0] * _ADD_VEC4_PER_INVOCATION * 4
+    call.rec.dispatch(kernel, kernel.grid(max(1, -(-n // per_group))), A, B, out, push={"n": n})
+    return call.result(out)

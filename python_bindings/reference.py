@@ -1,0 +1,491 @@
+"""Pure-NumPy reference of the vkbands maths (SPEC.md sections 1-3 and 5).
+
+Written for clarity, not speed: every GPU shader is tested against these functions, and CPU-only
+users can run whole experiments with them.
+
+Conventions (SPEC section 1)
+----------------------------
+* ``p`` (``arity``) is an integer >= 2. Level 0 is the finest scale (the leaves), level ``L`` the root.
+* A field is 1-D ``(..., N)`` with ``N = p**L`` or 2-D ``(..., H, W)`` with ``H = p**Ly``,
+  ``W = p**Lx`` and ``L = min(Ly, Lx)``. Leading axes are batch axes and are always kept.
+* ``dims`` (1 or 2) says how many trailing axes are spatial. ``dims=None`` infers it: a 1-D array is
+  a 1-D field, anything with 2 or more axes is ``(..., H, W)``. Pass ``dims=1`` for a batch ``(B, N)``.
+* Inputs may be any real array (float32, float64, ints); every computed result is float64.
+* ``A^(l)`` = block mean over ``p**l`` leaves (``p**l x p**l`` in 2-D); ``U`` repeats each value onto
+  its ``p`` (``p x p``) children. Detail band ``d^(l) = A^(l) - U A^(l+1)`` at its own resolution,
+  ``D^(l) = U^l d^(l)`` at leaf resolution, coarse ``c = A^(L)``.
+* Square fields (and all 1-D fields) have one coarse value per field. A rectangular 2-D field
+  ``(p**Ly, p**Lx)`` keeps ``A^(L)`` of shape ``(p**(Ly-L), p**(Lx-L))`` (one axis is 1):
+  :func:`coarse` returns that array, and ``E_c = sum((U^L A^(L))**2)`` either way, so Parseval holds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "infer_dims", "split_shape", "levels", "block_mean", "expand", "pyramid", "detail",
+    "cumulative", "coarse", "decompose", "reconstruct", "energies", "leakage",
+    "tree_rates", "tree_step", "coupling_matrix", "coupled_step", "PHI",
+    "laplacian", "heat_step", "heat_mode_factor", "grayscott_step", "grayscott_init",
+    "GRAYSCOTT_PRESETS", "observables", "deepest_surviving_band", "kill_steps",
+    "contraction_rates",
+]
+
+
+# ----------------------------------------------------------------------------- shapes & checks
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_arity(arity) -> int:
+    if not _is_int(arity) or arity < 2:
+        raise ValueError(f"arity must be an integer >= 2, got {arity!r}")
+    return int(arity)
+
+
+def infer_dims(shape, dims=None) -> int:
+    """Number of trailing spatial axes of an array of ``shape``.
+
+    ``dims=None``: 1 for a 1-D shape ``(N,)``, else 2 (``(H, W)``, ``(B, H, W)``, ...).
+    An explicit ``dims`` must be 1 or 2 and no more than ``len(shape)``.
+    """
+    shape = tuple(shape)
+    if dims is None:
+        dims = 1 if len(shape) == 1 else 2
+    if not _is_int(dims) or dims not in (1, 2):
+        raise ValueError(f"dims must be 1 or 2 (or None to infer), got {dims!r}")
+    if len(shape) < dims:
+        raise ValueError(f"shape {shape} has fewer than dims={dims} axes")
+    return int(dims)
+
+
+def split_shape(shape, dims=None):
+    """``(batch_shape, spatial_shape)`` of an array shape; see :func:`infer_dims` for ``dims``."""
+    shape = tuple(int(n) for n in shape)
+    d = infer_dims(shape, dims)
+    return shape[:-d], shape[-d:]
+
+
+def _log_p(n: int, p: int) -> int:
+    """k >= 1 with p**k == n, else a ValueError naming n, p and the nearest valid sizes."""
+    if n < p:
+        raise ValueError(f"size {n} is too small for arity {p}; the smallest valid size is {p}")
+    k, q = 1, p
+    while q < n:
+        k, q = k + 1, q * p
+    if q != n:
+        near = [m for m in (q // p, q) if m >= p]
+        raise ValueError(f"size {n} is not a power of arity {p}; nearest valid sizes: "
+                         + ", ".join(map(str, near)))
+    return k
+
+
+def levels(shape, arity, dims=None) -> int:
+    """Number of levels ``L`` of a field of array shape ``shape`` (batch axes allowed).
+
+    1-D ``N = p**L``; 2-D ``(p**Ly, p**Lx)`` gives ``L = min(Ly, Lx)``. Raises ValueError for a
+    spatial size that is not a power ``p**k`` (k >= 1) of ``arity``.
+    """
+    p = _check_arity(arity)
+    _, spatial = split_shape(shape, dims)
+    return min(_log_p(n, p) for n in spatial)
+
+
+def _check_level(name, value, lo, hi):
+    if not _is_int(value) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+    return int(value)
+
+
+def _as_f64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+def _spatial_axes(dims):
+    return tuple(range(-dims, 0))
+
+
+# ----------------------------------------------------------------------------- block helpers
+# The single reshaping helper: a spatial axis of length n*b becomes the pair (n, b), so a block of
+# b (b x b in 2-D) leaves sits on the odd-numbered axes. block_mean and expand both go through it.
+
+def _blocked(lead, spatial, b, inner):
+    """Shape ``lead + (n0, inner, n1, inner, ...)`` where n_i = spatial_i // b."""
+    out = tuple(lead)
+    for n in spatial:
+        out += (n // b, inner)
+    return out
+
+
+def _block_axes(dims):
+    return (-1,) if dims == 1 else (-3, -1)
+
+
+def _mean_blocks(x, b, dims):
+    """Mean over blocks of b leaves per spatial axis (no shape validation)."""
+    lead, spatial = x.shape[:-dims], x.shape[-dims:]
+    return x.reshape(_blocked(lead, spatial, b, b)).mean(axis=_block_axes(dims))
+
+
+def _expand(a, b, dims):
+    """Repeat every value onto b leaves per spatial axis (nearest / np.repeat)."""
+    lead, spatial = a.shape[:-dims], a.shape[-dims:]
+    big = tuple(n * b for n in spatial)
+    blocks = np.broadcast_to(a.reshape(_blocked(lead, big, b, 1)), _blocked(lead, big, b, b))
+    return blocks.reshape(lead + big)
+
+
+def block_mean(x, arity, level, dims=None):
+    """``A^(level)``: block mean over ``p**level`` leaves per spatial axis.
+
+    x: ``batch + spatial`` -> ``batch + spatial // p**level``, float64. ``level`` in 0..L.
+    """
+    x = _as_f64(x)
+    dims = infer_dims(x.shape, dims)
+    L = levels(x.shape, arity, dims)
+    level = _check_level("level", level, 0, L)
+    return _mean_blocks(x, arity ** level, dims)
+
+
+def expand(a, arity, times, dims=None):
+    """``U^times a``: repeat each value ``p**times`` times along every spatial axis. float64."""
+    a = _as_f64(a)
+    dims = infer_dims(a.shape, dims)
+    p = _check_arity(arity)
+    if not _is_int(times) or times < 0:
+        raise ValueError(f"times must be a non-negative integer, got {times!r}")
+    return _expand(a, p ** int(times), dims)
+
+
+def pyramid(x, arity, dims=None):
+    """``[A^(0), ..., A^(L)]``: A^(l) has shape ``batch + spatial // p**l``, float64."""
+    x = _as_f64(x)
+    dims = infer_dims(x.shape, dims)
+    L = levels(x.shape, arity, dims)
+    out = [x]
+    for _ in range(L):
+        out.append(_mean_blocks(out[-1], arity, dims))
+    return out
+
+
+def _decompose(x, arity, dims):
+    """(L, dims, details at own resolution, unsqueezed A^(L)) - the work shared by the public API."""
+    x = _as_f64(x)
+    dims = infer_dims(x.shape, dims)
+    pyr = pyramid(x, arity, dims)
+    L = len(pyr) - 1
+    details = [pyr[l] - _expand(pyr[l + 1], arity, dims) for l in range(L)]
+    return L, dims, details, pyr[L]
+
+
+def _squeeze_coarse(top, dims):
+    """One value per field drops the spatial axes; a rectangular A^(L) is returned as is."""
+    return top.reshape(top.shape[:-dims]) if all(n == 1 for n in top.shape[-dims:]) else top
+
+
+def detail(x, arity, level, dims=None, leaf=False):
+    """Detail band ``d^(level) = A^(l) - U A^(l+1)``, ``level`` in 0..L-1.
+
+    Own resolution ``batch + spatial // p**level``; with ``leaf=True`` the leaf-resolution
+    ``D^(level) = U^level d^(level)`` (shape of x). float64.
+    """
+    x = _as_f64(x)
+    dims = infer_dims(x.shape, dims)
+    L = levels(x.shape, arity, dims)
+    level = _check_level("level", level, 0, L - 1)
+    a = _mean_blocks(x, arity ** level, dims)
+    d = a - _expand(_mean_blocks(a, arity, dims), arity, dims)
+    return _expand(d, arity ** level, dims) if leaf else d
+
+
+def cumulative(x, arity, level, dims=None):
+    """Cumulative sheet ``s^(level) = U^level A^(level)`` (shape of x, float64), level in 0..L."""
+    x = _as_f64(x)
+    dims = infer_dims(x.shape, dims)
+    b = arity ** _check_level("level", level, 0, levels(x.shape, arity, dims))
+    return _expand(_mean_blocks(x, b, dims), b, dims)
+
+
+def coarse(x, arity, dims=None):
+    """Coarse ``c = A^(L)``, float64.
+
+    Square 2-D and all 1-D fields: shape ``batch_shape`` (the global mean of each field).
+    Rectangular 2-D ``(p**Ly, p**Lx)``: shape ``batch + (p**(Ly-L), p**(Lx-L))``.
+    """
+    _, dims, _, top = _decompose(x, arity, dims)
+    return _squeeze_coarse(top, dims)
+
+
+def decompose(x, arity, dims=None):
+    """``(details, c)``: ``details[l] = d^(l)`` at own resolution (l = 0..L-1), ``c`` as :func:`coarse`."""
+    _, dims, details, top = _decompose(x, arity, dims)
+    return details, _squeeze_coarse(top, dims)
+
+
+def reconstruct(details, coarse, arity, dims=None):
+    """Exact inverse of :func:`decompose`: ``x = U^L c + sum_l U^l d^(l)`` (float64).
+
+    ``dims`` is inferred from ``details[0]`` (leaf resolution) when None.
+    """
+    p = _check_arity(arity)
+    details = [_as_f64(d) for d in details]
+    if not details:
+        raise ValueError("details must hold at least one band (L >= 1), got an empty list")
+    dims = infer_dims(details[0].shape, dims)
+    last = details[-1]
+    top_shape = last.shape[:-dims] + tuple(n // p for n in last.shape[-dims:])
+    L = len(details)
+    x = _expand(_as_f64(coarse).reshape(top_shape), p ** L, dims)
+    for l, d in enumerate(details):
+        x = x + _expand(d, p ** l, dims)
+    return x
+
+
+# ----------------------------------------------------------------------------- energies & leakage
+
+def energies(x, arity, dims=None):
+    """Band energies ``[E_0, ..., E_{L-1}, E_c]``, shape ``batch_shape + (L+1,)``, float64.
+
+    ``E_l = sum(D^(l)**2) = p**(l*dims) * sum(d^(l)**2)``; ``E_c = sum((U^L A^(L))**2)``.
+    Parseval: ``energies(x).sum(-1) == sum(x**2)`` per field.
+    """
+    L, dims, details, top = _decompose(x, arity, dims)
+    ax = _spatial_axes(dims)
+    parts = [arity ** (l * dims) * np.sum(d * d, axis=ax) for l, d in enumerate(details)]
+    parts.append(arity ** (L * dims) * np.sum(top * top, axis=ax))
+    return np.stack(parts, axis=-1)
+
+
+def _leaf_bands(x, arity, dims):
+    """(L, dims, [D^(0..L-1)] at leaf resolution, U^L A^(L))."""
+    L, dims, details, top = _decompose(x, arity, dims)
+    bands = [_expand(d, arity ** l, dims) for l, d in enumerate(details)]
+    return L, dims, bands, _expand(top, arity ** L, dims)
+
+
+def leakage(x, arity, dims=None):
+    """Normalised Gram matrix of ``[D^(0), ..., D^(L-1), U^L c]``, shape ``(L+1, L+1)``, float64.
+
+    ``G[k, l] = <D_k, D_l> / (||D_k|| ||D_l||)`` with inner products summed over space and the
+    whole batch. For this decomposition it is the identity up to round-off. Convention for a band
+    of zero norm (``||D_k|| <= 1e-12 * ||x||``, i.e. zero up to float64 round-off): its row and
+    column are 0 except the diagonal entry, which is 1 (no NaN; a zero band leaks nothing, so an
+    orthogonal decomposition always gives the identity).
+    """
+    L, dims, bands, c = _leaf_bands(x, arity, dims)
+    bands.append(c)
+    G = np.array([[np.sum(a * b) for b in bands] for a in bands])
+    norm = np.sqrt(np.diag(G))
+    nz = norm > 1e-12 * np.sqrt(norm @ norm)
+    out = np.zeros_like(G)
+    out[np.ix_(nz, nz)] = G[np.ix_(nz, nz)] / np.outer(norm[nz], norm[nz])
+    np.fill_diagonal(out, 1.0)
+    return out
+
+
+# ----------------------------------------------------------------------------- tree diffusion
+
+def tree_rates(arity, L, tau=1.0, alpha=1.0):
+    """p-adic heat profile ``lambda_l = exp(-tau * p**(-alpha*l))``, l = 0..L-1; float64 ``(L,)``."""
+    p = _check_arity(arity)
+    if not _is_int(L) or L < 1:
+        raise ValueError(f"L must be an integer >= 1, got {L!r}")
+    return np.exp(-float(tau) * float(p) ** (-float(alpha) * np.arange(L)))
+
+
+def _check_rates(rates, L):
+    r = _as_f64(rates)
+    if r.shape != (L,):
+        raise ValueError(f"rates must have shape ({L},) (one factor per detail band), "
+                         f"got shape {r.shape}")
+    return r
+
+
+def tree_step(x, rates, arity, dims=None):
+    """One tree-diffusion step (SPEC 3.1): ``U^L c + sum_l rates[l] * D^(l)(x)``; shape of x, float64.
+
+    ``rates``: ``(L,)`` factors (e.g. :func:`tree_rates`); the coarse part (mass) is conserved.
+    """
+    L, dims, bands, c = _leaf_bands(x, arity, dims)
+    rates = _check_rates(rates, L)
+    return c + sum(lam * D for lam, D in zip(rates, bands))
+
+
+def coupling_matrix(L, seed=0):
+    """Random ±1 coupling matrix with zero diagonal: int64 ``(L, L)`` from ``default_rng(seed)``."""
+    if not _is_int(L) or L < 1:
+        raise ValueError(f"L must be an integer >= 1, got {L!r}")
+    C = 2 * np.random.default_rng(seed).integers(0, 2, size=(L, L)) - 1
+    np.fill_diagonal(C, 0)
+    return C.astype(np.int64)
+
+
+PHI = {"tanh": np.tanh, "sign": np.sign, "square": np.square}
+
+
+def coupled_step(x, rates, C, eps, phi, arity, dims=None):
+    """One band-coupled step (SPEC 3.2); shape of x, float64.
+
+    With leaf-resolution bands ``x_b = D^(b)`` and ``y_b = rates[b] * x_b``:
+    ``x_b' = y_b + eps * sum_{b' != b} C[b, b'] * phi(x_b') * |y_b'|`` and the result is
+    ``U^L c + sum_b x_b'``. ``C``: ``(L, L)`` with entries in {-1, 0, 1} (diagonal ignored);
+    ``phi`` in ``PHI`` ("tanh", "sign", "square": x**2). ``eps = 0`` is exactly :func:`tree_step`.
+    """
+    if phi not in PHI:
+        raise ValueError(f"phi must be one of {sorted(PHI)}, got {phi!r}")
+    L, dims, X, c = _leaf_bands(x, arity, dims)
+    rates = _check_rates(rates, L)
+    C = np.asarray(C)
+    if C.shape != (L, L) or not np.isin(C, (-1, 0, 1)).all():
+        raise ValueError(f"C must be an ({L}, {L}) matrix with entries in {{-1, 0, 1}}, "
+                         f"got shape {C.shape}")
+    Y = [lam * xb for lam, xb in zip(rates, X)]
+    drive = [PHI[phi](xb) * np.abs(yb) for xb, yb in zip(X, Y)]
+    new = [Y[b] + eps * sum(C[b, k] * drive[k] for k in range(L) if k != b) for b in range(L)]
+    return c + sum(new)
+
+
+# ----------------------------------------------------------------------------- grid diffusion
+
+def laplacian(u):
+    """Periodic 5-point Laplacian over the last two axes; shape of u, float64."""
+    u = _as_f64(u)
+    if u.ndim < 2:
+        raise ValueError(f"u must have at least 2 axes (..., H, W), got shape {u.shape}")
+    return (np.roll(u, 1, -2) + np.roll(u, -1, -2) + np.roll(u, 1, -1) + np.roll(u, -1, -1)
+            - 4.0 * u)
+
+
+def heat_step(u, alpha):
+    """Explicit heat step ``u + alpha * lap(u)``; ``alpha`` in [0, 0.25] (the stable range)."""
+    if not np.isfinite(alpha) or not 0.0 <= alpha <= 0.25:
+        raise ValueError(f"alpha must be in [0, 0.25] (explicit-Euler stability), got {alpha!r}")
+    u = _as_f64(u)
+    return u + alpha * laplacian(u)
+
+
+def heat_mode_factor(kx, ky, H, W, alpha):
+    """Per-step factor of Fourier mode (kx, ky): ``1 - 4 alpha (sin^2(pi kx/W) + sin^2(pi ky/H))``."""
+    return 1.0 - 4.0 * alpha * (np.sin(np.pi * np.asarray(kx) / W) ** 2
+                                + np.sin(np.pi * np.asarray(ky) / H) ** 2)
+
+
+# Feed/kill pairs in the Du = 0.16, Dv = 0.08 (5-point Laplacian, dt = 1) convention. Named regions of
+# the (F, k) plane follow Pearson, "Complex patterns in a simple system", Science 261 (1993) and
+# R. Munafo's xmorphia pages (mrob.com/pub/comp/xmorphia); the concrete pairs are the widely used
+# ones from the aliensaint.com RD applet list (as in N. Rougier, "From Python to Numpy") and
+# K. Sims' reaction-diffusion tutorial. Boundaries between pattern types shift a little with Du/Dv.
+GRAYSCOTT_PRESETS = {
+    "default": dict(F=0.035, k=0.065),   # SPEC default ("bacteria": spots that split and fill)
+    "spots":   dict(F=0.030, k=0.062),   # stable solitons (spots)
+    "stripes": dict(F=0.054, k=0.063),   # worms / stripes
+    "coral":   dict(F=0.060, k=0.062),   # branching coral / labyrinth
+    "mitosis": dict(F=0.0367, k=0.0649), # self-replicating spots (Pearson lambda region)
+    "waves":   dict(F=0.014, k=0.045),   # travelling waves (Pearson beta/alpha region)
+    "zebrafish": dict(F=0.035, k=0.060),
+}
+
+
+def grayscott_step(uv, Du=0.16, Dv=0.08, F=0.035, k=0.065, dt=1.0):
+    """One explicit-Euler Gray-Scott step (SPEC 3.3). uv: ``(..., 2, H, W)`` (u then v); float64."""
+    uv = _as_f64(uv)
+    if uv.ndim < 3 or uv.shape[-3] != 2:
+        raise ValueError(f"uv must have shape (..., 2, H, W) (u then v), got shape {uv.shape}")
+    u, v = uv[..., 0, :, :], uv[..., 1, :, :]
+    uvv = u * v * v
+    return np.stack([u + dt * (Du * laplacian(u) - uvv + F * (1.0 - u)),
+                     v + dt * (Dv * laplacian(v) + uvv - (F + k) * v)], axis=-3)
+
+
+def grayscott_init(shape, seed=0, patch=None):
+    """Pearson's start: u = 1, v = 0 with a centred square (u, v) = (0.5, 0.25) of side ``patch``.
+
+    ``shape``: ``(H, W)`` or ``(B, H, W)`` -> ``(2, H, W)`` or ``(B, 2, H, W)`` float32.
+    ``patch`` defaults to ``max(1, min(H, W) // 5)``. Then ±1% relative uniform noise from
+    ``default_rng(seed)`` multiplies u and v (so v stays 0 outside the patch).
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"shape must be (H, W) or (B, H, W), got {shape}")
+    H, W = shape[-2:]
+    s = max(1, min(H, W) // 5) if patch is None else patch
+    if not _is_int(s) or not 1 <= s <= min(H, W):
+        raise ValueError(f"patch must be an integer in 1..{min(H, W)}, got {patch!r}")
+    uv = np.zeros(shape[:-2] + (2, H, W))
+    uv[..., 0, :, :] = 1.0
+    r0, c0 = (H - s) // 2, (W - s) // 2
+    uv[..., 0, r0:r0 + s, c0:c0 + s] = 0.5
+    uv[..., 1, r0:r0 + s, c0:c0 + s] = 0.25
+    uv *= 1.0 + 0.01 * np.random.default_rng(seed).uniform(-1.0, 1.0, uv.shape)
+    return uv.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- observables (SPEC 5)
+
+def observables(x, arity, dims=None):
+    """Per-field observables of one state, each of shape ``batch_shape``.
+
+    Keys: ``energies`` (``batch + (L+1,)``), ``total`` (``sum x**2``), ``mass`` (``sum x``),
+    ``min``, ``max`` (float64) and ``nonfinite`` (bool: any NaN/Inf in the field).
+    """
+    x = _as_f64(x)
+    dims = infer_dims(x.shape, dims)
+    ax = _spatial_axes(dims)
+    return dict(energies=energies(x, arity, dims), total=np.sum(x * x, axis=ax),
+                mass=np.sum(x, axis=ax), min=np.min(x, axis=ax), max=np.max(x, axis=ax),
+                nonfinite=~np.all(np.isfinite(x), axis=ax))
+
+
+def _series(E):
+    E = _as_f64(E)
+    if E.ndim not in (2, 3) or E.shape[-1] < 2:
+        raise ValueError(f"E must have shape (T, L+1) or (T, B, L+1) with L >= 1, got {E.shape}")
+    return E
+
+
+def deepest_surviving_band(E, tau=1e-3):
+    """``D_t = max{l < L : E_l(t) > tau * E_l(0)}`` (-1 if none); detail bands only.
+
+    E: energies time series ``(T, L+1)`` or ``(T, B, L+1)`` (last column E_c is ignored).
+    Returns int64 ``(T,)`` or ``(T, B)``.
+    """
+    E = _series(E)[..., :-1]
+    alive = E > tau * E[0]
+    idx = np.arange(E.shape[-1])
+    return np.max(np.where(alive, idx, -1), axis=-1)
+
+
+def kill_steps(E, steps, tau=1e-3):
+    """First ``steps[t]`` with ``E_l(t) < tau * E_l(0)`` per column of E (-1 if never).
+
+    E: ``(T, L+1)`` or ``(T, B, L+1)``; steps: ``(T,)``. Returns int64 ``E.shape[1:]``
+    (the last column is the coarse energy, normally -1).
+    """
+    E = _series(E)
+    steps = np.asarray(steps)
+    if steps.shape != E.shape[:1]:
+        raise ValueError(f"steps must have shape ({E.shape[0]},), got {steps.shape}")
+    dead = E < tau * E[0]
+    first = np.argmax(dead, axis=0)
+    return np.where(dead.any(axis=0), steps[first], -1).astype(np.int64)
+
+
+def contraction_rates(E, steps):
+    """Least-squares slope of ``log E_l(t)`` vs ``steps`` per column of E, float64 ``E.shape[1:]``.
+
+    Only finite, positive entries are used; NaN where fewer than 2 remain. For tree diffusion the
+    slope of band l is ``2 log lambda_l``.
+    """
+    E = _series(E)
+    t = _as_f64(steps)
+    if t.shape != E.shape[:1]:
+        raise ValueError(f"steps must have shape ({E.shape[0]},), got {t.shape}")
+    cols = E.reshape(E.shape[0], -1)
+    out = np.full(cols.shape[1], np.nan)
+    for j in range(cols.shape[1]):
+        ok = np.isfinite(cols[:, j]) & (cols[:, j] > 0)
+        if ok.sum() >= 2 and np.ptp(t[ok]) > 0:
+            out[j] = np.polyfit(t[ok], np.log(cols[ok, j]), 1)[0]
+    return out.reshape(E.shape[1:])

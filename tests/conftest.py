@@ -1,0 +1,40 @@
+"""Shared fixtures: one validated Context for the suite, and a guard that fails any test during
+which the Khronos validation layer reported an error."""
+import os
+
+import pytest
+
+from vkbands.engine import Context, default_context, validation_error_count
+
+
+def pytest_report_header(config):
+    ctx = default_context()
+    return (f"vkbands device: {ctx.info['name']} ({ctx.info['type']}, Vulkan {ctx.info['api']}, "
+            f"unified memory={ctx.unified_memory}); validation={'on' if ctx.validation else 'OFF'}")
+
+
+@pytest.fixture(scope="session")
+def ctx():
+    """The process-wide default context (validation follows VKBANDS_VALIDATION; `make test` sets it)."""
+    return default_context()
+
+
+@pytest.fixture(autouse=True)
+def no_validation_errors():
+    before = validation_error_count()
+    yield
+    after = validation_error_count()
+    assert after == before, f"{after - before} Vulkan validation error(s) during this test (see log)"
+
+
+@pytest.fixture
+def fresh_ctx():
+    """A private context, closed after the test (for lifetime tests)."""
+    c = Context()
+    yield c
+    c.close()
+
+
+def pytest_configure(config):
+    if os.environ.get("CI") and os.environ.get("VKBANDS_VALIDATION") != "1":
+        raise pytest.UsageError("CI must run the suite with VKBANDS_VALIDATION=1 (use `make test`)")
