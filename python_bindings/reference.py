@@ -489,3 +489,154 @@ def contraction_rates(E, steps):
         if ok.sum() >= 2 and np.ptp(t[ok]) > 0:
             out[j] = np.polyfit(t[ok], np.log(cols[ok, j]), 1)[0]
     return out.reshape(E.shape[1:])
+
+
+# ----------------------------------------------------------------------------- pictures (SPEC 6)
+# The definition that shaders/write_image.comp (vkbands.image) must match within 1 LSB per channel.
+# Everything is float32, in the order the shader evaluates it:
+#
+#   values   panels (P, H, W); a 1-D field is (1, 1, N) and a band x time image (1, T, L): they are
+#            panels like any other, drawn with a vertical expansion sy > 1.
+#   fade     acc = v if reset or fade == 0, else fade * acc + (1 - fade) * v          (fade_step)
+#   range    s0 = (acc - centre) * inv_half                                          (picture_range)
+#            fixed:     centre = (vmin + vmax) / 2, inv_half = 2 / (vmax - vmin)  (float64, then float32)
+#            symmetric: centre = 0, inv_half = 1 / m, m = max|v| over the finite values of all panels
+#            per_band:  the same with m per panel; m == 0 -> inv_half = 0 (all at the middle colour).
+#            m is taken over the current frame's values, not the faded ones.
+#   cmap     grey:      t = clip(0.5 + 0.5 * s0, 0, 1), rgb = (t, t, t)
+#            diverging: a = clip(s0, -1, 1); rgb = WHITE*(1+a) + BLUE*(-a) for a < 0, else WHITE*(1-a) + RED*a
+#            ternary:   BLUE if s0 < -tau, RED if s0 > tau, else WHITE
+#            log:       s = sign(s0) * (log1p(|s0| * inv_eps) * log_norm), inv_eps = 1 / eps,
+#                       log_norm = 1 / log1p(1 / eps) (float64, then float32); then diverging
+#            NaN / +-Inf (after fading) -> NONFINITE in every map.
+#   rgba8    round(rgb * 255), alpha 255.
+#   layout   panel p at grid cell (p // cols, p % cols); each value a sy x sx block; cells `gap` apart;
+#            image (rows*(H*sy + gap) - gap, cols*(W*sx + gap) - gap), rows = ceil(P / cols); pixels
+#            outside every panel are BACKGROUND.
+
+PICTURE_BACKGROUND = (32, 32, 32, 255)
+PICTURE_NONFINITE = (255, 0, 255, 255)
+PICTURE_BLUE = np.array([33, 102, 172], np.float32) / np.float32(255)
+PICTURE_WHITE = np.ones(3, np.float32)
+PICTURE_RED = np.array([178, 24, 43], np.float32) / np.float32(255)
+PICTURE_CMAPS = ("grey", "diverging", "ternary", "log")
+PICTURE_RANGES = ("fixed", "symmetric", "per_band")
+PICTURE_DEFAULT_LIMITS = {"grey": (0.0, 1.0), "diverging": (-1.0, 1.0), "ternary": (-1.0, 1.0),
+                          "log": (-1.0, 1.0)}
+
+_f32 = np.float32
+
+
+def picture_layout(P, H, W, cols, sx=1, sy=1, gap=0):
+    """``(height, width)`` of the picture of P panels of H x W values (see the section comment)."""
+    rows = -(-P // cols)
+    return rows * (H * sy + gap) - gap, cols * (W * sx + gap) - gap
+
+
+def fade_step(acc, current, fade, reset=False):
+    """One temporal-fade step on values (float32): ``fade * acc + (1 - fade) * current``."""
+    cur = np.asarray(current, _f32)
+    if reset or fade == 0 or acc is None:
+        return cur.copy()
+    f = _f32(fade)
+    return f * np.asarray(acc, _f32) + (_f32(1) - f) * cur
+
+
+def finite_maxabs(values, axis=None):
+    """max|v| over the finite entries (0 where there are none), float32."""
+    v = np.abs(np.asarray(values, _f32))
+    return np.max(np.where(np.isfinite(v), v, _f32(0)), axis=axis, initial=_f32(0)).astype(_f32)
+
+
+def picture_range(current, mode="fixed", vmin=-1.0, vmax=1.0):
+    """``(centre, inv_half)`` float32 arrays of shape (P,) for panels ``current`` (P, H, W)."""
+    P = np.shape(current)[0]
+    if mode == "fixed":
+        c, k = _f32((vmin + vmax) / 2.0), _f32(2.0 / (vmax - vmin))
+        return np.full(P, c, _f32), np.full(P, k, _f32)
+    if mode == "symmetric":
+        m = np.full(P, finite_maxabs(current), _f32)
+    elif mode == "per_band":
+        m = finite_maxabs(np.reshape(current, (P, -1)), axis=1)
+    else:
+        raise ValueError(f"mode={mode!r}: allowed {PICTURE_RANGES}")
+    with np.errstate(divide="ignore"):
+        k = np.where(m > 0, _f32(1) / np.where(m > 0, m, _f32(1)), _f32(0)).astype(_f32)
+    return np.zeros(P, _f32), k
+
+
+def _diverging(s):
+    a = np.clip(s, _f32(-1), _f32(1))[..., None]
+    neg = PICTURE_WHITE * (_f32(1) + a) + PICTURE_BLUE * (-a)
+    pos = PICTURE_WHITE * (_f32(1) - a) + PICTURE_RED * a
+    return np.where(a < 0, neg, pos).astype(_f32)
+
+
+def picture_s0(values, centre, inv_half):
+    """The normalised signed value ``(v - centre) * inv_half`` (float32; centre/inv_half broadcast)."""
+    return ((np.asarray(values, _f32) - _f32(centre)) * _f32(inv_half)).astype(_f32)
+
+
+def colorize(values, cmap="diverging", centre=0.0, inv_half=1.0, tau=1e-3, eps=1e-3):
+    """Colour of each value as float32 RGB in [0, 1], shape ``values.shape + (3,)``.
+
+    ``centre``/``inv_half`` broadcast against ``values`` (per-panel arrays need a trailing (P,1,1))."""
+    v = np.asarray(values, _f32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        s0 = picture_s0(v, centre, inv_half)
+        if cmap == "grey":
+            t = np.clip(_f32(0.5) + _f32(0.5) * s0, _f32(0), _f32(1))
+            rgb = np.repeat(t[..., None], 3, axis=-1)
+        elif cmap == "diverging":
+            rgb = _diverging(s0)
+        elif cmap == "ternary":
+            rgb = np.where((s0 < -_f32(tau))[..., None], PICTURE_BLUE,
+                           np.where((s0 > _f32(tau))[..., None], PICTURE_RED, PICTURE_WHITE))
+        elif cmap == "log":
+            inv_eps, log_norm = _f32(1.0 / eps), _f32(1.0 / np.log1p(1.0 / eps))
+            rgb = _diverging(np.sign(s0) * (np.log1p(np.abs(s0) * inv_eps) * log_norm))
+        else:
+            raise ValueError(f"cmap={cmap!r}: allowed {PICTURE_CMAPS}")
+    rgb = np.where(np.isfinite(v)[..., None], rgb, np.array(PICTURE_NONFINITE[:3], _f32) / _f32(255))
+    return rgb.astype(_f32)
+
+
+def to_rgba8(rgb):
+    """float RGB in [0, 1] -> uint8 RGBA (round to nearest, alpha 255)."""
+    rgb = np.asarray(rgb, np.float64)
+    out = np.full(rgb.shape[:-1] + (4,), 255, np.uint8)
+    out[..., :3] = np.clip(np.floor(rgb * 255.0 + 0.5), 0, 255)
+    return out
+
+
+def render_panels(panels, cmap="diverging", range="fixed", vmin=None, vmax=None, tau=1e-3, eps=1e-3,
+                  cols=1, sx=1, sy=1, gap=0, acc=None, fade=0.0, reset=False):
+    """The reference picture of panels ``(P, H, W)`` (a 2-D field is P = 1): ``(rgba8 image, acc)``.
+
+    ``acc`` is the faded state (P, H, W) float32 to pass back in on the next frame (``None`` on the
+    first frame, which then behaves like ``reset``). ``vmin``/``vmax`` default to
+    ``PICTURE_DEFAULT_LIMITS[cmap]`` and are used by ``range="fixed"`` only."""
+    cur = np.asarray(panels, _f32)
+    if cur.ndim == 2:
+        cur = cur[None]
+    P, H, W = cur.shape
+    lo, hi = PICTURE_DEFAULT_LIMITS[cmap]
+    vmin = lo if vmin is None else vmin
+    vmax = hi if vmax is None else vmax
+    centre, inv_half = picture_range(cur, range, vmin, vmax)
+    state = fade_step(acc, cur, fade, reset)
+    rgb = colorize(state, cmap, centre[:, None, None], inv_half[:, None, None], tau, eps)
+    tiles = to_rgba8(rgb)
+    tiles = np.repeat(np.repeat(tiles, sy, axis=1), sx, axis=2)
+    height, width = picture_layout(P, H, W, cols, sx, sy, gap)
+    img = np.empty((height, width, 4), np.uint8)
+    img[:] = PICTURE_BACKGROUND
+    for p in np.arange(P):
+        y0, x0 = (p // cols) * (H * sy + gap), (p % cols) * (W * sx + gap)
+        img[y0:y0 + H * sy, x0:x0 + W * sx] = tiles[p]
+    return img, state
+
+
+__all__ += ["PICTURE_BACKGROUND", "PICTURE_NONFINITE", "PICTURE_BLUE", "PICTURE_WHITE", "PICTURE_RED",
+            "PICTURE_CMAPS", "PICTURE_RANGES", "PICTURE_DEFAULT_LIMITS", "picture_layout", "fade_step",
+            "finite_maxabs", "picture_range", "picture_s0", "colorize", "to_rgba8", "render_panels"]
