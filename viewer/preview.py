@@ -1,0 +1,100 @@
+"""The sheet-grid preview: a textured quad (``preview.vert``/``preview.frag``) sampling the storage
+image in GENERAL layout through a nearest sampler.
+
+Placement (:func:`place`): the image is fitted into the preview area with its aspect preserved; when
+it fits at least once, the scale is an integer (every texel a whole block of screen pixels, so a
+screenshot equals the picture exactly) and the position is whole pixels. ``zoom`` multiplies the
+scale (integer zoom steps keep that property) and ``pan`` shifts it in pixels.
+"""
+from __future__ import annotations
+
+import math
+
+import vulkan as vk
+
+from vkbands.engine.graphics import GraphicsPipeline, Sampler
+
+
+def place(area, image_size, zoom: float = 1.0, pan=(0.0, 0.0)):
+    """Pixel rectangle ``(x0, y0, width, height)`` of an image of ``image_size=(W, H)`` inside
+    ``area=(x, y, w, h)``; also returns the scale (screen pixels per texel)."""
+    ax, ay, aw, ah = area
+    W, H = image_size
+    fit = min(aw / W, ah / H) if W and H else 1.0
+    base = math.floor(fit) if fit >= 1 else fit
+    s = base * zoom
+    if s >= 1:
+        s = max(1, round(s)) if abs(s - round(s)) < 1e-6 else s
+    w, h = W * s, H * s
+    x0 = round(ax + (aw - w) / 2 + pan[0])
+    y0 = round(ay + (ah - h) / 2 + pan[1])
+    return (x0, y0, w, h), s
+
+
+class Preview:
+    def __init__(self, ctx, render_pass):
+        self.ctx = ctx
+        self.pipeline = GraphicsPipeline(ctx, "preview.vert", "preview.frag", render_pass,
+                                         topology=vk.VK_PRIMITIVE_TOPOLOGY_TRIANGLE_STRIP)
+        self.sampler = Sampler(ctx, "nearest", "border")
+        self._set = None
+        self._image = None
+        self.zoom, self.pan = 1.0, [0.0, 0.0]
+        self.rect = None
+
+    def set_image(self, image):
+        """Sample ``image`` (a StorageImage in GENERAL layout) from now on."""
+        if image is self._image:
+            return
+        res = {0: (image.view, self.sampler.handle)}
+        if self._set is None:
+            self._set = self.pipeline.descriptor_set(res)
+        else:
+            self.pipeline.update_set(self._set, res)
+        self._image = image
+
+    def reset_view(self):
+        self.zoom, self.pan = 1.0, [0.0, 0.0]
+
+    def zoom_at(self, steps: float, cursor, area):
+        """Zoom by 2**(steps/2) keeping the image point under ``cursor`` fixed."""
+        if self._image is None:
+            return
+        (x0, y0, w, h), _ = place(area, (self._image.width, self._image.height), self.zoom, self.pan)
+        factor = 2.0 ** (steps / 2)
+        new_zoom = min(max(self.zoom * factor, 1 / 16), 64.0)
+        factor = new_zoom / self.zoom
+        cx, cy = cursor
+        # keep (cursor - x0) / w fixed: new x0 = cx - (cx - x0) * factor
+        nx0, ny0 = cx - (cx - x0) * factor, cy - (cy - y0) * factor
+        (bx, by, _, _), _ = place(area, (self._image.width, self._image.height), new_zoom, (0, 0))
+        self.zoom = new_zoom
+        self.pan = [nx0 - bx, ny0 - by]
+
+    def record(self, cb, fb_size, area):
+        """Draw the quad into ``area`` (x, y, w, h) of a framebuffer of ``fb_size`` (inside a render pass)."""
+        if self._image is None or area[2] <= 0 or area[3] <= 0:
+            return
+        fw, fh = fb_size
+        (x0, y0, w, h), _ = place(area, (self._image.width, self._image.height), self.zoom, self.pan)
+        self.rect = (x0, y0, w, h)
+        p = self.pipeline
+        vk.vkCmdBindPipeline(cb, vk.VK_PIPELINE_BIND_POINT_GRAPHICS, p.pipeline)
+        vk.vkCmdBindDescriptorSets(cb, vk.VK_PIPELINE_BIND_POINT_GRAPHICS, p.layout, 0, 1, [self._set], 0, None)
+        vk.vkCmdSetViewport(cb, 0, 1, [vk.VkViewport(x=0, y=0, width=fw, height=fh, minDepth=0, maxDepth=1)])
+        ax, ay, aw, ah = (int(v) for v in area)
+        sx0, sy0 = max(ax, 0), max(ay, 0)
+        sx1, sy1 = min(ax + aw, fw), min(ay + ah, fh)
+        if sx1 <= sx0 or sy1 <= sy0:
+            return
+        vk.vkCmdSetScissor(cb, 0, 1, [vk.VkRect2D(offset=vk.VkOffset2D(x=sx0, y=sy0),
+                                                  extent=vk.VkExtent2D(width=sx1 - sx0, height=sy1 - sy0))])
+        rect = (2 * x0 / fw - 1, 2 * y0 / fh - 1, 2 * (x0 + w) / fw - 1, 2 * (y0 + h) / fh - 1)
+        data = p.pack({"rect": rect, "uv_rect": (0.0, 0.0, 1.0, 1.0)})
+        vk.vkCmdPushConstants(cb, p.layout, p.push_stages, 0, len(data), vk.ffi.new("char[]", data))
+        vk.vkCmdDraw(cb, 4, 1, 0, 0)
+
+    def close(self):
+        self.sampler.close()
+        self.pipeline.close()
+        self._set = self._image = None

@@ -1,0 +1,188 @@
+"""GLFW window with a Vulkan surface, and its input (forwarded to ImGui and to the viewer's controls).
+
+pyGLFW is ctypes and ``vulkan`` is cffi: the instance goes to GLFW as a ``ctypes.c_void_p`` and the
+surface comes back in one, then is cast to ``VkSurfaceKHR`` (NOTES_VULKAN.md).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+import glfw
+import vulkan as vk
+
+
+class NoDisplayError(RuntimeError):
+    """No display to open a window on (no X server / Wayland compositor, or GLFW cannot init)."""
+
+
+_glfw_users = 0
+_last_error = [""]
+
+
+def _error_callback(code, description):
+    _last_error[0] = description.decode("utf-8", "replace") if isinstance(description, bytes) else str(description)
+
+
+def display_available() -> bool:
+    """True when an X or Wayland display is named in the environment (GLFW may still fail to open it)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def init_glfw():
+    """Initialise GLFW once per process (reference-counted); NoDisplayError when there is no display."""
+    global _glfw_users
+    if _glfw_users == 0:
+        if not display_available():
+            raise NoDisplayError("no display (DISPLAY/WAYLAND_DISPLAY unset)")
+        glfw.set_error_callback(_error_callback)
+        if not glfw.init():
+            raise NoDisplayError(f"GLFW could not initialise: {_last_error[0] or 'unknown error'}")
+        if not glfw.vulkan_supported():
+            glfw.terminate()
+            raise NoDisplayError("GLFW found no Vulkan loader with surface support")
+    _glfw_users += 1
+
+
+def release_glfw():
+    global _glfw_users
+    if _glfw_users > 0:
+        _glfw_users -= 1
+        if _glfw_users == 0:
+            glfw.terminate()
+
+
+def required_instance_extensions() -> list[str]:
+    """The instance extensions GLFW needs for a surface (init_glfw() first)."""
+    return list(glfw.get_required_instance_extensions())
+
+
+class Window:
+    """A resizable GLFW window without a client API (Vulkan draws into it).
+
+    Input is collected into plain attributes the app reads each frame: ``keys_pressed`` (list of GLFW
+    key codes pressed since the last ``poll()``, with mods), ``chars`` (typed characters for ImGui),
+    ``scroll`` (accumulated y offset), ``resized`` (set when the framebuffer size changed).
+    """
+
+    def __init__(self, width: int = 1280, height: int = 800, title: str = "vkbands", visible: bool = True):
+        init_glfw()
+        self._closed = True
+        glfw.window_hint(glfw.CLIENT_API, glfw.NO_API)
+        glfw.window_hint(glfw.RESIZABLE, glfw.TRUE)
+        glfw.window_hint(glfw.VISIBLE, glfw.TRUE if visible else glfw.FALSE)
+        self.handle = glfw.create_window(int(width), int(height), title, None, None)
+        if not self.handle:
+            release_glfw()
+            raise NoDisplayError(f"GLFW could not open a window: {_last_error[0] or 'unknown error'}")
+        self._closed = False
+        self.surface = None
+        self._instance = None
+        self.keys_pressed: list[tuple[int, int]] = []
+        self.keys_down: set[int] = set()
+        self.chars: list[int] = []
+        self.scroll = 0.0
+        self.resized = False
+        glfw.set_framebuffer_size_callback(self.handle, self._on_resize)
+        glfw.set_key_callback(self.handle, self._on_key)
+        glfw.set_char_callback(self.handle, self._on_char)
+        glfw.set_scroll_callback(self.handle, self._on_scroll)
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_resize(self, win, w, h):
+        self.resized = True
+
+    def _on_key(self, win, key, scancode, action, mods):
+        if action == glfw.PRESS:
+            self.keys_down.add(key)
+            self.keys_pressed.append((key, mods))
+        elif action == glfw.REPEAT:
+            self.keys_pressed.append((key, mods))
+        elif action == glfw.RELEASE:
+            self.keys_down.discard(key)
+
+    def _on_char(self, win, char):
+        self.chars.append(char)
+
+    def _on_scroll(self, win, dx, dy):
+        self.scroll += dy
+
+    # ------------------------------------------------------------------ queries
+    def poll(self, wait_s: float | None = None):
+        if wait_s:
+            glfw.wait_events_timeout(wait_s)
+        else:
+            glfw.poll_events()
+
+    @property
+    def should_close(self) -> bool:
+        return bool(glfw.window_should_close(self.handle))
+
+    def request_close(self):
+        glfw.set_window_should_close(self.handle, True)
+
+    @property
+    def framebuffer_size(self) -> tuple[int, int]:
+        return tuple(glfw.get_framebuffer_size(self.handle))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(glfw.get_window_size(self.handle))
+
+    @property
+    def minimised(self) -> bool:
+        w, h = self.framebuffer_size
+        return w == 0 or h == 0 or bool(glfw.get_window_attrib(self.handle, glfw.ICONIFIED))
+
+    @property
+    def focused(self) -> bool:
+        return bool(glfw.get_window_attrib(self.handle, glfw.FOCUSED))
+
+    def cursor(self) -> tuple[float, float]:
+        return tuple(glfw.get_cursor_pos(self.handle))
+
+    def mouse_button(self, i: int) -> bool:
+        return glfw.get_mouse_button(self.handle, i) == glfw.PRESS
+
+    def set_size(self, width: int, height: int):
+        glfw.set_window_size(self.handle, int(width), int(height))
+
+    def iconify(self):
+        glfw.iconify_window(self.handle)
+
+    def restore(self):
+        glfw.restore_window(self.handle)
+
+    def set_title(self, title: str):
+        glfw.set_window_title(self.handle, title)
+
+    # ------------------------------------------------------------------ Vulkan surface
+    def create_surface(self, instance):
+        """Create (once) and return the VkSurfaceKHR of this window on ``instance``."""
+        inst = ctypes.c_void_p(int(vk.ffi.cast("uintptr_t", instance)))
+        out = ctypes.c_void_p(0)
+        res = glfw.create_window_surface(inst, self.handle, None, ctypes.byref(out))
+        if res != 0 or not out.value:
+            raise RuntimeError(f"glfwCreateWindowSurface failed (VkResult {res}): {_last_error[0]}")
+        self._instance = instance
+        self.surface = vk.ffi.cast("VkSurfaceKHR", out.value)
+        return self.surface
+
+    def destroy_surface(self):
+        if self.surface is not None and self._instance is not None:
+            destroy = vk.vkGetInstanceProcAddr(self._instance, "vkDestroySurfaceKHR")
+            destroy(self._instance, self.surface, None)
+        self.surface = None
+
+    def close(self):
+        """Destroy the window (the surface must be destroyed first, while its instance lives)."""
+        if self._closed:
+            return
+        self._closed = True
+        glfw.destroy_window(self.handle)
+        self.handle = None
+        release_glfw()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
