@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vkbands  # noqa: E402
 from vkbands.engine import default_context  # noqa: E402
 from _timing import median_ms, table  # noqa: E402
+from peers import wgpu_add_ms  # noqa: E402
 
 N = 2**24
 
@@ -40,12 +41,15 @@ def main():
     t_chain = median_ms(chain.submit, repeat=9)
     assert chain.barrier_count == 999 and np.array_equal(x.numpy(), np.full(4, 11 * 1000, np.float32))  # 11 replays
 
+    t_wgpu = wgpu_add_ms(a, b)
     rows = [
         ["NumPy np.add(a, b, out=c)", f"{t_np:.2f}", f"{gb / t_np * 1e3:.1f}", "1.00"],
         ["vkbands add, device-resident", f"{t_dev:.2f}", f"{gb / t_dev * 1e3:.1f}", f"{t_np / t_dev:.2f}"],
         ["vkbands.add(numpy, numpy) incl. upload + readback", f"{t_full:.2f}", f"{gb / t_full * 1e3:.1f}",
          f"{t_np / t_full:.2f}"],
     ]
+    rows.insert(2, ["wgpu-py (same driver), device-resident", *(
+        [f"{t_wgpu:.2f}", f"{gb / t_wgpu * 1e3:.1f}", f"{t_np / t_wgpu:.2f}"] if t_wgpu else ["not installed", "", ""])])
     print(f"## add, N = 2**24 float32 — device: {ctx.info['name']} ({ctx.info['type']})\n")
     print(table(rows, ["case", "ms", "GB/s (3 x 4 B x N)", "speed vs NumPy"]))
     print(f"\nper dispatch, 1,000 dependent tiny dispatches (with barriers) replayed from one recording: "
