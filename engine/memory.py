@@ -101,7 +101,9 @@ class DeviceArray:
             raise
         vk.vkBindBufferMemory(dev, self.buffer, self.memory, 0)
         flags = ctx.memory_properties.memoryTypes[mtype].propertyFlags
-        self.mappable = bool(flags & _HOST)
+        # Only staging buffers and arrays on unified devices are mapped; a discrete GPU's arrays go
+        # through staging even when their memory happens to be host-visible (resizable BAR).
+        self.mappable = bool(flags & _HOST) and (host or ctx.unified_memory)
         self._coherent = bool(flags & _COHERENT)
         self._mapped_bytes = req.size
         self.host_view = None
