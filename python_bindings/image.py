@@ -54,7 +54,7 @@ NONFINITE = (255, 0, 255, 255)   # NaN, +Inf, -Inf in every colour map
 GAP = 2                          # default pixels between panels
 DEFAULT_TAU = 1e-3
 DEFAULT_EPS = 1e-3
-_REDUCE_VALUES_PER_INVOCATION = 16
+_REDUCE_VALUES_PER_INVOCATION = 32
 
 
 # ----------------------------------------------------------------------------- argument checks
