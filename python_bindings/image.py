@@ -315,7 +315,11 @@ def render_image(field, cmap="diverging", vmin=None, vmax=None, range="fixed", s
     ctx = ctx or (field.ctx if isinstance(field, DeviceArray) else default_context())
     temps = []
     try:
-        panels = field if isinstance(field, DeviceArray) else temps.append(ctx.array(field)) or temps[-1]
+        if isinstance(field, DeviceArray):
+            panels = field
+        else:
+            panels = ctx.array(field)
+            temps.append(panels)
         writer = ImageWriter(ctx, P, H, W, cols=cols, scale=(sy, sx), gap=gap)
         temps.append(writer)
         img = writer.image()
