@@ -1,0 +1,375 @@
+"""What the viewer shows: a running rollout decomposed into its sheet grid, drawn on the device.
+
+:class:`SheetSource` holds a :class:`vkbands.rollout.Simulation`, a :class:`vkbands.bands.BandPlan`,
+a :class:`vkbands.image.ImageWriter` and the rgba8 storage image the preview samples. Each frame it
+replays one Recorder (built once per configuration, then only replayed): advance N steps (the system's
+own step kernels), the sheet panel stack ``[s^0..s^L, D^0..D^{L-1}]`` of the observed field, a copy
+of the visible panels, ``write_image.comp`` into the storage image, and a copy of the step's
+observables into host-visible memory that the viewer reads a frame later (no stall, no field
+readback).
+
+Sheet grid (SPEC section 6): 2-D fields: row 1 the cumulative sheets, row 2 the detail sheets; 1-D
+fields: one column of strips (cumulative then detail), plus, in the panel, the band x time plot.
+Gray-Scott shows v (the pattern-forming species), as its observables do.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from vkbands import init as I
+from vkbands import reference as R
+from vkbands.bands import BandPlan
+from vkbands.image import CMAPS, RANGES, ImageWriter
+from vkbands.rollout import Simulation
+from vkbands.systems import SYSTEMS
+
+INITS = ("default", "random", "smooth", "impulse", "band_pure")
+# Parameters editable live (applied with set_params, re-recorded), by system: (name, lo, hi, format).
+LIVE_PARAMS = {
+    "tree": [("tau", 0.0, 10.0, "%.3f"), ("alpha", 0.0, 4.0, "%.3f")],
+    "coupled": [("tau", 0.0, 10.0, "%.3f"), ("alpha", 0.0, 4.0, "%.3f"), ("eps", 0.0, 1.0, "%.4f")],
+    "heat": [("alpha", 0.0, 0.25, "%.4f")],
+    "grayscott": [("F", 0.0, 0.1, "%.4f"), ("k", 0.0, 0.1, "%.4f"), ("Du", 0.0, 0.25, "%.3f"),
+                  ("Dv", 0.0, 0.25, "%.3f"), ("dt", 0.0, 2.0, "%.3f")],
+}
+DEFAULT_SIZE = {"tree": 729, "coupled": 729, "heat": 243, "grayscott": 243}
+MIN_PANEL_PX = 96        # small sheets are block-expanded to at least this many pixels
+
+
+def initial_state(system, size, arity=None, batch=1, dims=None, init="default", seed=0, band=0, scale=1.0):
+    """The initial state x0 for ``system`` (shape of x0 as Simulation takes it)."""
+    if system not in SYSTEMS:
+        raise ValueError(f"system={system!r}: choose one of {', '.join(SYSTEMS)}")
+    two_d = system in ("heat", "grayscott") or dims == 2
+    spatial = (size, size) if two_d else (size,)
+    shape = ((batch,) if batch > 1 else ()) + spatial
+    sdims = len(spatial)
+    p = arity or (3 if _power_of(size, 3) else 2)
+    if init == "default":
+        init = {"grayscott": "grayscott", "heat": "smooth"}.get(system, "random")
+    if system == "grayscott" and init == "grayscott":
+        return R.grayscott_init(shape, seed=seed)
+    if init == "random":
+        x = I.random(shape, seed=seed, dims=sdims)
+    elif init == "smooth":
+        x = I.smooth(shape, seed=seed, dims=sdims)
+    elif init == "impulse":
+        x = I.impulse(shape, seed=seed, dims=sdims)
+    elif init == "band_pure":
+        x = I.band_pure(shape, p, band, seed=seed, dims=sdims)
+    else:
+        raise ValueError(f"init={init!r}: choose one of {', '.join(INITS)}")
+    x = np.asarray(x, np.float32) * np.float32(scale)
+    if system == "grayscott":  # a field init for Gray-Scott: u = 1 - x/2 clipped, v = x clipped
+        v = np.clip(np.abs(x) / max(float(np.abs(x).max()), 1e-12) * 0.25, 0, 1).astype(np.float32)
+        x = np.stack([1 - 2 * v, v], axis=-3)
+    return x
+
+
+def _power_of(n, p):
+    while n > 1 and n % p == 0:
+        n //= p
+    return n == 1
+
+
+class SheetSource:
+    """A Simulation shown as its sheet grid in a storage image (see the module docstring).
+
+    Args:
+        ctx: the viewer's Context.  system: "tree" | "coupled" | "heat" | "grayscott".
+        x0: the initial state (default from :func:`initial_state` with ``size``, ``arity``, ``batch``,
+            ``init``, ``seed``).  member: which batch member is drawn.
+        cmap, range, vmin, vmax, fade: the picture (vkbands.image); ``vmin/vmax`` None: fixed range
+            from the initial field (symmetric, max |x0| of the observed field).
+        params: system parameters (vkbands.systems).
+    """
+
+    def __init__(self, ctx, system="grayscott", x0=None, *, size=None, arity=None, batch=1, dims=None,
+                 init="default", seed=0, member=0, cmap="diverging", range="fixed", vmin=None, vmax=None,
+                 fade=0.0, obs_every=1, **params):
+        self.ctx = ctx
+        self.system_name = system
+        size = size or DEFAULT_SIZE.get(system, 243)
+        self._init_args = dict(size=size, arity=arity, batch=batch, dims=dims, init=init, seed=seed)
+        if x0 is None:
+            x0 = initial_state(system, size, arity, batch, dims, init, seed)
+        sim_params = dict(params)
+        if arity is not None and system in ("tree", "coupled", "heat", "grayscott"):
+            sim_params["arity"] = arity
+        self.sim = Simulation(ctx, system, x0, dims=dims if system in ("tree", "coupled") else None, **sim_params)
+        sysobj = self.sim.system
+        self.spatial = tuple(sysobj.spatial)
+        self.batch = sysobj.batch
+        self.L = sysobj.levels
+        self.arity = sysobj.arity
+        per_member = int(np.prod(sysobj.state_shape[1:])) // int(np.prod(self.spatial))
+        self._species = per_member                      # 2 for Gray-Scott (u, v): draw v
+        self.member = int(member)
+        if not 0 <= self.member < self.batch:
+            raise ValueError(f"member={member}: the batch has members 0..{self.batch - 1}")
+        self.plan = BandPlan(ctx, self.spatial, self.arity, batch=self.batch * per_member)
+        self._field_view = self.sim.state.reshape((self.batch * per_member,) + self.spatial)
+        self._field_member = self.member * per_member + (per_member - 1)
+        P = 2 * self.L + 1
+        self.sheets = ctx.empty((P,) + self.spatial)
+        self.panels = None
+        self.cmap, self.range, self.fade = cmap, range, float(fade)
+        if vmin is None or vmax is None:
+            obs = x0.reshape((self.batch * per_member, -1))[self._field_member] if x0.ndim else x0
+            m = float(np.nanmax(np.abs(obs))) if obs.size else 1.0
+            m = m if m > 0 and math.isfinite(m) else 1.0
+            if cmap == "grey":
+                vmin, vmax = float(np.nanmin(obs)), float(np.nanmax(obs))
+                if not vmax > vmin:
+                    vmin, vmax = vmin - 1, vmax + 1
+            else:
+                vmin, vmax = -m, m
+        self.vmin, self.vmax = float(vmin), float(vmax)
+        self.show_cumulative, self.show_detail = True, True
+        self.visible_levels = [True] * (self.L + 1)
+        self.obs_every = max(1, int(obs_every))
+        self.writer = self.image = None
+        self._recorders: dict = {}
+        self._pending_reset = True       # fade accumulator restarts on the next frame
+        self._obs = self._obs_host = None
+        self._obs_ready = None           # recorder whose observables are waiting to be read
+        self._obs_steps = 0
+        self.ms_per_step = 0.0
+        self._profile = {"steps": 0, "t": 0.0}
+        self.last_compute_s = 0.0
+        self.error = None
+        self._retire = None
+        self._latest = None
+        self._build_picture()
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def step(self) -> int:
+        return self.sim.step
+
+    def panel_ids(self):
+        """Indices into the sheet stack of the panels drawn, in grid order."""
+        L = self.L
+        cum = [l for l in range(L + 1) if self.show_cumulative and self.visible_levels[l]]
+        det = [L + 1 + l for l in range(L) if self.show_detail and self.visible_levels[l]]
+        return cum, det
+
+    def _build_picture(self):
+        """(Re)create the writer, the panel buffer and the image for the visible panels."""
+        self._drop_recorders()
+        cum, det = self.panel_ids()
+        ids = cum + det or [0]
+        P = len(ids)
+        one_d = len(self.spatial) == 1
+        H, W = (1, self.spatial[0]) if one_d else self.spatial
+        if one_d:
+            cols = 1
+            scale = (max(4, -(-W // 48)), 1)      # strips: readable height
+        else:
+            cols = max(len(cum), len(det), 1)
+            k = max(1, -(-MIN_PANEL_PX // max(H, W)))
+            scale = (k, k)
+        old_image, old_writer, old_panels = self.image, self.writer, self.panels
+        self.writer = ImageWriter(self.ctx, P, H, W, cols=cols, scale=scale)
+        self.image = self.writer.image()
+        self._ids = ids
+        full = ids == list(range(2 * self.L + 1))
+        self.panels = None if full else self.ctx.empty((P, H, W))
+        for obj in (old_image, old_writer, old_panels):
+            if obj is not None:
+                obj.close()
+        self._pending_reset = True
+
+    def set_display(self, **kw):
+        """Change cmap / range / vmin / vmax / fade (re-records) or visibility (rebuilds the picture)."""
+        layout = False
+        for k, v in kw.items():
+            if k in ("show_cumulative", "show_detail", "visible_levels"):
+                layout = True
+            setattr(self, k, v)
+        if layout:
+            self._build_picture()
+        else:
+            self._drop_recorders()
+
+    def set_params(self, **params):
+        self.sim.set_params(**params)
+        self._drop_recorders()
+
+    def _drop_recorders(self):
+        if self._obs_ready is not None:
+            self._read_obs()
+        for rec in self._recorders.values():
+            rec.close()       # waits for its submission first
+        self._recorders = {}
+
+    # ------------------------------------------------------------------ the frame's compute
+    def _ensure_obs(self):
+        if self._obs is None:
+            self._obs = self.sim.system.new_obs(1)
+            # host-visible mirrors the recording copies into: read a frame late with no submission
+            self._mirror = {}
+            for name in ("fused", "energies", "stats"):
+                arr = getattr(self._obs, name, None)
+                if arr is not None:
+                    self._mirror[name] = self.ctx.empty(arr.shape, arr.dtype, host=True)
+            self._obs_host = type(self._obs).__new__(type(self._obs))
+            self._obs_host.__dict__.update(self._obs.__dict__)
+            self._obs_host.__dict__.update(self._mirror)
+
+    def _record(self, n: int, reset: bool):
+        self._ensure_obs()
+        rec = self.ctx.recorder()
+        if n > 0:
+            self.sim.record_steps(rec, n, every=n, obs=self._obs)
+        else:
+            self.sim.record_steps(rec, 0, observe_first=True, obs=self._obs)
+        for name, dst in self._mirror.items():
+            rec.copy(getattr(self._obs, name), dst)
+        self.plan.record_sheets(rec, self._field_view, self.sheets, member=self._field_member)
+        panels = self.sheets
+        if self.panels is not None:
+            per = int(np.prod(self.spatial)) * 4
+            for j, i in enumerate(self._ids):
+                rec.copy(self.sheets, self.panels, nbytes=per, src_offset=i * per, dst_offset=j * per)
+            panels = self.panels
+        self.writer.record(rec, panels.reshape(self.writer.P, self.writer.H, self.writer.W), self.image,
+                           cmap=self.cmap, range=self.range, vmin=self.vmin, vmax=self.vmax, fade=self.fade,
+                           reset=reset)
+        rec.finish()
+        return rec
+
+    def submit(self, n: int, wait: bool = False):
+        """Submit this frame's compute: ``n`` steps (0: none), the sheets and the picture."""
+        n = int(n)
+        if self._obs_ready is not None:
+            self._read_obs()         # the previous frame's observables (its fence has signalled by now)
+        reset = self._pending_reset and self.fade > 0
+        key = (n, reset)
+        rec = self._recorders.get(key)
+        if rec is None:
+            rec = self._recorders[key] = self._record(n, reset)
+        t0 = time.perf_counter()
+        rec.submit(wait=wait)
+        if wait:
+            self.last_compute_s = time.perf_counter() - t0
+        self._pending_reset = False
+        if reset:  # a one-off recording: free it once done (next frame)
+            self._recorders.pop(key)
+            self._retire = rec
+        self.sim.step += n
+        self._obs_ready = rec
+        self._obs_steps = n
+
+    def _read_obs(self):
+        rec, self._obs_ready = self._obs_ready, None
+        rec.wait()
+        if self._retire is not None:     # a one-off (fade reset) recording, finished by now
+            self._retire.close()
+            self._retire = None
+        try:
+            row = self._obs_host.read(1)
+        except Exception:  # noqa: BLE001 — observables are advisory; never stop the viewer
+            return
+        self._latest = np.asarray(row["energies"][0, self.member], np.float64)
+        self._latest_nonfinite = bool(row["nonfinite"][0, self.member])
+
+    def observables(self):
+        """The latest energies ``[E_0..E_{L-1}, E_c]`` of the drawn member not yet returned, or None."""
+        e, self._latest = self._latest, None
+        return e
+
+    # ------------------------------------------------------------------ state
+    def reset(self):
+        self._drop_recorders()
+        self.sim.reset()
+        self._pending_reset = True
+
+    def load(self, x):
+        """Replace the state with ``x`` (same shape and a float dtype); errors are ValueError/TypeError
+        with a clear message and leave the state untouched."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiu":
+            raise TypeError(f"field dtype {x.dtype} is not numeric; expected float32 of shape {self.sim.shape}")
+        if tuple(x.shape) != tuple(self.sim.shape):
+            raise ValueError(f"field has shape {tuple(x.shape)}; this {self.system_name} viewer needs "
+                             f"{tuple(self.sim.shape)}")
+        if not np.isfinite(x).all():
+            raise ValueError("field contains NaN or Inf")
+        self._drop_recorders()
+        self.sim.reset(x.astype(np.float32))
+        self._pending_reset = True
+
+    def read_field(self) -> np.ndarray:
+        """The drawn field (observed species of the drawn member) as NumPy (a readback: tests/tools only)."""
+        self._drop_recorders()
+        return self._field_view.numpy()[self._field_member]
+
+    # ------------------------------------------------------------------ panel widgets
+    def build_ui(self, imgui):
+        s = self.sim
+        imgui.text(f"{self.system_name}  {' x '.join(map(str, self.spatial))}  p={self.arity} L={self.L}"
+                   f"  batch={self.batch} (showing {self.member})")
+        if imgui.tree_node("parameters", imgui.TREE_NODE_DEFAULT_OPEN):
+            for name, lo, hi, fmt in LIVE_PARAMS.get(self.system_name, []):
+                cur = s.params.get(name)
+                if not isinstance(cur, (int, float)):
+                    continue
+                changed, v = imgui.slider_float(name, float(cur), lo, hi, fmt)
+                if changed:
+                    try:
+                        self.set_params(**{name: v})
+                    except Exception as e:  # noqa: BLE001 — show it, keep running
+                        self.error = str(e)
+            others = {k: v for k, v in s.params.items()
+                      if k not in {n for n, *_ in LIVE_PARAMS.get(self.system_name, [])}}
+            if others:
+                imgui.text_wrapped("fixed (restart to change): " + ", ".join(f"{k}={v}" for k, v in others.items()
+                                                                             if not isinstance(v, (list, tuple))))
+            imgui.tree_pop()
+        if imgui.tree_node("picture", imgui.TREE_NODE_DEFAULT_OPEN):
+            changed, i = imgui.combo("colour map", CMAPS.index(self.cmap), list(CMAPS))
+            if changed:
+                self.set_display(cmap=CMAPS[i])
+            changed, i = imgui.combo("range", RANGES.index(self.range), list(RANGES))
+            if changed:
+                self.set_display(range=RANGES[i])
+            if self.range == "fixed":
+                changed, (a, b) = imgui.drag_float2("vmin/vmax", self.vmin, self.vmax,
+                                                   change_speed=max(abs(self.vmax - self.vmin), 1e-6) / 200)
+                if changed and b > a:
+                    self.set_display(vmin=a, vmax=b)
+            changed, f = imgui.slider_float("fade", self.fade, 0.0, 0.99, "%.2f")
+            if changed:
+                self.set_display(fade=f)
+            c1, v1 = imgui.checkbox("cumulative row", self.show_cumulative)
+            imgui.same_line()
+            c2, v2 = imgui.checkbox("detail row", self.show_detail)
+            if c1 or c2:
+                self.set_display(show_cumulative=v1, show_detail=v2)
+            vis = list(self.visible_levels)
+            changed_any = False
+            for l in range(self.L + 1):
+                if l:
+                    imgui.same_line()
+                c, vis[l] = imgui.checkbox(f"{l}##lvl{l}", vis[l])
+                changed_any |= c
+            if changed_any and any(vis):
+                self.set_display(visible_levels=vis)
+            imgui.tree_pop()
+
+    def close(self):
+        self._drop_recorders()
+        if self._retire is not None:
+            self._retire.close()
+        for obj in (self.image, self.writer, self.panels, self.sheets, self.plan):
+            if obj is not None:
+                obj.close()
+        if self._obs is not None:
+            self._obs.close()
+            for m in self._mirror.values():
+                m.close()
+        self.sim.close()
