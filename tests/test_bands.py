@@ -1,0 +1,266 @@
+"""vkbands.bands (GPU tree-Haar decomposition) against vkbands.reference and closed forms.
+
+Tolerances ("relative 1e-5 in float32"): arrays are compared with rtol=1e-5 and an absolute floor of
+1e-5 times the field's RMS (a coarse value or a detail near zero cannot be relatively exact in
+float32); energies with rtol=1e-5 and a floor of 1e-7 of the field's total energy.
+"""
+import numpy as np
+import pytest
+
+import vkbands
+import vkbands.bands as VB
+import vkbands.init as I
+import vkbands.reference as R
+from vkbands.engine import DeviceArray
+
+# (spatial shape, arity): 1-D and 2-D for p in 2..5, kept small (validation on)
+CASES = [((256,), 2), ((243,), 3), ((256,), 4), ((125,), 5),
+         ((32, 32), 2), ((27, 27), 3), ((16, 16), 4), ((25, 25), 5),
+         ((8, 32), 2), ((27, 9), 3)]  # rectangular: L = min(Ly, Lx)
+
+
+def _field(spatial, batch, seed=0):
+    shape = ((batch,) if batch else ()) + spatial
+    return I.random(shape, seed=seed)
+
+
+def _close(got, ref, x):
+    scale = float(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2)))
+    np.testing.assert_allclose(np.asarray(got, np.float64), ref, rtol=1e-5, atol=1e-5 * scale)
+
+
+def _close_energies(E, Er, x, dims):
+    total = np.sum(np.asarray(x, np.float64) ** 2, axis=tuple(range(-dims, 0)))
+    np.testing.assert_allclose(E, Er, rtol=1e-5, atol=1e-7 * float(np.max(total)))
+
+
+@pytest.mark.parametrize("batch", [0, 3])
+@pytest.mark.parametrize("spatial,p", CASES)
+def test_decompose_matches_reference(spatial, p, batch):
+    x = _field(spatial, batch)
+    dims = len(spatial)
+    b = VB.decompose(x, p, dims=dims)
+    L = R.levels(x.shape, p, dims)
+    assert (b.arity, b.levels, b.dims) == (p, L, dims)
+    details_ref, coarse_ref = R.decompose(x, p, dims)
+    for l in range(L):
+        d = b.detail(l)
+        assert d.shape == details_ref[l].shape and d.dtype == np.float32
+        _close(d, details_ref[l], x)
+        _close(b.detail(l, leaf=True), R.detail(x, p, l, dims, leaf=True), x)
+    for l in range(L + 1):
+        s = b.cumulative(l)
+        assert s.shape == x.shape
+        _close(s, R.cumulative(x, p, l, dims), x)
+    assert np.shape(b.coarse) == np.shape(coarse_ref)
+    _close(b.coarse, coarse_ref, x)
+    E, Er = b.energies(), R.energies(x, p, dims)
+    assert E.shape == Er.shape == x.shape[:x.ndim - dims] + (L + 1,)
+    _close_energies(E, Er, x, dims)
+    _close_energies(VB.energies(x, p, dims), Er, x, dims)
+    # exact reconstruction and Parseval
+    np.testing.assert_allclose(VB.reconstruct(b), x, rtol=1e-5, atol=1e-5 * float(np.abs(x).max()))
+    total = np.sum(x.astype(np.float64) ** 2, axis=tuple(range(-dims, 0)))
+    np.testing.assert_allclose(E.astype(np.float64).sum(-1), total, rtol=1e-5)
+    # orthogonality of what the GPU produced
+    G = VB.leakage(b)
+    assert G.shape == (L + 1, L + 1)
+    assert np.max(np.abs(G - np.eye(L + 1))) < 1e-5
+    details, c = b.numpy()
+    assert len(details) == L and np.shape(c) == np.shape(coarse_ref)
+    assert not np.any(b.nonfinite)
+
+
+def test_multi_pass_schedules(monkeypatch):
+    """Force tiny tiles so that every size takes several pyramid passes (the partials path)."""
+    monkeypatch.setattr(VB, "_NODE_MAX", 3)
+    monkeypatch.setattr(VB, "_PLANS", type(VB._PLANS)())
+    for spatial, p, batch in [((81, 81), 3, 2), ((64,), 2, 3), ((8, 64), 2, 2), ((625,), 5, 1)]:
+        x = _field(spatial, batch, seed=1)
+        dims = len(spatial)
+        plan = VB._plan(vkbands.default_context(), spatial, p, batch)
+        assert len(plan._energy_sched) >= 2
+        _close_energies(VB.energies(x, p, dims), R.energies(x, p, dims), x, dims)
+        b = VB.decompose(x, p, dims)
+        for l in range(b.levels):
+            _close(b.detail(l), R.detail(x, p, l, dims), x)
+        _close(b.coarse, R.coarse(x, p, dims), x)
+
+
+def test_larger_fields_two_passes():
+    """Sizes above one tile with the default tiling (128^2, p=2 and 243^2, p=3)."""
+    for spatial, p in [((128, 128), 2), ((243, 243), 3), ((4096,), 2)]:
+        x = _field(spatial, 2, seed=2)
+        dims = len(spatial)
+        _close_energies(VB.energies(x, p, dims), R.energies(x, p, dims), x, dims)
+
+
+@pytest.mark.parametrize("spatial,p", [((81,), 3), ((27, 27), 3), ((16, 16), 2), ((125,), 5)])
+@pytest.mark.parametrize("style", ["haar", "randphase", "sparse"])
+def test_band_pure_energy_only_in_its_band(spatial, p, style):
+    dims = len(spatial)
+    L = R.levels(spatial, p, dims)
+    for band in range(L):
+        x = I.band_pure((2,) + spatial, p, band, style=style, seed=band, dims=dims)
+        E = VB.energies(x, p, dims).astype(np.float64)
+        total = E.sum(-1, keepdims=True)
+        others = np.delete(E, band, axis=-1)
+        assert np.all(others <= 1e-10 * total), (band, E)
+        np.testing.assert_allclose(E[:, band], np.sum(x.astype(np.float64) ** 2, axis=tuple(range(1, dims + 1))),
+                                   rtol=1e-5)
+
+
+def test_band_pure_mix_energy_ratio():
+    x = I.band_pure((27, 27), 3, 1, style="mix", mix_band=2, mix_eps=0.1, seed=3)
+    E = VB.energies(x, 3)
+    assert E[1] / E[2] == pytest.approx(100.0, rel=1e-4)
+    assert E[0] < 1e-10 * E.sum() and E[-1] < 1e-10 * E.sum()
+
+
+@pytest.mark.parametrize("spatial,p", [((243,), 3), ((32, 32), 2), ((25, 25), 5), ((8, 32), 2)])
+def test_block_constant_fields_have_no_fine_energy(spatial, p):
+    dims = len(spatial)
+    L = R.levels(spatial, p, dims)
+    for k in range(1, L):
+        coarse_grid = np.random.default_rng(k).standard_normal(tuple(n // p ** k for n in spatial))
+        x = R.expand(coarse_grid, p, k, dims).astype(np.float32)
+        E = VB.energies(x, p, dims).astype(np.float64)
+        assert np.all(E[:k] <= 1e-10 * E.sum()), (k, E)
+        b = VB.decompose(x, p, dims)
+        for l in range(k):
+            assert np.max(np.abs(b.detail(l))) <= 1e-6 * np.abs(x).max()
+
+
+def test_haar_energies_match_pywavelets():
+    pywt = pytest.importorskip("pywt")
+    x = _field((64, 64), 0, seed=4)
+    E = VB.energies(x, 2)
+    coeffs = pywt.wavedec2(x.astype(np.float64), "haar", mode="periodization")
+    # coeffs = [cA_L, (H, V, D)_L, ..., (H, V, D)_1]; band l <-> scale l+1
+    ref = [sum(np.sum(a ** 2) for a in coeffs[-1 - l]) for l in range(6)] + [np.sum(coeffs[0] ** 2)]
+    np.testing.assert_allclose(E, ref, rtol=1e-5, atol=1e-7 * np.sum(x.astype(np.float64) ** 2))
+
+
+# ---------------------------------------------------------------------------- BandPlan
+@pytest.mark.parametrize("spatial,p,batch", [((27, 27), 3, 3), ((64,), 2, 5), ((9, 27), 3, 2)])
+def test_plan_record_energies_rows(ctx, spatial, p, batch):
+    dims = len(spatial)
+    x0, x1 = _field(spatial, batch, seed=5), _field(spatial, batch, seed=6)
+    with VB.BandPlan(ctx, spatial, p, batch=batch) as plan:
+        L = plan.levels
+        assert L == R.levels(spatial, p, dims)
+        X0, X1 = ctx.array(x0), ctx.array(x1)
+        out = ctx.empty((3, batch, L + 1)).fill(-7.0)
+        rec = ctx.recorder()
+        plan.record_energies(rec, X0, out, row=0)
+        plan.record_energies(rec, X1, out, row=2)
+        rec.submit()
+        rec.submit()  # replay: same result
+        got = out.numpy()
+        rec.close()
+        _close_energies(got[0], R.energies(x0, p, dims), x0, dims)
+        _close_energies(got[2], R.energies(x1, p, dims), x1, dims)
+        assert np.all(got[1] == -7.0)
+        with pytest.raises(ValueError, match="row"):
+            plan.record_energies(ctx.recorder(), X0, out, row=3)
+        with pytest.raises(ValueError, match="elements"):
+            plan.record_energies(ctx.recorder(), ctx.empty((batch + 1,) + spatial), out)
+        X0.close(), X1.close(), out.close()
+
+
+@pytest.mark.parametrize("spatial,p,batch", [((27, 27), 3, 3), ((64,), 2, 2), ((9, 27), 3, 2), ((25, 25), 5, 1)])
+def test_plan_record_sheets(ctx, spatial, p, batch):
+    dims = len(spatial)
+    x = _field(spatial, batch, seed=7)
+    member = batch - 1
+    xm = x[member]
+    with VB.BandPlan(ctx, spatial, p, batch=batch) as plan:
+        L = plan.levels
+        X = ctx.array(x)
+        out = ctx.empty((2 * L + 1,) + spatial)
+        with ctx.recorder() as rec:
+            plan.record_sheets(rec, X, out, member=member)
+        got = out.numpy()
+        for l in range(L + 1):
+            _close(got[l], R.cumulative(xm, p, l, dims), xm)
+        for l in range(L):
+            _close(got[L + 1 + l], R.detail(xm, p, l, dims, leaf=True), xm)
+        with pytest.raises(ValueError, match="member"):
+            plan.record_sheets(ctx.recorder(), X, out, member=batch)
+        X.close(), out.close()
+
+
+# ---------------------------------------------------------------------------- errors, NaN
+def test_invalid_sizes_and_arity():
+    with pytest.raises(ValueError, match=r"size 100 is not a power of arity 3; nearest valid sizes: 81, 243"):
+        VB.energies(np.zeros(100, np.float32), 3)
+    with pytest.raises(ValueError, match="100"):
+        VB.decompose(np.zeros((81, 100), np.float32), 3)
+    with pytest.raises(ValueError, match="arity"):
+        VB.energies(np.zeros(16, np.float32), 1)
+    with pytest.raises(ValueError, match="arity"):
+        VB.decompose(np.zeros(16, np.float32), 2.0)
+    with pytest.raises(ValueError, match="dims"):
+        VB.energies(np.zeros(16, np.float32), 2, dims=3)
+    with pytest.raises(ValueError):
+        VB.BandPlan(vkbands.default_context(), (10,), 3)
+    with pytest.raises(ValueError, match="arity"):
+        VB.BandPlan(vkbands.default_context(), (16,), 1)
+    b = VB.decompose(np.ones(27, np.float32), 3)
+    with pytest.raises(ValueError, match="l must be"):
+        b.detail(3)
+    with pytest.raises(ValueError, match="l must be"):
+        b.cumulative(4)
+
+
+def test_nan_propagates_and_is_flagged():
+    x = _field((27, 27), 3, seed=8)
+    x[1, 4, 5] = np.nan
+    x[2, 0, 0] = np.inf
+    E = VB.energies(x, 3)
+    assert np.all(np.isfinite(E[0])) and not np.all(np.isfinite(E[1])) and not np.all(np.isfinite(E[2]))
+    _close_energies(E[0], R.energies(x[0], 3), x[0], 2)
+    b = VB.decompose(x, 3)
+    assert list(b.nonfinite) == [False, True, True]
+    assert np.isnan(b.detail(0)[1, 4, 4]) and np.all(np.isfinite(b.detail(0)[0]))
+    assert np.isfinite(b.detail(0)[1, 0, 0])   # a band block without the NaN stays finite
+
+
+# ---------------------------------------------------------------------------- device in / out
+def test_device_in_device_out(ctx):
+    x = _field((27, 27), 2, seed=9)
+    X = vkbands.asarray(x)
+    E = VB.energies(X, 3)
+    assert isinstance(E, DeviceArray) and E.shape == (2, 4)
+    _close_energies(E.numpy(), R.energies(x, 3), x, 2)
+    with VB.decompose(X, 3) as b:
+        assert b.device
+        for arr in (b.detail(1), b.detail(1, leaf=True), b.cumulative(2), b.coarse, b.energies(), VB.reconstruct(b)):
+            assert isinstance(arr, DeviceArray)
+        _close(b.detail(1).numpy(), R.detail(x, 3, 1), x)
+        _close(b.coarse.numpy(), R.coarse(x, 3), x)
+        _close(VB.reconstruct(b).numpy(), x.astype(np.float64), x)
+        assert G_ok(VB.leakage(b))
+    # inside a recording: the functions record and return device arrays
+    with ctx.recorder():
+        E2 = VB.energies(X, 3)
+        b2 = VB.decompose(X, 3)
+        s = b2.cumulative(1)
+    _close_energies(E2.numpy(), R.energies(x, 3), x, 2)
+    _close(s.numpy(), R.cumulative(x, 3, 1), x)
+    with pytest.raises(TypeError):
+        with ctx.recorder():
+            VB.energies(x, 3)
+    for a in (E, E2, s, X):
+        a.close()
+    b2.close()
+
+
+def G_ok(G):
+    return np.max(np.abs(G - np.eye(len(G)))) < 1e-5
+
+
+def test_leakage_from_array_matches_reference():
+    x = _field((3, 81), 0, seed=10)
+    G = VB.leakage(x, 3, dims=1)
+    np.testing.assert_allclose(G, R.leakage(x, 3, dims=1), atol=1e-5)
