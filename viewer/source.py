@@ -53,9 +53,9 @@ def initial_state(system, size, arity=None, batch=1, dims=None, init="default", 
     if system == "grayscott" and init == "grayscott":
         return R.grayscott_init(shape, seed=seed)
     if init == "random":
-        x = I.random(shape, seed=seed, dims=sdims)
+        x = I.random(shape, seed=seed)
     elif init == "smooth":
-        x = I.smooth(shape, seed=seed, dims=sdims)
+        x = I.smooth(shape, arity=p, seed=seed, dims=sdims)
     elif init == "impulse":
         x = I.impulse(shape, seed=seed, dims=sdims)
     elif init == "band_pure":
@@ -89,7 +89,7 @@ class SheetSource:
 
     def __init__(self, ctx, system="grayscott", x0=None, *, size=None, arity=None, batch=1, dims=None,
                  init="default", seed=0, member=0, cmap="diverging", range="fixed", vmin=None, vmax=None,
-                 fade=0.0, obs_every=1, **params):
+                 fade=0.0, slots=2, **params):
         self.ctx = ctx
         self.system_name = system
         size = size or DEFAULT_SIZE.get(system, 243)
@@ -130,19 +130,18 @@ class SheetSource:
         self.vmin, self.vmax = float(vmin), float(vmax)
         self.show_cumulative, self.show_detail = True, True
         self.visible_levels = [True] * (self.L + 1)
-        self.obs_every = max(1, int(obs_every))
         self.writer = self.image = None
         self._recorders: dict = {}
         self._pending_reset = True       # fade accumulator restarts on the next frame
-        self._obs = self._obs_host = None
-        self._obs_ready = None           # recorder whose observables are waiting to be read
-        self._obs_steps = 0
+        self.slots = max(1, int(slots))
+        self._obs = None
+        self._pending = [None] * self.slots   # per frame slot: the recorder whose observables wait
+        self._retired = []
+        self.nonfinite = False
         self.ms_per_step = 0.0
         self._profile = {"steps": 0, "t": 0.0}
         self.last_compute_s = 0.0
         self.error = None
-        self._retire = None
-        self._latest = None
         self._build_picture()
 
     # ------------------------------------------------------------------ configuration
@@ -200,34 +199,38 @@ class SheetSource:
         self._drop_recorders()
 
     def _drop_recorders(self):
-        if self._obs_ready is not None:
-            self._read_obs()
-        for rec in self._recorders.values():
+        for rec in list(self._recorders.values()) + self._retired:
             rec.close()       # waits for its submission first
-        self._recorders = {}
+        self._recorders, self._retired = {}, []
+        self._pending = [None] * self.slots   # their observables are dropped with them
 
     # ------------------------------------------------------------------ the frame's compute
     def _ensure_obs(self):
         if self._obs is None:
             self._obs = self.sim.system.new_obs(1)
-            # host-visible mirrors the recording copies into: read a frame late with no submission
-            self._mirror = {}
-            for name in ("fused", "energies", "stats"):
-                arr = getattr(self._obs, name, None)
-                if arr is not None:
-                    self._mirror[name] = self.ctx.empty(arr.shape, arr.dtype, host=True)
-            self._obs_host = type(self._obs).__new__(type(self._obs))
-            self._obs_host.__dict__.update(self._obs.__dict__)
-            self._obs_host.__dict__.update(self._mirror)
+            # Per frame slot, host-visible mirrors the recording copies the observables into: the
+            # viewer reads them after that slot's fence, with no submission and no stall.
+            self._mirrors, self._obs_hosts = [], []
+            for _ in range(self.slots):
+                mirror = {}
+                for name in ("fused", "energies", "stats"):
+                    arr = getattr(self._obs, name, None)
+                    if arr is not None:
+                        mirror[name] = self.ctx.empty(arr.shape, arr.dtype, host=True)
+                host = type(self._obs).__new__(type(self._obs))
+                host.__dict__.update(self._obs.__dict__)
+                host.__dict__.update(mirror)
+                self._mirrors.append(mirror)
+                self._obs_hosts.append(host)
 
-    def _record(self, n: int, reset: bool):
+    def _record(self, n: int, reset: bool, slot: int):
         self._ensure_obs()
         rec = self.ctx.recorder()
         if n > 0:
             self.sim.record_steps(rec, n, every=n, obs=self._obs)
         else:
             self.sim.record_steps(rec, 0, observe_first=True, obs=self._obs)
-        for name, dst in self._mirror.items():
+        for name, dst in self._mirrors[slot].items():
             rec.copy(getattr(self._obs, name), dst)
         self.plan.record_sheets(rec, self._field_view, self.sheets, member=self._field_member)
         panels = self.sheets
@@ -242,45 +245,47 @@ class SheetSource:
         rec.finish()
         return rec
 
-    def submit(self, n: int, wait: bool = False):
-        """Submit this frame's compute: ``n`` steps (0: none), the sheets and the picture."""
-        n = int(n)
-        if self._obs_ready is not None:
-            self._read_obs()         # the previous frame's observables (its fence has signalled by now)
+    def submit(self, n: int, slot: int = 0, wait: bool = False):
+        """Submit this frame's compute: ``n`` steps (0: none), the sheets and the picture; its
+        observables go to frame slot ``slot``'s host mirror (read by :meth:`observables`)."""
+        n, slot = int(n), int(slot) % self.slots
+        self._take(slot)             # normally already taken by observables(slot) after the fence
         reset = self._pending_reset and self.fade > 0
-        key = (n, reset)
+        key = (n, reset, slot)
         rec = self._recorders.get(key)
         if rec is None:
-            rec = self._recorders[key] = self._record(n, reset)
+            rec = self._recorders[key] = self._record(n, reset, slot)
         t0 = time.perf_counter()
         rec.submit(wait=wait)
         if wait:
             self.last_compute_s = time.perf_counter() - t0
         self._pending_reset = False
-        if reset:  # a one-off recording: free it once done (next frame)
-            self._recorders.pop(key)
-            self._retire = rec
+        if reset:  # a one-off recording: freed once its observables are taken
+            del self._recorders[key]
+            self._retired.append(rec)
         self.sim.step += n
-        self._obs_ready = rec
-        self._obs_steps = n
+        self._pending[slot] = rec
 
-    def _read_obs(self):
-        rec, self._obs_ready = self._obs_ready, None
-        rec.wait()
-        if self._retire is not None:     # a one-off (fade reset) recording, finished by now
-            self._retire.close()
-            self._retire = None
+    def _take(self, slot):
+        rec, self._pending[slot] = self._pending[slot], None
+        if rec is None:
+            return None
+        rec.wait()                   # returns at once when the slot's fence has signalled
         try:
-            row = self._obs_host.read(1)
+            row = self._obs_hosts[slot].read(1)
+            energies = np.asarray(row["energies"][0, self.member], np.float64)
+            self.nonfinite = bool(row["nonfinite"][0, self.member])
         except Exception:  # noqa: BLE001 — observables are advisory; never stop the viewer
-            return
-        self._latest = np.asarray(row["energies"][0, self.member], np.float64)
-        self._latest_nonfinite = bool(row["nonfinite"][0, self.member])
+            energies = None
+        if rec in self._retired:
+            self._retired.remove(rec)
+            rec.close()
+        return energies
 
-    def observables(self):
-        """The latest energies ``[E_0..E_{L-1}, E_c]`` of the drawn member not yet returned, or None."""
-        e, self._latest = self._latest, None
-        return e
+    def observables(self, slot: int = 0):
+        """Energies ``[E_0..E_{L-1}, E_c]`` of the drawn member after the frame last submitted in
+        ``slot`` (call after that slot's fence: no stall), or None."""
+        return self._take(int(slot) % self.slots)
 
     # ------------------------------------------------------------------ state
     def reset(self):
@@ -363,13 +368,12 @@ class SheetSource:
 
     def close(self):
         self._drop_recorders()
-        if self._retire is not None:
-            self._retire.close()
         for obj in (self.image, self.writer, self.panels, self.sheets, self.plan):
             if obj is not None:
                 obj.close()
         if self._obs is not None:
             self._obs.close()
-            for m in self._mirror.values():
-                m.close()
+            for mirror in self._mirrors:
+                for m in mirror.values():
+                    m.close()
         self.sim.close()

@@ -1,0 +1,298 @@
+"""The live viewer in a real window (Xvfb + lavapipe, validation on): screenshots equal the headless
+picture, the panel is drawn, resize/minimise, pause/step/reset, --load/--watch robustness, closing
+frees everything, and the no-display path of the CLI."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import glfw
+import numpy as np
+import pytest
+from PIL import Image
+
+from vkbands import reference as R
+from vkbands.bands import BandPlan
+from vkbands.image import render_image
+from vkbands.viewer.preview import place
+
+needs_display = pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+                                   reason="needs a display (run under xvfb-run, as `make test` does)")
+SIZE = 81               # p = 3, L = 4: the sheet grid fits the preview at scale 1 (exact pixels)
+
+
+@pytest.fixture(scope="module")
+def viewer(tmp_path_factory):
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        pytest.skip("needs a display")
+    from vkbands.viewer import open_viewer
+    v = open_viewer("grayscott", size=SIZE, width=1200, height=720, range="per_band", vsync=False,
+                    out_dir=tmp_path_factory.mktemp("shots"))
+    yield v
+    v.close()
+
+
+def _headless_picture(ctx, field, src):
+    """The sheet grid of ``field`` drawn by write_image.comp without the viewer (same arguments)."""
+    x = ctx.array(field[None])
+    out = ctx.empty((2 * src.L + 1,) + field.shape)
+    plan = BandPlan(ctx, field.shape, src.arity, batch=1)
+    try:
+        with ctx.recorder() as rec:
+            plan.record_sheets(rec, x, out, member=0)
+        sheets = out.numpy()
+    finally:
+        plan.close()
+        x.close()
+        out.close()
+    w = src.writer
+    pic = render_image(sheets, cmap=src.cmap, range=src.range, vmin=src.vmin, vmax=src.vmax,
+                       scale=(w.sy, w.sx), cols=w.cols, gap=w.gap, ctx=ctx)
+    return pic, sheets
+
+
+def test_place_is_pixel_exact_when_it_fits():
+    (x0, y0, w, h), s = place((380, 0, 820, 720), (300, 100))
+    assert s == 2 and (w, h) == (600, 200) and (x0, y0) == (490, 260)
+    (x0, y0, w, h), s = place((0, 0, 100, 100), (400, 200))       # too big: fractional, aspect kept
+    assert s == 0.25 and (w, h) == (100, 50)
+    (_, _, w, _), s = place((0, 0, 100, 100), (10, 10), zoom=3.0)
+    assert s == 30 and w == 300
+
+
+@needs_display
+def test_screenshot_equals_headless_picture_and_panel_present(viewer, ctx, tmp_path):
+    viewer.playing = True
+    viewer.steps_per_frame = 3
+    shot = tmp_path / "last.png"
+    start = viewer.frame_count
+    viewer.run(frames=start + 30, screenshot=shot)
+    assert viewer.frame_count == start + 30
+    win = np.asarray(Image.open(shot).convert("RGBA"))
+    fw, fh = viewer.swapchain.extent
+    assert win.shape == (fh, fw, 4)
+    src = viewer.source
+    field = src.read_field()                 # the state the last frame showed (no steps since)
+    expect, sheets = _headless_picture(ctx, field, src)
+    # the sheets are the decomposition of SPEC section 2 (within float32 round-off)
+    assert np.allclose(sheets[0], field) and np.allclose(sheets[src.L], field.mean(), atol=1e-5)
+    x0, y0, w, h = viewer.preview.rect
+    s = w // expect.shape[1]
+    assert s >= 1 and (w, h) == (expect.shape[1] * s, expect.shape[0] * s)
+    region = win[y0:y0 + h:s, x0:x0 + w:s, :3].astype(int)
+    diff = np.abs(region - expect[..., :3].astype(int))
+    assert diff.max() <= 1, f"{(diff > 1).sum()} pixels differ by more than 1 LSB"
+    # a non-trivial picture (not one flat colour)
+    assert len(np.unique(expect.reshape(-1, 4), axis=0)) > 10
+    # the ImGui panel: the same frame without the panel differs inside the panel's rectangle
+    viewer.show_ui = False
+    bare = tmp_path / "bare.png"
+    viewer.playing = False
+    viewer.run(frames=viewer.frame_count + 3, screenshot=bare)
+    viewer.show_ui = True
+    no_panel = np.asarray(Image.open(bare).convert("RGBA"))
+    from vkbands.viewer.app import PANEL_WIDTH
+    a, b = win[:, :PANEL_WIDTH, :3], no_panel[:, :PANEL_WIDTH, :3]
+    assert (a != b).any(-1).mean() > 0.5
+    # the panel-less frame shows the clear colour there except where the centred picture reaches
+    assert (b == b[0, 0]).all(-1).mean() > 0.3
+
+
+@needs_display
+def test_sheet_screenshot_is_the_storage_image(viewer, tmp_path):
+    got = {}
+    viewer.screenshot_sheets(tmp_path / "sheets.png", callback=lambda cap: got.setdefault("px", cap.pixels))
+    viewer.frame()
+    viewer.flush()
+    png = np.asarray(Image.open(tmp_path / "sheets.png"))
+    assert png.shape == (viewer.source.image.height, viewer.source.image.width, 4)
+    assert np.array_equal(png, got["px"])
+    assert np.array_equal(png, viewer.source.image.numpy())
+
+
+@needs_display
+def test_pause_step_reset_counters(viewer):
+    viewer.playing = False
+    viewer.steps_per_frame = 4
+    s0 = viewer.source.step
+    for _ in range(3):
+        viewer.frame()
+    assert viewer.source.step == s0                        # paused: no steps
+    viewer.key(glfw.KEY_PERIOD)                             # '.' single step
+    viewer.frame()
+    viewer.frame()
+    assert viewer.source.step == s0 + 1 and not viewer.playing
+    viewer.key(glfw.KEY_SPACE)                              # play: steps_per_frame per frame
+    assert viewer.playing
+    for _ in range(2):
+        viewer.frame()
+    assert viewer.source.step == s0 + 1 + 2 * 4
+    viewer.key(glfw.KEY_RIGHT_BRACKET)
+    assert viewer.steps_per_frame == 8
+    viewer.key(glfw.KEY_LEFT_BRACKET)
+    assert viewer.steps_per_frame == 4
+    viewer.key(glfw.KEY_SPACE)
+    viewer.key(glfw.KEY_R)                                  # reset: step 0, the initial field
+    assert viewer.source.step == 0
+    viewer.frame()
+    x0 = R.grayscott_init((SIZE, SIZE), seed=0)[1]
+    assert np.array_equal(viewer.source.read_field(), x0)
+
+
+@needs_display
+def test_energy_history_arrives_a_frame_late(viewer):
+    from vkbands.viewer.app import FRAMES_IN_FLIGHT
+    viewer.playing = True
+    for _ in range(FRAMES_IN_FLIGHT):                       # every slot has a frame in flight
+        viewer.frame()
+    viewer._energy_hist.clear()
+    for _ in range(5):
+        viewer.frame()
+    # each frame takes the observables of the frame that last used its slot: no stall, none lost
+    assert len(viewer._energy_hist) == 5
+    viewer.playing = False
+    for _ in range(FRAMES_IN_FLIGHT + 1):                   # paused frames observe the shown state
+        viewer.frame()
+    E = R.energies(viewer.source.read_field().astype(np.float64), viewer.source.arity)
+    assert np.allclose(viewer._energy_hist[-1], E, rtol=1e-4, atol=1e-7)
+
+
+@needs_display
+def test_load_bad_files_keep_running(viewer, tmp_path):
+    viewer.playing = False
+    wrong_shape = tmp_path / "shape.npy"
+    np.save(wrong_shape, np.zeros((5, 5), np.float32))
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not a numpy file at all")
+    pickled = tmp_path / "obj.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    before = viewer.source.read_field()
+    for bad, what in ((wrong_shape, "shape"), (garbage, ""), (pickled, "pickle"), (tmp_path / "missing.npy", "")):
+        assert viewer.load(bad) is False
+        assert str(bad) in viewer.last_error and what in viewer.last_error.lower()
+        viewer.frame()
+        assert np.array_equal(viewer.source.read_field(), before)
+    good = tmp_path / "good.npy"
+    uv = R.grayscott_init((SIZE, SIZE), seed=5)
+    np.save(good, uv)
+    assert viewer.load(good)
+    viewer.frame()
+    assert viewer.source.step == 0 and np.array_equal(viewer.source.read_field(), uv[1])
+
+
+@needs_display
+def test_watch_skips_partial_writes(viewer, tmp_path):
+    path = tmp_path / "watched.npy"
+    uv = R.grayscott_init((SIZE, SIZE), seed=7)
+    np.save(path, uv)
+    viewer.watch_path, viewer._watch_sig, viewer._watch_t = path, None, 0.0
+    viewer.playing = False
+    viewer.frame()
+    assert np.array_equal(viewer.source.read_field(), uv[1])
+    full = path.read_bytes()
+    path.write_bytes(full[: len(full) // 2])                # a half-written file
+    viewer._watch_t = 0.0
+    viewer.frame()
+    assert np.array_equal(viewer.source.read_field(), uv[1])
+    uv2 = R.grayscott_init((SIZE, SIZE), seed=8)
+    np.save(path, uv2)
+    os.utime(path, ns=(1, 10**18))                          # a new mtime even on coarse clocks
+    viewer._watch_t = 0.0
+    viewer.frame()
+    assert np.array_equal(viewer.source.read_field(), uv2[1])
+    viewer.watch_path = None
+
+
+@needs_display
+def test_resize_three_times_and_minimise(viewer):
+    viewer.playing = True
+    for w, h in ((900, 600), (1100, 500), (700, 700)):
+        viewer.window.set_size(w, h)
+        n = viewer.frame_count
+        for _ in range(30):
+            viewer.frame()
+            if viewer.swapchain.extent == (w, h) and viewer.frame_count >= n + 2:
+                break
+        assert viewer.swapchain.extent == viewer.window.framebuffer_size == (w, h)
+        assert viewer.frame_count >= n + 2
+    gen = viewer.swapchain.generation
+    viewer.window.iconify()
+    for _ in range(3):
+        viewer.frame()
+    viewer.window.restore()
+    n = viewer.frame_count
+    for _ in range(10):
+        viewer.frame()
+    assert viewer.frame_count >= n + 5                     # frames continue after restore
+    assert viewer.swapchain.generation >= gen
+    # a zero-sized framebuffer (what a real minimise gives) is skipped, not drawn
+    real = type(viewer.window).framebuffer_size
+    try:
+        type(viewer.window).framebuffer_size = property(lambda self: (0, 0))
+        n = viewer.frame_count
+        assert viewer.frame() is False and viewer.frame_count == n
+    finally:
+        type(viewer.window).framebuffer_size = real
+    for _ in range(3):
+        viewer.frame()
+
+
+@needs_display
+def test_display_controls_rerecord(viewer):
+    src = viewer.source
+    viewer.playing = False
+    for cmap in ("grey", "ternary", "log", "diverging"):
+        src.set_display(cmap=cmap)
+        viewer.frame()
+    src.set_display(visible_levels=[True, False, True, False, True])
+    viewer.frame()
+    assert src.writer.P == 3 + 2 and src.writer.cols == 3
+    src.set_display(show_detail=False)
+    viewer.frame()
+    assert src.writer.P == 3
+    src.set_display(show_detail=True, visible_levels=[True] * (src.L + 1), fade=0.5)
+    for _ in range(2):
+        viewer.frame()
+    src.set_display(fade=0.0)
+    src.set_params(F=0.03)
+    viewer.frame()
+    assert src.sim.params["F"] == pytest.approx(0.03)
+
+
+@needs_display
+def test_close_frees_everything(tmp_path):
+    from vkbands.viewer import open_viewer
+    v = open_viewer("tree", size=27, width=640, height=400, out_dir=tmp_path)
+    ctx = v.ctx
+    v.start_recording()
+    v.record_fps = 1000.0
+    v.run(frames=4)                                         # ends the recording, saves the GIF
+    path = v.last_recording
+    assert path is not None and path.exists() and Image.open(path).n_frames >= 2
+    v.close()
+    v.close()                                               # idempotent
+    assert ctx.closed and v.window.closed
+    assert set(v.open_at_close) <= {"Kernel"}, v.open_at_close
+
+
+def test_cli_without_display_says_so():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    res = subprocess.run([sys.executable, "-m", "vkbands.cli", "view", "--frames", "1"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no display" in lines[0] and "vkbands rollout" in lines[0]
+
+
+@needs_display
+def test_cli_frames_screenshot(tmp_path):
+    shot = tmp_path / "cli.png"
+    res = subprocess.run([sys.executable, "-m", "vkbands.cli", "view", "--system", "heat", "--size", "27",
+                          "--frames", "3", "--screenshot", str(shot), "--width", "640", "--height", "400"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "VKBANDS_VALIDATION": "1"})
+    assert res.returncode == 0, res.stderr
+    assert "vulkan:" not in res.stderr                      # no validation messages
+    img = Image.open(shot)
+    assert img.size == (640, 400)
+    assert str(shot) in res.stdout
