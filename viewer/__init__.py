@@ -15,7 +15,8 @@ __all__ = ["run", "open_viewer"]
 
 
 def open_viewer(system="grayscott", *, width=1280, height=800, vsync=True, steps_per_frame=1, paused=False,
-                show_ui=True, out_dir=".", record_fps=15.0, watch=None, x0=None, **source_kwargs):
+                show_ui=True, out_dir=".", record_fps=15.0, watch=None, x0=None, profile=False,
+                **source_kwargs):
     """Create (and return) a :class:`~vkbands.viewer.app.Viewer` on a :class:`SheetSource` of
     ``system``; ``source_kwargs`` go to SheetSource (size, arity, batch, member, dims, init, seed,
     cmap, range, vmin, vmax, fade, and system parameters). The caller closes it."""
@@ -26,7 +27,8 @@ def open_viewer(system="grayscott", *, width=1280, height=800, vsync=True, steps
         return SheetSource(ctx, system, x0, **source_kwargs)
 
     return Viewer(factory, width=width, height=height, vsync=vsync, steps_per_frame=steps_per_frame,
-                  paused=paused, show_ui=show_ui, out_dir=out_dir, record_fps=record_fps, watch=watch)
+                  paused=paused, show_ui=show_ui, out_dir=out_dir, record_fps=record_fps, watch=watch,
+                  profile=profile)
 
 
 def run(system="grayscott", *, frames=None, screenshot=None, load=None, record=False, **kwargs) -> int:

@@ -32,6 +32,7 @@ from .swapchain import FrameSync, OutOfDate, Swapchain
 from .window import Window, init_glfw, release_glfw, required_instance_extensions
 
 PANEL_WIDTH = 380
+BAND_TIME_TEXTURE_ID = 2
 FRAMES_IN_FLIGHT = 2
 KEY_HELP = [("space", "play / pause"), (".", "single step"), ("r", "reset"), ("s", "screenshot (sheet grid)"),
             ("[ / ]", "steps per frame - / +"), ("0", "reset zoom and pan"), ("wheel / drag", "zoom / pan"),
@@ -91,7 +92,7 @@ class Viewer:
 
     def __init__(self, source_factory, width=1280, height=800, vsync=True, steps_per_frame=1, paused=False,
                  show_ui=True, out_dir=".", record_fps=15.0, watch=None, title="vkbands view", device=None,
-                 validation=None):
+                 validation=None, profile=False):
         self._closed = True
         init_glfw()
         try:
@@ -121,6 +122,7 @@ class Viewer:
             raise
         self._closed = False
         self.vsync = vsync
+        self.profile = bool(profile)   # time simulate / decompose / draw / present apart (waits)
         self.steps_per_frame = max(1, int(steps_per_frame))
         self.playing = not paused
         self.show_ui = show_ui
@@ -149,6 +151,8 @@ class Viewer:
         self._ui_state = {}
         self._imgui_keys_down = set()
         self.preview.set_image(self.source.image)
+        if getattr(self.source, "band_time", None) is not None:
+            self.gui.add_texture(BAND_TIME_TEXTURE_ID, self.source.band_time.view, self.preview.sampler.handle)
         self.device_name = self.ctx.info["name"]
 
     # ------------------------------------------------------------------ input
@@ -386,6 +390,12 @@ class Viewer:
         src.build_ui(imgui)
         imgui.separator()
         self._energy_plot()
+        bt = getattr(src, "band_time", None)
+        if bt is not None:
+            imgui.text("band x time: log E_l, rows = bands (coarse last),")
+            imgui.text("one column per frame, newest right")
+            w = PANEL_WIDTH - 20
+            imgui.image(BAND_TIME_TEXTURE_ID, w, w * bt.height / bt.width)
         imgui.separator()
         for text, is_err in self.messages:
             if is_err:
@@ -464,6 +474,7 @@ class Viewer:
         if obs is not None:
             self._energy_hist.append(obs)
         draw_data = self._build_ui()
+        ta = time.perf_counter()
         try:
             index, suboptimal = self.swapchain.acquire(sync.acquired[slot])
         except OutOfDate:
@@ -471,10 +482,11 @@ class Viewer:
             return False
         # ---- compute: steps, sheets, picture (through the source's Recorder)
         t1 = time.perf_counter()
+        t_acquire = t1 - ta
         steps = self.steps_per_frame if self.playing else min(self._pending_step, 1)
         self._pending_step -= steps if not self.playing else 0
         self._pending_step = max(self._pending_step, 0)
-        self.source.submit(steps, slot)
+        self.source.submit(steps, slot, profile=self.profile)
         if self.preview._image is not self.source.image:
             self.preview.set_image(self.source.image)
         t2 = time.perf_counter()
@@ -510,6 +522,8 @@ class Viewer:
                                commandBufferCount=1, pCommandBuffers=cbs, signalSemaphoreCount=1,
                                pSignalSemaphores=signals)
         vk.vkQueueSubmit(self.ctx.queue, 1, [info], sync.fences[slot])
+        if self.profile:
+            self.ctx.wait_fence(sync.fences[slot])
         t3 = time.perf_counter()
         ok = self.swapchain.present(index)
         t4 = time.perf_counter()
@@ -521,7 +535,10 @@ class Viewer:
         if self._last_frame_t is not None:
             self._frame_times.append(t4 - self._last_frame_t)
         self._last_frame_t = t4
-        self.timings = {"simulate": t2 - t1, "draw": t3 - t2, "present": t4 - t3, "frame": t4 - t0}
+        self.timings = {"submit": t2 - t1, "draw": t3 - t2, "present": t4 - t3 + t_acquire,
+                        "frame": t4 - t0}
+        if self.profile:
+            self.timings.update(self.source.last_times)
         return True
 
     def _record_captures(self, cb, slot, index):

@@ -37,6 +37,8 @@ LIVE_PARAMS = {
 }
 DEFAULT_SIZE = {"tree": 729, "coupled": 729, "heat": 243, "grayscott": 243}
 MIN_PANEL_PX = 96        # small sheets are block-expanded to at least this many pixels
+BAND_TIME_COLUMNS = 340  # frames shown by the band x time image of 1-D fields
+BAND_TIME_ROW_PX = 10
 
 
 def initial_state(system, size, arity=None, batch=1, dims=None, init="default", seed=0, band=0, scale=1.0):
@@ -99,7 +101,11 @@ class SheetSource:
         sim_params = dict(params)
         if arity is not None and system in ("tree", "coupled", "heat", "grayscott"):
             sim_params["arity"] = arity
-        self.sim = Simulation(ctx, system, x0, dims=dims if system in ("tree", "coupled") else None, **sim_params)
+        if system in ("tree", "coupled"):
+            dims = dims or (2 if x0.ndim - (1 if batch > 1 else 0) == 2 else 1)
+        else:
+            dims = None
+        self.sim = Simulation(ctx, system, x0, dims=dims, **sim_params)
         sysobj = self.sim.system
         self.spatial = tuple(sysobj.spatial)
         self.batch = sysobj.batch
@@ -140,8 +146,16 @@ class SheetSource:
         self.nonfinite = False
         self.ms_per_step = 0.0
         self._profile = {"steps": 0, "t": 0.0}
-        self.last_compute_s = 0.0
+        self.last_times = {"simulate": 0.0, "decompose": 0.0}
         self.error = None
+        # 1-D fields: a scrolling band x time image of log-energies (rows = bands, one column per
+        # frame), drawn by its own ImageWriter into an image the panel shows (ImGui texture).
+        self.band_time = None
+        if len(self.spatial) == 1:
+            self._bt_T = BAND_TIME_COLUMNS
+            self._bt = [ctx.zeros((self.L + 1, self._bt_T)) for _ in (0, 1)]
+            self._bt_writer = ImageWriter(ctx, 1, self.L + 1, self._bt_T, scale=(BAND_TIME_ROW_PX, 1))
+            self.band_time = self._bt_writer.image()
         self._build_picture()
 
     # ------------------------------------------------------------------ configuration
@@ -223,48 +237,76 @@ class SheetSource:
                 self._mirrors.append(mirror)
                 self._obs_hosts.append(host)
 
-    def _record(self, n: int, reset: bool, slot: int):
+    def _record(self, n: int, reset: bool, slot: int, part: str = "all"):
+        """One recording of the frame's compute; ``part`` "steps" or "picture" records only that half
+        (the profiling mode times them apart)."""
         self._ensure_obs()
         rec = self.ctx.recorder()
-        if n > 0:
-            self.sim.record_steps(rec, n, every=n, obs=self._obs)
-        else:
-            self.sim.record_steps(rec, 0, observe_first=True, obs=self._obs)
-        for name, dst in self._mirrors[slot].items():
-            rec.copy(getattr(self._obs, name), dst)
-        self.plan.record_sheets(rec, self._field_view, self.sheets, member=self._field_member)
-        panels = self.sheets
-        if self.panels is not None:
-            per = int(np.prod(self.spatial)) * 4
-            for j, i in enumerate(self._ids):
-                rec.copy(self.sheets, self.panels, nbytes=per, src_offset=i * per, dst_offset=j * per)
-            panels = self.panels
-        self.writer.record(rec, panels.reshape(self.writer.P, self.writer.H, self.writer.W), self.image,
-                           cmap=self.cmap, range=self.range, vmin=self.vmin, vmax=self.vmax, fade=self.fade,
-                           reset=reset)
+        if part in ("all", "steps"):
+            if n > 0:
+                self.sim.record_steps(rec, n, every=n, obs=self._obs)
+            else:
+                self.sim.record_steps(rec, 0, observe_first=True, obs=self._obs)
+            for name, dst in self._mirrors[slot].items():
+                rec.copy(getattr(self._obs, name), dst)
+            if self.band_time is not None:
+                self._record_band_time(rec, slot)
+        if part in ("all", "picture"):
+            self.plan.record_sheets(rec, self._field_view, self.sheets, member=self._field_member)
+            panels = self.sheets
+            if self.panels is not None:
+                per = int(np.prod(self.spatial)) * 4
+                for j, i in enumerate(self._ids):
+                    rec.copy(self.sheets, self.panels, nbytes=per, src_offset=i * per, dst_offset=j * per)
+                panels = self.panels
+            self.writer.record(rec, panels.reshape(self.writer.P, self.writer.H, self.writer.W), self.image,
+                               cmap=self.cmap, range=self.range, vmin=self.vmin, vmax=self.vmax, fade=self.fade,
+                               reset=reset)
         rec.finish()
         return rec
 
-    def submit(self, n: int, slot: int = 0, wait: bool = False):
+    def _record_band_time(self, rec, slot):
+        """Scroll the band x time buffer left by one column (ping-pong: slot s reads buffer s, writes
+        the other, so consecutive frames chain) and put this frame's log-energies in the last column."""
+        src, dst = self._bt[slot % 2], self._bt[(slot + 1) % 2]
+        T, L = self._bt_T, self.L
+        rec.copy(src, dst, nbytes=(src.size - 1) * 4, src_offset=4, dst_offset=0)
+        obs = self._obs
+        if obs.fused is not None:
+            base, buf = self.member * (L + 5), obs.fused
+        else:
+            base, buf = self._field_member * (L + 1), obs.energies
+        for l in range(L + 1):
+            rec.copy(buf, dst, nbytes=4, src_offset=(base + l) * 4, dst_offset=(l * T + T - 1) * 4)
+        self._bt_writer.record(rec, dst, self.band_time, cmap="log", range="symmetric", eps=1e-6)
+
+    def submit(self, n: int, slot: int = 0, profile: bool = False):
         """Submit this frame's compute: ``n`` steps (0: none), the sheets and the picture; its
-        observables go to frame slot ``slot``'s host mirror (read by :meth:`observables`)."""
+        observables go to frame slot ``slot``'s host mirror (read by :meth:`observables`).
+
+        ``profile=True``: submit the steps and the picture (sheets + write_image) as two recordings
+        and wait for each, timing them into ``last_times`` ("simulate", "decompose", seconds)."""
         n, slot = int(n), int(slot) % self.slots
         self._take(slot)             # normally already taken by observables(slot) after the fence
         reset = self._pending_reset and self.fade > 0
-        key = (n, reset, slot)
-        rec = self._recorders.get(key)
-        if rec is None:
-            rec = self._recorders[key] = self._record(n, reset, slot)
-        t0 = time.perf_counter()
-        rec.submit(wait=wait)
-        if wait:
-            self.last_compute_s = time.perf_counter() - t0
+        parts = ("steps", "picture") if profile else ("all",)
+        recs = []
+        for part in parts:
+            key = (n, reset, slot, part)
+            rec = self._recorders.get(key)
+            if rec is None:
+                rec = self._recorders[key] = self._record(n, reset, slot, part)
+            t0 = time.perf_counter()
+            rec.submit(wait=profile)
+            if profile:
+                self.last_times["simulate" if part == "steps" else "decompose"] = time.perf_counter() - t0
+            if reset:  # a one-off recording: freed once its observables are taken (or dropped)
+                del self._recorders[key]
+                self._retired.append(rec)
+            recs.append(rec)
         self._pending_reset = False
-        if reset:  # a one-off recording: freed once its observables are taken
-            del self._recorders[key]
-            self._retired.append(rec)
         self.sim.step += n
-        self._pending[slot] = rec
+        self._pending[slot] = recs[0]
 
     def _take(self, slot):
         rec, self._pending[slot] = self._pending[slot], None
@@ -277,9 +319,11 @@ class SheetSource:
             self.nonfinite = bool(row["nonfinite"][0, self.member])
         except Exception:  # noqa: BLE001 — observables are advisory; never stop the viewer
             energies = None
-        if rec in self._retired:
-            self._retired.remove(rec)
-            rec.close()
+        if rec in self._retired:   # one-off recordings end with their frame
+            for r in self._retired:
+                r.wait()
+                r.close()
+            self._retired = []
         return energies
 
     def observables(self, slot: int = 0):
@@ -288,9 +332,15 @@ class SheetSource:
         return self._take(int(slot) % self.slots)
 
     # ------------------------------------------------------------------ state
+    def _clear_history(self):
+        if self.band_time is not None:
+            for b in self._bt:
+                b.fill(0)
+
     def reset(self):
         self._drop_recorders()
         self.sim.reset()
+        self._clear_history()
         self._pending_reset = True
 
     def load(self, x):
@@ -306,6 +356,7 @@ class SheetSource:
             raise ValueError("field contains NaN or Inf")
         self._drop_recorders()
         self.sim.reset(x.astype(np.float32))
+        self._clear_history()
         self._pending_reset = True
 
     def read_field(self) -> np.ndarray:
@@ -368,6 +419,9 @@ class SheetSource:
 
     def close(self):
         self._drop_recorders()
+        if self.band_time is not None:
+            for obj in (self.band_time, self._bt_writer, *self._bt):
+                obj.close()
         for obj in (self.image, self.writer, self.panels, self.sheets, self.plan):
             if obj is not None:
                 obj.close()

@@ -1,0 +1,79 @@
+"""The live viewer's frame rate, vsync off: frames per second (pipelined, as the viewer runs) and
+ms per frame split into simulate / decompose (sheets + write_image) / draw (preview + ImGui) /
+present (acquire + present), each timed apart in a profiling pass that waits after each part.
+
+Cases: Gray-Scott 243 x 243 and 729 x 729 (p = 3) and a tree batch of 64 x 729 (1-D), with 1 and 10
+steps per frame. Needs a display: run it as
+``xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python benchmarks/bench_viewer.py [--quick]``.
+Targets: lavapipe >= 30 fps at 243 x 243 with one step per frame; a real GPU >= 120 fps at 729 x 729
+with 10 steps per frame.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import table  # noqa: E402
+
+CASES = [  # (label, system, size, batch, steps per frame)
+    ("Gray-Scott 243x243", "grayscott", 243, 1, 1),
+    ("Gray-Scott 243x243", "grayscott", 243, 1, 10),
+    ("Gray-Scott 729x729", "grayscott", 729, 1, 1),
+    ("Gray-Scott 729x729", "grayscott", 729, 1, 10),
+    ("tree 64 x 729 (1-D)", "tree", 729, 64, 1),
+    ("tree 64 x 729 (1-D)", "tree", 729, 64, 10),
+]
+
+
+def measure(system, size, batch, spf, frames, profile_frames):
+    from vkbands.viewer import open_viewer
+
+    v = open_viewer(system, size=size, batch=batch, steps_per_frame=spf, vsync=False, width=1280, height=800,
+                    range="per_band")
+    try:
+        for _ in range(5):                      # warm up: recordings, pipelines, first ImGui frames
+            v.frame()
+        v.ctx.wait_idle()
+        t0 = time.perf_counter()
+        n0 = v.frame_count
+        while v.frame_count - n0 < frames:
+            v.frame()
+        v.ctx.wait_idle()
+        dt = time.perf_counter() - t0
+        fps = (v.frame_count - n0) / dt
+        v.profile = True
+        parts = {k: [] for k in ("simulate", "decompose", "draw", "present")}
+        for _ in range(profile_frames):
+            if v.frame():
+                for k in parts:
+                    parts[k].append(v.timings[k] * 1e3)
+        ms = {k: statistics.median(x) for k, x in parts.items()}
+        return fps, 1e3 / fps, ms, v.device_name
+    finally:
+        v.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer frames (a smoke run)")
+    args = ap.parse_args()
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        print("bench_viewer: no display; run under xvfb-run (see the module docstring)", file=sys.stderr)
+        return 2
+    frames, prof = (20, 5) if args.quick else (60, 15)
+    rows, device = [], "?"
+    for label, system, size, batch, spf in CASES:
+        fps, ms_frame, ms, device = measure(system, size, batch, spf, frames, prof)
+        rows.append([label, spf, f"{fps:.1f}", f"{ms_frame:.2f}", f"{ms['simulate']:.2f}",
+                     f"{ms['decompose']:.2f}", f"{ms['draw']:.2f}", f"{ms['present']:.2f}"])
+    print(f"viewer, vsync off, 1280x800 window, device: {device}")
+    print(table(rows, ["case", "steps/frame", "fps", "ms/frame", "simulate ms", "decompose ms", "draw ms",
+                       "present ms"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
