@@ -1,0 +1,366 @@
+"""Headless batch rollouts (SPEC sections 3 and 5): evolve B fields for K steps on the device.
+
+One call::
+
+    r = vkbands.rollout("tree", x0, 200, every=1, snapshot_every=50, tau=1.0)
+    r.energies        # (T, B, L+1) band energies [E_0..E_{L-1}, E_c] at steps r.steps
+    r.mass, r.min, r.max, r.nonfinite          # (T, B)
+    r.snapshots       # (S,) + x0.shape at steps r.snapshot_steps
+    r.final           # the state after the last step, shape of x0
+    r.deepest_surviving_band(), r.kill_steps(), r.contraction_rates(), r.leakage()
+
+``x0``: ``(N,)`` / ``(B, N)`` (pass ``dims=1``) / ``(H, W)`` / ``(B, H, W)``; Gray-Scott stacks u then v:
+``(2, H, W)`` / ``(B, 2, H, W)``. Observations are taken at steps ``0, every, 2*every, ... <= steps``
+(``every=None``: none), snapshots at ``0, snapshot_every, ...``. The B axis of the observables is
+always there (B = 1 for an unbatched x0). System parameters: see :mod:`vkbands.systems`.
+
+How it runs: the steps are recorded once into a command buffer per chunk (tree/coupled: ONE dispatch
+runs the whole chunk in shared memory; heat/Gray-Scott: ping-pong step dispatches plus observation
+dispatches), the chunk is replayed until the rollout is done, and each chunk's observables and
+snapshots are read back once. A NaN/Inf seen in a chunk's observables stops the rollout with
+:class:`NonFiniteError` naming the step and batch member. A progress bar (tqdm, steps/s) appears on
+rollouts that last more than a second.
+
+Incremental use (the viewer): :class:`Simulation` is the stepping object behind ``rollout``::
+
+    sim = Simulation(ctx, "grayscott", x0, preset="spots")
+    sim.state                  # DeviceArray (B, ...) of the current state (stays the same buffer)
+    sim.advance(10)            # record + submit 10 steps, sim.step += 10
+    sim.record_steps(rec, 10)  # or record 10 steps into your own Recorder (does not touch sim.step;
+                               # add n to sim.step yourself each time that recording runs)
+    sim.observe()              # observables of the current state (NumPy dict, one row)
+    sim.read()                 # the state as NumPy, shape of x0
+    sim.set_params(F=0.03)     # applies to steps recorded afterwards
+    sim.reset()                # back to x0 (or sim.reset(new_x0)), step 0
+    sim.close()
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vkbands.engine import as_host_array, default_context
+
+from . import reference as R
+from .systems import SYSTEMS, make_system
+
+__all__ = ["rollout", "Rollout", "Simulation", "NonFiniteError"]
+
+_CHUNK_BYTES = 64 << 20          # device buffers for one chunk's observables + snapshots
+_FUSED_CHUNK_STEPS = 2000        # steps per replayed dispatch for tree/coupled
+_GRID_CHUNK_STEPS = 100          # steps recorded per replayed command buffer for heat/Gray-Scott
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or Inf appeared in the state. Attributes: ``step`` (the first observed step where it
+    was seen), ``member`` (batch index), ``system``, ``last_finite_step``."""
+
+    def __init__(self, system, step, member, last_finite_step=None, how="observed"):
+        self.system, self.step, self.member, self.last_finite_step = system, int(step), int(member), last_finite_step
+        prev = "" if last_finite_step is None else f"; the previous {how} state (step {last_finite_step}) was finite"
+        super().__init__(f"{system} rollout: NaN/Inf in the state at step {self.step}, batch member {self.member}"
+                         f"{prev}. Unstable parameters (step size, rates > 1, coupling eps) or a non-finite x0?")
+
+
+# ----------------------------------------------------------------------------- Simulation
+class Simulation:
+    """An evolving batch of fields on the device (see the module docstring).
+
+    Attributes: ``ctx``, ``system`` (the :mod:`vkbands.systems` object), ``name``, ``state``
+    (DeviceArray ``system.state_shape``), ``step``, ``batched``, ``shape`` (of x0), ``arity``,
+    ``levels``, ``dims``, ``batch``, ``params``.
+    """
+
+    def __init__(self, ctx, system, x0, dims=None, **params):
+        self.ctx = ctx or default_context()
+        if system not in SYSTEMS:
+            raise ValueError(f"system={system!r}: choose one of {', '.join(SYSTEMS)}")
+        x0 = as_host_array(x0, np.float32, "x0")
+        self.name, self.shape = system, x0.shape
+        self.system = make_system(self.ctx, system, x0.shape, dims=dims, **params)
+        self.batched = x0.ndim == len(self.system.state_shape)
+        self._x0 = x0.copy()
+        self.state = self.ctx.array(x0.reshape(self.system.state_shape))
+        self.step = 0
+        self._obs1 = None
+
+    # properties -------------------------------------------------------------
+    arity = property(lambda self: self.system.arity)
+    levels = property(lambda self: self.system.levels)
+    dims = property(lambda self: self.system.dims)
+    batch = property(lambda self: self.system.batch)
+    params = property(lambda self: self.system.params)
+
+    # stepping ---------------------------------------------------------------
+    def record_steps(self, rec, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
+                     snap=None):
+        """Record ``n`` steps of ``state`` (in place) into ``rec``; optional observables/snapshots as
+        :meth:`vkbands.systems` ``record``. Does not change ``step``."""
+        self.system.record(rec, self.state, int(n), every=every, snap_every=snap_every,
+                           observe_first=observe_first, snap_first=snap_first, obs=obs, snap=snap)
+
+    def advance(self, n=1):
+        """Run ``n`` steps now (one submission); returns self."""
+        with self.ctx.recorder() as rec:
+            self.record_steps(rec, n)
+        self.step += int(n)
+        return self
+
+    def observe(self) -> dict:
+        """Observables of the current state: ``energies (B, L+1)``, ``mass``, ``min``, ``max`` (B,)
+        float64, ``nonfinite`` (B,) bool."""
+        if self._obs1 is None:
+            self._obs1 = self.system.new_obs(1)
+        with self.ctx.recorder() as rec:
+            self.system.record(rec, self.state, 0, observe_first=True, obs=self._obs1)
+        return {k: v[0] for k, v in self._obs1.read(1).items()}
+
+    def read(self) -> np.ndarray:
+        """The current state as NumPy, shape of x0."""
+        return self.state.numpy().reshape(self.shape)
+
+    def set_params(self, **params):
+        self.system.set_params(**params)
+        return self
+
+    def reset(self, x0=None):
+        """Back to ``x0`` (the initial state, or a new one of the same shape) at step 0."""
+        if x0 is not None:
+            x0 = as_host_array(x0, np.float32, "x0")
+            if x0.shape != self.shape:
+                raise ValueError(f"x0 has shape {x0.shape}; this simulation holds {self.shape}")
+            self._x0 = x0.copy()
+        self.state.upload(self._x0.reshape(self.system.state_shape))
+        self.step = 0
+        return self
+
+    def close(self):
+        if self._obs1 is not None:
+            self._obs1.close()
+            self._obs1 = None
+        self.system.close()
+        self.state.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Rollout:
+    """Result of :func:`rollout`. Arrays: ``steps (T,)``, ``energies (T, B, L+1)``, ``mass``,
+    ``min``, ``max`` (T, B) float64, ``nonfinite (T, B)``, ``snapshot_steps (S,)``,
+    ``snapshots (S,) + x0.shape`` float32 (None without snapshots), ``final`` (shape of x0).
+    ``timings``: seconds for setup (compile/record), run, and steps/s."""
+    system: str
+    params: dict
+    arity: int
+    levels: int
+    dims: int
+    batch: int
+    n_steps: int
+    steps: np.ndarray
+    energies: np.ndarray
+    mass: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    nonfinite: np.ndarray
+    snapshot_steps: np.ndarray
+    snapshots: np.ndarray | None
+    final: np.ndarray
+    timings: dict = field(default_factory=dict)
+
+    def deepest_surviving_band(self, tau=1e-3):
+        """``D_t = max{l : E_l(t) > tau E_l(0)}`` per observed step and member, int64 (T, B)."""
+        return R.deepest_surviving_band(self.energies, tau)
+
+    def kill_steps(self, tau=1e-3):
+        """First observed step with ``E_l(t) < tau E_l(0)`` per member and band (-1: never), (B, L+1)."""
+        return R.kill_steps(self.energies, self.steps, tau)
+
+    def contraction_rates(self):
+        """Slope of ``log E_l(t)`` vs t per member and band, (B, L+1) (tree: 2 log lambda_l)."""
+        return R.contraction_rates(self.energies, self.steps)
+
+    def leakage(self, state=None):
+        """Normalised Gram matrix of the bands of ``state`` (default: ``final``), (L+1, L+1)."""
+        x = self.final if state is None else state
+        if self.system == "grayscott":
+            x = np.asarray(x)[..., 1, :, :]
+        return R.leakage(x, self.arity, dims=self.dims)
+
+    def closed_form(self):
+        """Tree diffusion: ``E_l(0) * rates[l]**(2 t)`` (and E_c constant), (T, B, L+1); else None."""
+        if self.system != "tree":
+            return None
+        lam = np.append(np.asarray(self.params["rates"], dtype=np.float64), 1.0)
+        return self.energies[:1] * lam[None, None, :] ** (2.0 * self.steps[:, None, None])
+
+    def summary(self, tau=1e-3) -> dict:
+        """JSON-friendly derived quantities (per member lists)."""
+        out = dict(system=self.system, steps=self.n_steps, batch=self.batch, arity=self.arity, levels=self.levels)
+        if len(self.steps):
+            out["deepest_surviving_band_final"] = self.deepest_surviving_band(tau)[-1].tolist()
+            out["kill_steps"] = self.kill_steps(tau).tolist()
+            rates = self.contraction_rates()
+            out["contraction_rates"] = [[None if not np.isfinite(v) else float(v) for v in row] for row in rates]
+            out["mass_initial"] = self.mass[0].tolist()
+            out["mass_final"] = self.mass[-1].tolist()
+        return out
+
+
+# ----------------------------------------------------------------------------- rollout
+def _observation_steps(steps, every):
+    return np.arange(0, steps + 1, every, dtype=np.int64) if every else np.zeros(0, np.int64)
+
+
+def rollout(system, x0, steps, every=1, snapshot_every=None, *, dims=None, ctx=None, progress=None,
+            chunk=None, **params) -> Rollout:
+    """Evolve ``x0`` for ``steps`` steps of ``system`` ("tree", "coupled", "heat", "grayscott") on the
+    device; see the module docstring. ``every=None``: no observables; ``snapshot_every=None``: no
+    snapshots. ``progress``: True/False (default: a bar when the run lasts more than 1 s).
+    ``chunk``: steps per replayed recording (default: chosen from memory and system).
+    Raises :class:`NonFiniteError` when a NaN/Inf appears."""
+    steps = int(steps)
+    if steps < 0:
+        raise ValueError(f"steps={steps}: must be >= 0")
+    for name, v in (("every", every), ("snapshot_every", snapshot_every)):
+        if v is not None and (int(v) != v or int(v) < 1):
+            raise ValueError(f"{name}={v!r}: must be a positive integer or None")
+    every = int(every) if every else 0
+    snap_every = int(snapshot_every) if snapshot_every else 0
+    t_setup = time.perf_counter()
+    sim = Simulation(ctx, system, x0, dims=dims, **params)
+    try:
+        return _run(sim, steps, every, snap_every, progress, chunk, t_setup)
+    finally:
+        sim.close()
+
+
+def _chunk_steps(sim, steps, every, snap_every, chunk):
+    """Steps per replayed recording: a multiple of every and snapshot_every, bounded by memory."""
+    unit = math.lcm(every or 1, snap_every or 1)
+    sys = sim.system
+    if chunk is not None:
+        cap = int(chunk)
+    else:
+        per_step = 0.0
+        if every:
+            per_step += 4 * sys.batch * (sys.levels + 5) * (2 if sys.name == "grayscott" else 1) / every
+        if snap_every:
+            per_step += 4 * int(np.prod(sys.state_shape)) / snap_every
+        cap = _FUSED_CHUNK_STEPS if sys.fused else _GRID_CHUNK_STEPS
+        if per_step:
+            cap = min(cap, max(1, int(_CHUNK_BYTES // per_step)))
+    k = max(unit, (cap // unit) * unit)
+    if not sys.fused and k % 2:
+        k *= 2                      # ping-pong: an even chunk ends in the state buffer (no copy)
+    return min(k, max(unit, (steps // unit) * unit))
+
+
+def _run(sim, steps, every, snap_every, progress, chunk, t_setup):
+    sysm, ctx = sim.system, sim.ctx
+    name = sim.name
+    K = _chunk_steps(sim, steps, every, snap_every, chunk)
+    rows_o = K // every if every else 0
+    rows_s = K // snap_every if snap_every else 0
+    obs = sysm.new_obs(max(rows_o, 1)) if every else None
+    snap = ctx.zeros((max(rows_s, 1),) + sysm.state_shape) if snap_every else None
+    cols = {k: [] for k in ("energies", "mass", "min", "max", "nonfinite")}
+    snaps = []
+    last_ok = [None]
+
+    def collect(n_obs, n_snap, t0):
+        """Read a chunk's rows (local steps start after global step t0) and check for NaN/Inf."""
+        if n_obs:
+            o = obs.read(n_obs)
+            bad = np.argwhere(o["nonfinite"])
+            for k in cols:
+                cols[k].append(o[k])
+            if len(bad):
+                r, b = bad[0]
+                t = t0 + (r + 1) * every if t0 >= 0 else 0
+                raise NonFiniteError(name, t, b, last_ok[0])
+            last_ok[0] = t0 + n_obs * every if t0 >= 0 else 0
+        if n_snap:
+            s = snap.numpy()[:n_snap]
+            snaps.append(s.copy())
+
+    recs = []
+    try:
+        # step 0: observables / snapshot of x0
+        if every or snap_every:
+            with ctx.recorder() as rec:
+                sysm.record(rec, sim.state, 0, observe_first=bool(every), snap_first=bool(snap_every),
+                            obs=obs, snap=snap)
+            collect(1 if every else 0, 1 if snap_every else 0, -1)
+        t_run = time.perf_counter()
+        setup_s = t_run - t_setup
+        full, rem = divmod(steps, K)
+        bar = None
+        if progress or progress is None:
+            from tqdm import tqdm
+            bar = tqdm(total=steps, unit="step", desc=f"{name} rollout", delay=0 if progress else 1.0,
+                       leave=False, dynamic_ncols=True)
+        done = 0
+        main_rec = None
+        if full:
+            main_rec = ctx.recorder()
+            recs.append(main_rec)
+            sysm.record(main_rec, sim.state, K, every=every, snap_every=snap_every, obs=obs, snap=snap)
+            for _ in range(full):
+                main_rec.submit()
+                collect(rows_o, rows_s, done)
+                done += K
+                if bar is not None:
+                    bar.update(K)
+        if rem:
+            with ctx.recorder() as rec:
+                sysm.record(rec, sim.state, rem, every=every, snap_every=snap_every, obs=obs, snap=snap)
+            collect(rem // every if every else 0, rem // snap_every if snap_every else 0, done)
+            done += rem
+            if bar is not None:
+                bar.update(rem)
+        if bar is not None:
+            bar.close()
+        run_s = time.perf_counter() - t_run
+        final = sim.read()
+        if not every and not np.all(np.isfinite(final)):
+            # no observables: locate the first non-finite snapshot, else report the last step
+            member_axis = final.reshape((sysm.batch, -1))
+            member = int(np.argmax(~np.isfinite(member_axis).all(axis=1)))
+            step_bad, prev = steps, None
+            snap_steps = _observation_steps(steps, snap_every)
+            for t, s in zip(snap_steps, (np.concatenate(snaps) if snaps else [])):
+                sm = s.reshape((sysm.batch, -1))
+                if not np.all(np.isfinite(sm)):
+                    step_bad, member = int(t), int(np.argmax(~np.isfinite(sm).all(axis=1)))
+                    break
+                prev = int(t)
+            raise NonFiniteError(name, step_bad, member, prev, how="snapshot")
+    finally:
+        for r in recs:
+            r.close()
+        if obs is not None:
+            obs.close()
+        if snap is not None:
+            snap.close()
+    L, B = sysm.levels, sysm.batch
+    T = len(_observation_steps(steps, every))
+    cat = {k: (np.concatenate(v) if v else np.zeros((0, B) + ((L + 1,) if k == "energies" else ())))
+           for k, v in cols.items()}
+    snapshots = None
+    if snaps:
+        snapshots = np.concatenate(snaps).reshape((-1,) + sim.shape)
+    return Rollout(system=name, params=dict(sysm.params), arity=sysm.arity, levels=L, dims=sysm.dims, batch=B,
+                   n_steps=steps, steps=_observation_steps(steps, every)[:T], energies=cat["energies"],
+                   mass=cat["mass"], min=cat["min"], max=cat["max"], nonfinite=cat["nonfinite"].astype(bool),
+                   snapshot_steps=_observation_steps(steps, snap_every), snapshots=snapshots, final=final,
+                   timings=dict(setup_s=setup_s, run_s=run_s, chunk_steps=K,
+                                steps_per_s=(steps / run_s if run_s > 0 else float("inf"))))

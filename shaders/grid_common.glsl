@@ -1,0 +1,39 @@
+// Row loading for the periodic 5-point stencils (step_heat.comp, step_grayscott.comp).
+// One invocation updates a segment of 4 consecutive cells c0..c0+3 of RY consecutive rows of one
+// field. Columns are taken modulo W, so a partial last segment (W % 4 != 0) wraps consistently and
+// only its valid cells are written. With ALIGNED (W % 4 == 0) the segment is one vec4 load/store.
+// The including shader declares src/src4 (binding 0), dst/dst4 (binding 1) and push constants H, W.
+#ifndef VKBANDS_GRID_COMMON_GLSL
+#define VKBANDS_GRID_COMMON_GLSL
+
+vec4 load_mid(uint row, uint c0) {          // row = field base + r * W
+#ifdef ALIGNED
+    return src4[(row + c0) >> 2];
+#else
+    uint W = pc.W;
+    return vec4(src[row + c0], src[row + (c0 + 1u) % W], src[row + (c0 + 2u) % W], src[row + (c0 + 3u) % W]);
+#endif
+}
+
+float load_left(uint row, uint c0) { return src[row + (c0 == 0u ? pc.W - 1u : c0 - 1u)]; }
+float load_right(uint row, uint c0) { return src[row + (c0 + 4u) % pc.W]; }
+
+// 5-point Laplacian of the segment: up/down rows' segments, the row's segment m with its outer
+// neighbours l and r.
+vec4 lap4(vec4 up, vec4 m, vec4 down, float l, float r) {
+    return up + down + vec4(l, m.xyz) + vec4(m.yzw, r) - 4.0 * m;
+}
+
+void store_seg(uint row, uint c0, vec4 v) {
+#ifdef ALIGNED
+    dst4[(row + c0) >> 2] = v;
+#else
+    uint n = min(4u, pc.W - c0);
+    dst[row + c0] = v.x;
+    if (n > 1u) dst[row + c0 + 1u] = v.y;
+    if (n > 2u) dst[row + c0 + 2u] = v.z;
+    if (n > 3u) dst[row + c0 + 3u] = v.w;
+#endif
+}
+
+#endif

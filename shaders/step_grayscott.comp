@@ -1,0 +1,45 @@
+#version 450
+// Gray-Scott reaction-diffusion step, SPEC 3.3 (explicit Euler), state (B, 2, H, W): u then v.
+//   u += dt (Du lap u - u v^2 + F (1 - u)),  v += dt (Dv lap v + u v^2 - (F + k) v)
+// Same layout of work as step_heat.comp: 4 cells x RY rows per invocation, rows rolled in registers.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(constant_id = 0) const uint LOCAL_X = 64;
+layout(constant_id = 1) const uint RY = 8;
+layout(local_size_x_id = 0) in;
+
+layout(std430, binding = 0) readonly buffer Src { float src[]; };
+layout(std430, binding = 0) readonly buffer Src4 { vec4 src4[]; };
+layout(std430, binding = 1) writeonly buffer Dst { float dst[]; };
+layout(std430, binding = 1) writeonly buffer Dst4 { vec4 dst4[]; };
+
+layout(push_constant) uniform Push {
+    uint H; uint W; uint batch; float Du; float Dv; float F; float k; float dt;
+} pc;
+
+#include "grid_common.glsl"
+
+void main() {
+    uint segx = (pc.W + 3u) / 4u, segy = (pc.H + RY - 1u) / RY;
+    uint id = flat_group_id() * LOCAL_X + gl_LocalInvocationID.x;
+    if (id >= segx * segy * pc.batch) return;
+    uint sx = id % segx, rest = id / segx;
+    uint sy = rest % segy, b = rest / segy;
+    uint H = pc.H, W = pc.W, HW = H * W;
+    uint bu = b * 2u * HW, bv = bu + HW, c0 = sx * 4u, r0 = sy * RY;
+    uint rup = ((r0 + H - 1u) % H) * W;
+    vec4 uup = load_mid(bu + rup, c0), vup = load_mid(bv + rup, c0);
+    vec4 ucur = load_mid(bu + r0 * W, c0), vcur = load_mid(bv + r0 * W, c0);
+    uint rend = min(r0 + RY, H);
+    for (uint r = r0; r < rend; ++r) {
+        uint rd = ((r + 1u) % H) * W, rw = r * W;
+        vec4 udn = load_mid(bu + rd, c0), vdn = load_mid(bv + rd, c0);
+        vec4 lu = lap4(uup, ucur, udn, load_left(bu + rw, c0), load_right(bu + rw, c0));
+        vec4 lv = lap4(vup, vcur, vdn, load_left(bv + rw, c0), load_right(bv + rw, c0));
+        vec4 uvv = ucur * vcur * vcur;
+        store_seg(bu + rw, c0, ucur + pc.dt * (pc.Du * lu - uvv + pc.F * (1.0 - ucur)));
+        store_seg(bv + rw, c0, vcur + pc.dt * (pc.Dv * lv + uvv - (pc.F + pc.k) * vcur));
+        uup = ucur; ucur = udn; vup = vcur; vcur = vdn;
+    }
+}

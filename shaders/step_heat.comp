@@ -1,0 +1,39 @@
+#version 450
+// Heat step, SPEC 3.3: dst = src + alpha * lap(src), periodic 5-point Laplacian, fields (B, H, W).
+// One invocation: 4 cells x RY rows (rolling up/centre/down rows in registers: each row is loaded
+// once per invocation, plus one row above and below). Ping-pong: the host alternates src/dst.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(constant_id = 0) const uint LOCAL_X = 64;
+layout(constant_id = 1) const uint RY = 8;
+layout(local_size_x_id = 0) in;
+
+layout(std430, binding = 0) readonly buffer Src { float src[]; };
+layout(std430, binding = 0) readonly buffer Src4 { vec4 src4[]; };
+layout(std430, binding = 1) writeonly buffer Dst { float dst[]; };
+layout(std430, binding = 1) writeonly buffer Dst4 { vec4 dst4[]; };
+
+layout(push_constant) uniform Push { uint H; uint W; uint batch; float alpha; } pc;
+
+#include "grid_common.glsl"
+
+void main() {
+    uint segx = (pc.W + 3u) / 4u, segy = (pc.H + RY - 1u) / RY;
+    uint id = flat_group_id() * LOCAL_X + gl_LocalInvocationID.x;
+    if (id >= segx * segy * pc.batch) return;
+    uint sx = id % segx, rest = id / segx;
+    uint sy = rest % segy, b = rest / segy;
+    uint base = b * pc.H * pc.W, c0 = sx * 4u, r0 = sy * RY;
+    uint H = pc.H, W = pc.W;
+    vec4 up = load_mid(base + ((r0 + H - 1u) % H) * W, c0);
+    vec4 cur = load_mid(base + r0 * W, c0);
+    uint rend = min(r0 + RY, H);
+    for (uint r = r0; r < rend; ++r) {
+        uint row = base + r * W;
+        vec4 down = load_mid(base + ((r + 1u) % H) * W, c0);
+        vec4 l4 = lap4(up, cur, down, load_left(row, c0), load_right(row, c0));
+        store_seg(row, c0, cur + pc.alpha * l4);
+        up = cur; cur = down;
+    }
+}
