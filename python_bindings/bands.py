@@ -57,9 +57,10 @@ from ._call import Call
 
 __all__ = ["Bands", "BandPlan", "decompose", "reconstruct", "energies", "leakage"]
 
-_NODE_MAX = 1024          # level-1 nodes per workgroup tile (shared floats ~ 1.1x this)
+_NODE_MAX = 1024          # micro-tiles (= invocation work items) per workgroup tile
+_MICRO_MAX = 32           # values per micro-tile reduced in registers by one invocation
 _ELEMENTWISE_LOCAL = 256  # workgroup size of the elementwise kernels
-_PER_INVOCATION = 4       # elements per invocation in bands_details / bands_synth
+_PER_INVOCATION = 4       # elements per invocation in bands_synth
 
 
 def _prod(shape) -> int:
@@ -104,7 +105,7 @@ class _Geometry:
 
 
 class _Pass:
-    __slots__ = ("kernel", "push", "groups", "src", "pin", "dst", "pout")
+    __slots__ = ("kernel", "push", "groups", "src", "pin", "dst", "pout", "bands")
 
 
 class BandPlan:
@@ -126,7 +127,7 @@ class BandPlan:
         self._closed = False
         self._local = self._pyramid_local()
         # energies schedule (batch fields) and its scratch
-        self._energy_sched, n_scratch = self._schedule(self.batch, pyramid=False)
+        self._energy_sched, n_scratch = self._schedule(self.batch, "energies")
         self._scratch = ctx.empty((max(n_scratch, 1),), np.float32)
         self._sheet_sched = None
         self._sheet_pyr = self._sheet_scratch = None
@@ -140,47 +141,63 @@ class BandPlan:
         cpu = str(self.ctx.info.get("type", "")).lower() == "cpu"
         return min(64 if cpu else 256, int(self.ctx.limits.maxComputeWorkGroupInvocations))
 
-    def _kmax(self):
+    def _micro_levels(self):
+        """Levels each invocation reduces in registers: largest m with p**(m*dims) <= _MICRO_MAX."""
+        g = self.geo
+        m = 1
+        while m < g.L and g.p ** ((m + 1) * g.dims) <= _MICRO_MAX:
+            m += 1
+        return m
+
+    def _kmax(self, m):
+        """Levels per pass: m in registers plus as many shared-memory levels as keep the micro-tiles
+        of a tile <= _NODE_MAX and the shared memory within the device limit."""
         g = self.geo
         smem = int(self.ctx.limits.maxComputeSharedMemorySize) // 4
-        k = 1
+        s = 0
         while True:
-            k2 = k + 1
-            n1 = g.p ** ((k2 - 1) * g.dims)
-            sh = sum(g.p ** ((k2 - j) * g.dims) for j in range(1, k2 + 1))
-            if n1 > _NODE_MAX or sh + (g.L + 1) * self._local > smem:
-                return k
-            k = k2
+            nm = g.p ** ((s + 1) * g.dims)
+            sh = sum(g.p ** (i * g.dims) for i in range(s + 2))
+            if nm > _NODE_MAX or sh + (g.L + 1) * (self._local + 8) > smem:
+                return m + s
+            s += 1
 
-    def _schedule(self, nb, pyramid):
-        """Passes for nb fields. pyramid=True writes levels 1..L to a pyramid buffer (levels
-        layout of nb fields, starting at level 1). Returns (passes, scratch floats)."""
+    def _schedule(self, nb, mode):
+        """Passes for nb fields. mode: "energies" (tile means in scratch), "pyramid" (levels 1..L to
+        a pyramid buffer: levels layout of nb fields starting at level 1) or "bands" (d^(0..L-1) and
+        c to a bands buffer, levels layout). Returns (passes, scratch floats)."""
         g, p, d = self.geo, self.geo.p, self.geo.dims
-        kmax = self._kmax()
+        micro = self._micro_levels()
+        kmax = self._kmax(micro)
         lev_off = g.level_offsets(nb)
+        pyramid = mode == "pyramid"
         passes, a, scratch = [], 0, 0
         h, w = g.H, g.W
         prev = None  # (means_off, parts_off) of the previous pass in scratch
+        rowsum_src = None
         while a < g.L:
             k = min(kmax, g.L - a)
+            m = min(micro, k)
             T = p ** k
             final = a + k == g.L
             th, tw = (h // T if d == 2 else 1), w // T
             ntiles = nb * th * tw
-            n1 = p ** ((k - 1) * d)
-            local = min(self._local, _pow2_at_least(n1))
+            nm = p ** ((k - m) * d)
+            local = min(self._local, _pow2_at_least(nm))
             nv = a + k + (1 if final else 0)
-            spec = {"LOCAL_X": local, "P": p, "DIMS": d, "K": k, "NPREV": a, "FINAL": int(final),
-                    "WRITE_PYR": int(pyramid), "C": p ** d, "T": T, "N1": n1,
-                    "SH": sum(p ** ((k - j) * d) for j in range(1, k + 1)), "NV": nv}
+            spec = {"LOCAL_X": local, "P": p, "DIMS": d, "K": k, "M": m, "NPREV": a, "FINAL": int(final),
+                    "WRITE_PYR": int(pyramid), "WRITE_BANDS": int(mode == "bands"), "C": p ** d, "T": T,
+                    "SM": p ** m, "CM": p ** (m * d), "NM": nm,
+                    "SH": sum(p ** (i * d) for i in range(k - m + 1)), "NV": nv}
             ps = _Pass()
             ps.kernel = self.ctx.kernel("bands_pyramid.comp", spec=spec)
             ps.groups = ps.kernel.grid(ntiles)
             push = {"nb": nb, "h": h, "w": w, "L": g.L, "src_off": 0, "src_bstride": h * w,
-                    "pin_off": 0, "dst_off": 0, "pout_off": 0}
+                    "pin_off": 0, "dst_off": 0, "pout_off": 0, "bands_off": lev_off[a]}
             ps.src = "x" if a == 0 else ("pyr" if pyramid else "scratch")
             ps.pin = "scratch"
             ps.dst = "pyr" if pyramid else "scratch"
+            ps.bands = "bands" if mode == "bands" else "scratch"
             if a > 0:
                 push["src_off"] = (lev_off[a] - lev_off[1]) if pyramid else prev[0]
                 push["pin_off"] = prev[1]
@@ -192,12 +209,10 @@ class BandPlan:
             if final:
                 if g.r > 1:
                     ps.pout = "scratch"
-                    push["pout_off"] = scratch
-                    self_final = scratch
+                    push["pout_off"] = rowsum_src = scratch
                     scratch += ntiles * nv
                 else:
                     ps.pout = "out"
-                    self_final = None
             else:
                 ps.pout = "scratch"
                 push["pout_off"] = scratch
@@ -207,12 +222,12 @@ class BandPlan:
             passes.append(ps)
             a += k
             h, w = th, tw
-        passes[-1].push["_rowsum_src"] = self_final
+        passes[-1].push["_rowsum_src"] = rowsum_src
         return passes, scratch
 
     # ------------------------------------------------------------------ recording
-    def _record(self, rec, passes, x, x_off, pyr, scratch, out, out_off, nb):
-        res = {"x": x, "pyr": pyr, "scratch": scratch, "out": out}
+    def _record(self, rec, passes, x, x_off, pyr, scratch, out, out_off, nb, bands=None):
+        res = {"x": x, "pyr": pyr, "scratch": scratch, "out": out, "bands": bands}
         g = self.geo
         for ps in passes:
             push = {k: v for k, v in ps.push.items() if not k.startswith("_")}
@@ -221,7 +236,8 @@ class BandPlan:
                 push["src_bstride"] = g.N
             if ps.pout == "out":
                 push["pout_off"] = out_off
-            rec.dispatch(ps.kernel, ps.groups, res[ps.src], res[ps.pin], res[ps.dst], res[ps.pout], push=push)
+            rec.dispatch(ps.kernel, ps.groups, res[ps.src], res[ps.pin], res[ps.dst], res[ps.pout], res[ps.bands],
+                         push=push)
         rs = passes[-1].push["_rowsum_src"]
         if rs is not None:
             k = self._rowsum
@@ -264,7 +280,7 @@ class BandPlan:
         if not R._is_int(member) or not 0 <= member < self.batch:
             raise ValueError(f"member must be an integer in 0..{self.batch - 1}, got {member!r}")
         if self._sheet_sched is None:
-            self._sheet_sched, n_scratch = self._schedule(1, pyramid=True)
+            self._sheet_sched, n_scratch = self._schedule(1, "pyramid")
             off = g.level_offsets(1)
             self._sheet_pyr = self.ctx.empty((max(off[-1] - off[1], 1),), np.float32)
             # the final pass's energies of the member are not needed: they land in scratch too
@@ -276,22 +292,20 @@ class BandPlan:
         rec.dispatch(k, k.grid(-(-g.N // k.local_size[0])), x, self._sheet_pyr, out,
                      push={"H": g.H, "W": g.W, "L": g.L, "src_off": int(member) * g.N})
 
-    def record_decompose(self, rec, x, pyr, bands, energies_out):
-        """Record the full decomposition of all fields of ``x``: ``pyr`` (scratch, levels 1..L),
-        ``bands`` (levels layout: d^(0..L-1), then c) and ``energies_out`` (batch, L+1)."""
+    def record_decompose(self, rec, x, bands, energies_out):
+        """Record the full decomposition of all fields of ``x`` into ``bands`` (levels layout:
+        d^(0..L-1) at own resolution, then c; ``Bands``' storage) and ``energies_out`` (batch, L+1):
+        the energies passes, also writing every detail from the registers that formed it."""
         self._require_open()
         g = self.geo
+        self._check_array("x", x, self.batch * g.N)
+        self._check_array("bands", bands, g.level_offsets(self.batch)[-1])
+        self._check_array("energies_out", energies_out, self.batch * (g.L + 1))
         if not hasattr(self, "_decomp_sched"):
-            self._decomp_sched, n = self._schedule(self.batch, pyramid=True)
+            self._decomp_sched, n = self._schedule(self.batch, "bands")
             self._decomp_scratch = self.ctx.empty((max(n, 1),), np.float32)
-        self._record(rec, self._decomp_sched, x, 0, pyr, self._decomp_scratch, energies_out, 0, self.batch)
-        off = g.level_offsets(self.batch)
-        k = self.ctx.kernel("bands_details.comp", spec={"LOCAL_X": _ELEMENTWISE_LOCAL, "P": g.p, "DIMS": g.dims,
-                                                       "PER_INVOCATION": _PER_INVOCATION})
-        per = k.local_size[0] * _PER_INVOCATION
-        rec.dispatch(k, k.grid(-(-off[-1] // per)), x, pyr, bands,
-                     push={"nb": self.batch, "H": g.H, "W": g.W, "L": g.L, "src_off": 0,
-                           "src_bstride": g.N, "total": off[-1]})
+        self._record(rec, self._decomp_sched, x, 0, self._decomp_scratch, self._decomp_scratch, energies_out,
+                     0, self.batch, bands=bands)
 
     # ------------------------------------------------------------------ lifetime
     def _require_open(self):
@@ -493,26 +507,18 @@ def decompose(x, arity=3, dims=None) -> Bands:
     off = g.level_offsets(g.B)
     buf = ctx.empty((max(off[-1], 1),), np.float32)
     en = ctx.empty(g.batch_shape + (g.L + 1,), np.float32)
-    pyr = ctx.empty((max(off[-1] - off[1], 1),), np.float32)
     try:
         if g.B:
-            _plan(ctx, g.spatial, g.p, g.B).record_decompose(call.rec, X, pyr, buf, en)
-        if call.host:
-            call.result()
-            bands = Bands(g, buf.numpy()[:off[-1]], en.numpy())
-            for a in (buf, en, pyr):
-                a.close()
-            return bands
-        recording = not call._own_rec
+            _plan(ctx, g.spatial, g.p, g.B).record_decompose(call.rec, X, buf, en)
         call.result()
+        if call.host:
+            bands = Bands(g, buf.numpy()[:off[-1]], en.numpy())
+            buf.close(), en.close()
+            return bands
     except BaseException:
         call.close()
-        for a in (buf, en, pyr):
-            a.close()
+        buf.close(), en.close()
         raise
-    if recording:   # the pyramid is read by the recorded work: keep it until the Bands are closed
-        return Bands(g, buf, en, scratch=[pyr])
-    pyr.close()
     return Bands(g, buf, en)
 
 

@@ -2,41 +2,48 @@
 // One pass of the tree-Haar block-mean pyramid (SPEC §1-2), any arity P >= 2, 1-D or 2-D, batched.
 //
 // The input is a level-a grid A^(a) of `nb` fields, each h x w (1-D: h = 1), read from src. One
-// workgroup owns one tile of T x T values (1-D: T values), T = P^K, and reduces it K levels inside
-// shared memory: A^(a+1) .. A^(a+K). Along the way every thread accumulates, per level, the sum of
-// squares of the detail d^(l) = A^(l) - U A^(l+1) over the nodes it handled, and (for a pass that is
-// not the first) the energy partials of the previous pass for the input values it read (NPREV
-// planes in pin, one value per input value = one per previous tile). A single shared-memory tree
-// reduction then gives per-tile partials:
-//   * not FINAL: pout[pout_off + v * ntiles + tile] = sum over the tile of d^(v)^2 (unweighted), v < NPREV + K,
-//                and dst[dst_off + tile] = A^(a+K) (the tile mean: the next pass's input grid);
+// workgroup owns one tile of T x T values (1-D: T values), T = P^K, and reduces it K levels:
+//   * the first M levels privately: each invocation loads a micro-tile of SM x SM values (SM = P^M;
+//     1-D: SM values) and builds its levels a+1..a+M in registers (no barrier, no shared memory);
+//   * levels a+M+1..a+K in shared memory, one barrier per level.
+// Along the way every invocation accumulates, per level l, the sum of squares of the detail
+// d^(l) = A^(l) - U A^(l+1) over the nodes it handled (d is formed per node from its own children:
+// no long cancellation) and, for a pass after the first, the energy partials of the previous pass for
+// the input values it read (NPREV planes in pin, one value per input value = per previous tile).
+// A shared-memory reduction in two short stages then gives per-tile results:
+//   * not FINAL: pout[pout_off + v * ntiles + tile] = sum over the tile of d^(v)^2 (unweighted),
+//                v < NPREV + K, and dst[dst_off + tile] = A^(a+K) (the next pass's input grid);
 //   * FINAL (a + K == L): pout[pout_off + tile * (L+1) + v] = [E_0 .. E_{L-1}, E_c] with the weights
 //                E_l = P^(l*DIMS) sum d^(l)^2 and E_c = P^(L*DIMS) A^(L)^2 applied here.
-// WRITE_PYR additionally stores every level a+1 .. a+K into dst (the pyramid layout: level a+j of all
-// nb fields contiguous, row-major, levels one after another starting at dst_off).
-// Accuracy: d is formed per node from its own children (no long cancellation), each thread sums at
-// most a few terms, and the cross-thread / cross-tile sums are trees.
+// WRITE_PYR: also store every level a+1..a+K into dst (levels layout, see bands_common.glsl, level
+//            a+1 at dst_off). WRITE_BANDS: store d^(a..a+K-1) (own resolution) and, in the FINAL
+//            pass, the coarse A^(L) into bands (levels layout, level a at bands_off).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(constant_id = 0) const uint LOCAL_X = 64;
-layout(constant_id = 1) const uint P = 3;          // arity
-layout(constant_id = 2) const uint DIMS = 2;       // 1 or 2 spatial axes
-layout(constant_id = 3) const uint K = 1;          // levels reduced by this pass (>= 1)
-layout(constant_id = 4) const uint NPREV = 0;      // partial planes from the previous pass (= a)
-layout(constant_id = 5) const uint FINAL = 0;      // 1: this pass reaches level L: write weighted energies
-layout(constant_id = 6) const uint WRITE_PYR = 0;  // 1: write all levels a+1..a+K to dst
-layout(constant_id = 7) const uint C = 9;          // children per node: P^DIMS
-layout(constant_id = 8) const uint T = 27;         // tile side: P^K
-layout(constant_id = 9) const uint N1 = 81;        // level-(a+1) nodes per tile: (T/P)^DIMS
-layout(constant_id = 10) const uint SH = 91;       // shared floats for levels a+1..a+K of one tile
-layout(constant_id = 11) const uint NV = 3;        // values reduced per tile: NPREV + K (+1 if FINAL)
+layout(constant_id = 0) const uint LOCAL_X = 64;     // power of two
+layout(constant_id = 1) const uint P = 3;            // arity
+layout(constant_id = 2) const uint DIMS = 2;         // 1 or 2 spatial axes
+layout(constant_id = 3) const uint K = 1;            // levels reduced by this pass (>= 1)
+layout(constant_id = 4) const uint M = 1;            // of which in registers (1 <= M <= K)
+layout(constant_id = 5) const uint NPREV = 0;        // partial planes from the previous pass (= a)
+layout(constant_id = 6) const uint FINAL = 0;        // 1: this pass reaches level L
+layout(constant_id = 7) const uint WRITE_PYR = 0;    // 1: write levels a+1..a+K to dst
+layout(constant_id = 8) const uint WRITE_BANDS = 0;  // 1: write d^(a..a+K-1) (and c) to bands
+layout(constant_id = 9) const uint C = 9;            // children per node: P^DIMS
+layout(constant_id = 10) const uint T = 27;          // tile side: P^K
+layout(constant_id = 11) const uint SM = 3;          // micro-tile side: P^M
+layout(constant_id = 12) const uint CM = 9;          // values per micro-tile: SM^DIMS
+layout(constant_id = 13) const uint NM = 81;         // micro-tiles per tile: (T/SM)^DIMS
+layout(constant_id = 14) const uint SH = 91;         // shared floats: nodes of levels a+M..a+K per tile
+layout(constant_id = 15) const uint NV = 3;          // values reduced per tile: NPREV + K (+1 if FINAL)
 layout(local_size_x_id = 0) in;
 
 layout(std430, binding = 0) readonly buffer Src { float src[]; };
 layout(std430, binding = 1) readonly buffer Pin { float pin[]; };
 layout(std430, binding = 2) writeonly buffer Dst { float dst[]; };
 layout(std430, binding = 3) writeonly buffer Pout { float pout[]; };
+layout(std430, binding = 4) writeonly buffer Bands { float bands[]; };
 
 layout(push_constant) uniform Push {
     uint nb;          // fields processed
@@ -47,11 +54,14 @@ layout(push_constant) uniform Push {
     uint pin_off;     // element offset of plane 0 of the previous partials (plane stride nb*h*w)
     uint dst_off;     // element offset of level a+1 (WRITE_PYR) or of the tile means
     uint pout_off;    // element offset of the partials / energies written here
-    uint L;           // total levels of the field (FINAL weights)
+    uint bands_off;   // element offset of level a in bands (WRITE_BANDS)
+    uint L;           // total levels of the field
 } pc;
 
+const uint R1 = (LOCAL_X < 8u) ? LOCAL_X : 8u;       // reduction: chunks per value
 shared float lev[SH];
 shared float red[NV * LOCAL_X];
+shared float red2[NV * R1];
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;
@@ -65,48 +75,75 @@ void main() {
     const uint t = tile - b * tpm;
     const uint ty = t / tiles_x;
     const uint tx = t - ty * tiles_x;
+    const uint plane = pc.nb * pc.h * pc.w;
 
     float acc[NV];
     for (uint v = 0u; v < NV; ++v) acc[v] = 0.0;
 
-    // ---- level a -> a+1, straight from global memory (each node reads its C children).
-    const uint S1 = T / P;                     // level-(a+1) side of the tile
-    const uint h1 = (DIMS == 2u) ? pc.h / P : 1u;
-    const uint w1 = pc.w / P;
-    const uint plane = pc.nb * pc.h * pc.w;
-    for (uint n = tid; n < N1; n += LOCAL_X) {
-        uint u = (DIMS == 2u) ? n / S1 : 0u;
-        uint vv = n - u * S1;
-        uint row0 = (DIMS == 2u) ? ty * T + u * P : 0u;
-        uint col0 = tx * T + vv * P;
-        float vals[C];
-        float s = 0.0;
-        for (uint c = 0u; c < C; ++c) {
-            uint r = c / P, q = c - (c / P) * P;
-            uint idx = (row0 + r) * pc.w + col0 + q;
-            float x = src[pc.src_off + b * pc.src_bstride + idx];
-            vals[c] = x;
-            s += x;
+    // ---- levels a+1 .. a+M in registers, one micro-tile per iteration.
+    const uint SMT = T / SM;  // micro-tiles per tile side
+    for (uint n = tid; n < NM; n += LOCAL_X) {
+        uint mu = (DIMS == 2u) ? n / SMT : 0u;
+        uint mv = n - mu * SMT;
+        uint row = (DIMS == 2u) ? ty * T + mu * SM : 0u;   // micro-tile origin at the current level
+        uint col = tx * T + mv * SM;
+        float v[CM];
+        for (uint c = 0u; c < CM; ++c) {
+            uint r = (DIMS == 2u) ? c / SM : 0u;
+            uint q = c - r * SM;
+            uint idx = (row + r) * pc.w + col + q;
+            v[c] = src[pc.src_off + b * pc.src_bstride + idx];
             for (uint m = 0u; m < NPREV; ++m) acc[m] += pin[pc.pin_off + m * plane + b * pc.h * pc.w + idx];
         }
-        float mean = s / float(C);
-        float e = 0.0;
-        for (uint c = 0u; c < C; ++c) { float d = vals[c] - mean; e += d * d; }
-        acc[NPREV] += e;
-        lev[n] = mean;
-        if (WRITE_PYR != 0u)
-            dst[pc.dst_off + b * h1 * w1 + ((DIMS == 2u) ? (ty * S1 + u) : 0u) * w1 + tx * S1 + vv] = mean;
+        uint side = SM, hj = pc.h, wj = pc.w, boff = pc.bands_off, poff = pc.dst_off;
+        for (uint j = 0u; j < M; ++j) {
+            uint ns = side / P;
+            uint hn = (DIMS == 2u) ? hj / P : 1u, wn = wj / P;
+            for (uint nn = 0u; nn < ((DIMS == 2u) ? ns * ns : ns); ++nn) {
+                uint u = (DIMS == 2u) ? nn / ns : 0u;
+                uint vv = nn - u * ns;
+                float s = 0.0;
+                for (uint c = 0u; c < C; ++c) {
+                    uint r = c / P, q = c - (c / P) * P;
+                    s += v[(u * P + r) * side + vv * P + q];
+                }
+                float mean = s / float(C);
+                float e = 0.0;
+                for (uint c = 0u; c < C; ++c) {
+                    uint r = c / P, q = c - (c / P) * P;
+                    float d = v[(u * P + r) * side + vv * P + q] - mean;
+                    e += d * d;
+                    if (WRITE_BANDS != 0u)
+                        bands[boff + (b * hj + row + u * P + r) * wj + col + vv * P + q] = d;
+                }
+                acc[NPREV + j] += e;
+                v[u * ns + vv] = mean;   // in place: children of later nodes sit at larger indices
+                if (WRITE_PYR != 0u)
+                    dst[poff + (b * hn + row / P + u) * wn + col / P + vv] = mean;
+            }
+            boff += pc.nb * hj * wj;
+            poff += pc.nb * hn * wn;
+            hj = hn; wj = wn; side = ns;
+            row /= P; col /= P;
+        }
+        lev[n] = v[0];
     }
 
-    // ---- levels a+2 .. a+K inside shared memory.
-    uint base_in = 0u, nodes_in = N1, side_in = S1;
-    uint hj = h1, wj = w1, pyr_off = pc.dst_off;
-    for (uint j = 1u; j < K; ++j) {
+    // ---- levels a+M+1 .. a+K in shared memory.
+    uint base_in = 0u, nodes_in = NM, side_in = SMT;
+    uint hj = pc.h, wj = pc.w, boff = pc.bands_off, poff = pc.dst_off;
+    for (uint j = 0u; j < M; ++j) {          // level a+M bookkeeping
+        uint hn = (DIMS == 2u) ? hj / P : 1u, wn = wj / P;
+        boff += pc.nb * hj * wj;
+        poff += pc.nb * hn * wn;
+        hj = hn; wj = wn;
+    }
+    uint org = T / SM;                        // tile side at the current level
+    for (uint j = M; j < K; ++j) {
         barrier();
         uint nodes = nodes_in / C, side = side_in / P, base_out = base_in + nodes_in;
-        uint pyr_next = pyr_off + pc.nb * hj * wj;
-        hj = (DIMS == 2u) ? hj / P : 1u;
-        wj = wj / P;
+        uint hn = (DIMS == 2u) ? hj / P : 1u, wn = wj / P;
+        uint row0 = (DIMS == 2u) ? ty * org : 0u, col0 = tx * org;
         for (uint n = tid; n < nodes; n += LOCAL_X) {
             uint u = (DIMS == 2u) ? n / side : 0u;
             uint vv = n - u * side;
@@ -120,32 +157,47 @@ void main() {
             }
             float mean = s / float(C);
             float e = 0.0;
-            for (uint c = 0u; c < C; ++c) { float d = vals[c] - mean; e += d * d; }
+            for (uint c = 0u; c < C; ++c) {
+                uint r = c / P, q = c - (c / P) * P;
+                float d = vals[c] - mean;
+                e += d * d;
+                if (WRITE_BANDS != 0u)
+                    bands[boff + (b * hj + row0 + u * P + r) * wj + col0 + vv * P + q] = d;
+            }
             acc[NPREV + j] += e;
             lev[base_out + n] = mean;
             if (WRITE_PYR != 0u)
-                dst[pyr_next + b * hj * wj + ((DIMS == 2u) ? (ty * side + u) : 0u) * wj + tx * side + vv] = mean;
+                dst[poff + (b * hn + row0 / P + u) * wn + col0 / P + vv] = mean;
         }
-        base_in = base_out; nodes_in = nodes; side_in = side; pyr_off = pyr_next;
+        boff += pc.nb * hj * wj;
+        poff += pc.nb * hn * wn;
+        hj = hn; wj = wn; org /= P;
+        base_in = base_out; nodes_in = nodes; side_in = side;
     }
     barrier();
     const float top = lev[base_in];  // A^(a+K) of this tile
-    if (FINAL != 0u && tid == 0u) acc[NV - 1u] = top * top;
-    if (FINAL == 0u && WRITE_PYR == 0u && tid == 0u) dst[pc.dst_off + tile] = top;
+    if (tid == 0u) {
+        if (FINAL != 0u) acc[NV - 1u] = top * top;
+        if (FINAL != 0u && WRITE_BANDS != 0u) bands[boff + tile] = top;
+        if (FINAL == 0u && WRITE_PYR == 0u) dst[pc.dst_off + tile] = top;
+    }
 
-    // ---- one tree reduction for all NV sums.
+    // ---- reduction of the NV sums: chunks of LOCAL_X / R1, then R1 chunks (2 barriers).
     for (uint v = 0u; v < NV; ++v) red[v * LOCAL_X + tid] = acc[v];
-    for (uint s = LOCAL_X / 2u; s > 0u; s >>= 1u) {
-        barrier();
-        if (tid < s)
-            for (uint v = 0u; v < NV; ++v) red[v * LOCAL_X + tid] += red[v * LOCAL_X + tid + s];
+    barrier();
+    const uint CL = LOCAL_X / R1;
+    for (uint qv = tid; qv < NV * R1; qv += LOCAL_X) {
+        uint v = qv / R1, c = qv - (qv / R1) * R1;
+        float s = 0.0;
+        for (uint i = 0u; i < CL; ++i) s += red[v * LOCAL_X + c * CL + i];
+        red2[qv] = s;
     }
     barrier();
     for (uint v = tid; v < NV; v += LOCAL_X) {
-        float total = red[v * LOCAL_X];
+        float total = 0.0;
+        for (uint c = 0u; c < R1; ++c) total += red2[v * R1 + c];
         if (FINAL != 0u) {
-            // weight P^(v*DIMS) (levels) and P^(L*DIMS) (coarse, v == L)
-            float wgt = 1.0;
+            float wgt = 1.0;  // P^(v*DIMS) (levels) and P^(L*DIMS) (coarse, v == L)
             for (uint l = 0u; l < v; ++l) wgt *= float(C);
             pout[pc.pout_off + tile * NV + v] = total * wgt;
         } else {

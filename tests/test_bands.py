@@ -74,6 +74,7 @@ def test_decompose_matches_reference(spatial, p, batch):
 def test_multi_pass_schedules(monkeypatch):
     """Force tiny tiles so that every size takes several pyramid passes (the partials path)."""
     monkeypatch.setattr(VB, "_NODE_MAX", 3)
+    monkeypatch.setattr(VB, "_MICRO_MAX", 4)
     monkeypatch.setattr(VB, "_PLANS", type(VB._PLANS)())
     for spatial, p, batch in [((81, 81), 3, 2), ((64,), 2, 3), ((8, 64), 2, 2), ((625,), 5, 1)]:
         x = _field(spatial, batch, seed=1)

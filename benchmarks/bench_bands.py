@@ -1,0 +1,173 @@
+"""Benchmark: tree-Haar band decomposition (issue 3). One run prints one table.
+
+    .venv/bin/python -m vkbands.benchmarks.bench_bands      (or: python benchmarks/bench_bands.py)
+
+Rows: full decomposition (all detail bands at own resolution + energies) of a 729 x 729 field (p = 3)
+and a 1024 x 1024 field (p = 2); energies only of the same fields and of a batch of 4096 1-D fields
+of 729 leaves (p = 3). Columns (milliseconds, median of repeated runs):
+  vkbands   device-resident: a recorded Recorder replayed (rec.submit() in a loop); no uploads
+  np.mean   NumPy reshape + mean per level (the reference style), float32
+  np.fast   the fastest NumPy written here: strided slice adds, details as broadcast differences,
+            energies with float32 dot products
+  pywt      PyWavelets wavedec2 / wavedec 'haar', mode='periodization' (+ sums of squares), p = 2 only
+The vkbands result is checked against vkbands.reference before timing.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+import vkbands.bands as VB
+import vkbands.reference as R
+from vkbands.engine import default_context
+
+REPEATS_MIN_S = 0.6     # each timing runs at least this long (and at least 7 times)
+
+
+def _median_ms(fn, min_runs=7, min_s=REPEATS_MIN_S):
+    fn()  # warm-up
+    times, t_end = [], time.perf_counter() + min_s
+    while len(times) < min_runs or time.perf_counter() < t_end:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if len(times) > 2000:
+            break
+    return 1e3 * float(np.median(times))
+
+
+# ---------------------------------------------------------------------------- NumPy baselines
+def _split(x, dims):
+    """(batch, h, w) view of a batch of fields (1-D: h = 1)."""
+    if dims == 1:
+        return x.reshape(-1, 1, x.shape[-1])
+    return x.reshape(-1, x.shape[-2], x.shape[-1])
+
+
+def np_mean_decompose(x, p, dims):
+    """Reference style: reshape + mean per level, details = A_l - repeat(A_{l+1}), energies."""
+    a = _split(x, dims)
+    L = R.levels(x.shape, p, dims)
+    details, E = [], []
+    for l in range(L):
+        B, h, w = a.shape
+        hp = h // p if dims == 2 else 1
+        nxt = a.reshape(B, hp, h // hp, w // p, p).mean(axis=(2, 4))
+        up = np.repeat(np.repeat(nxt, h // hp, axis=1), p, axis=2)
+        d = a - up
+        details.append(d)
+        E.append(p ** (l * dims) * np.sum(d * d, axis=(1, 2)))
+        a = nxt
+    E.append(p ** (L * dims) * np.sum(a * a, axis=(1, 2)))
+    return details, a, np.stack(E, -1)
+
+
+def np_fast_decompose(x, p, dims, keep=True):
+    """Strided slice adds for the block sums; details as broadcast differences (own resolution,
+    viewed (B, h', p, w', p)); energies with float32 dot products."""
+    a = _split(x, dims)
+    L = R.levels(x.shape, p, dims)
+    inv = np.float32(1.0 / p ** dims)
+    details, E = [], np.empty((a.shape[0], L + 1), np.float32)
+    for l in range(L):
+        B, h, w = a.shape
+        s = a[:, :, 0::p].copy()
+        for q in range(1, p):
+            s += a[:, :, q::p]
+        if dims == 2:
+            t = s[:, 0::p].copy()
+            for q in range(1, p):
+                t += s[:, q::p]
+        else:
+            t = s
+        nxt = t * inv
+        if dims == 2:
+            d = a.reshape(B, h // p, p, w // p, p) - nxt[:, :, None, :, None]
+        else:
+            d = a.reshape(B, 1, w // p, p) - nxt[:, :, :, None]
+        dd = d.reshape(B, -1)
+        E[:, l] = np.einsum("ij,ij->i", dd, dd) * np.float32(p ** (l * dims))
+        if keep:
+            details.append(d)
+        a = nxt
+    E[:, L] = np.einsum("ij,ij->i", a.reshape(a.shape[0], -1), a.reshape(a.shape[0], -1)) * np.float32(p ** (L * dims))
+    return details, a, E
+
+
+def pywt_decompose(x, dims):
+    import pywt
+    if dims == 2:
+        coeffs = pywt.wavedec2(x, "haar", mode="periodization")
+        return [np.sum(c[0] ** 2) + np.sum(c[1] ** 2) + np.sum(c[2] ** 2) for c in coeffs[1:]] + [np.sum(coeffs[0] ** 2)]
+    coeffs = pywt.wavedec(x, "haar", mode="periodization", axis=-1)
+    return [np.sum(c ** 2, axis=-1) for c in coeffs]
+
+
+# ---------------------------------------------------------------------------- vkbands
+def vk_recording(ctx, x, p, dims, full):
+    """(recorder, check) for the device-resident decomposition (full) or energies of x."""
+    batch_shape, spatial = R.split_shape(x.shape, dims)
+    B = int(np.prod(batch_shape)) if batch_shape else 1
+    plan = VB.BandPlan(ctx, spatial, p, batch=B)
+    L = plan.levels
+    X = ctx.array(x)
+    E = ctx.empty((B, L + 1))
+    keep = [plan, X, E]
+    rec = ctx.recorder()
+    if full:
+        off = VB._Geometry(x.shape, p, dims).level_offsets(B)
+        bands = ctx.empty((off[-1],))
+        keep.append(bands)
+        plan.record_decompose(rec, X, bands, E)
+    else:
+        plan.record_energies(rec, X, E)
+    rec.submit()
+    Er = R.energies(x, p, dims).reshape(B, L + 1)
+    err = float(np.max(np.abs(E.numpy() - Er) / np.maximum(Er.sum(-1, keepdims=True), 1e-30)))
+    return rec, keep, err
+
+
+def main():
+    ctx = default_context()
+    try:
+        import pywt  # noqa: F401
+        have_pywt = True
+    except ImportError:
+        have_pywt = False
+    rng = np.random.default_rng(0)
+    rows = [
+        ("decompose 729x729 p=3", (729, 729), 3, 2, True),
+        ("decompose 1024x1024 p=2", (1024, 1024), 2, 2, True),
+        ("energies 729x729 p=3", (729, 729), 3, 2, False),
+        ("energies 1024x1024 p=2", (1024, 1024), 2, 2, False),
+        ("energies 4096 x 729 1-D p=3", (4096, 729), 3, 1, False),
+    ]
+    empty = ctx.recorder()
+    floor = _median_ms(empty.submit)
+    empty.close()
+    print(f"device: {ctx.info['name']} ({ctx.info['type']}); empty submit+wait: {floor:.3f} ms")
+    hdr = f"{'operation':30s} {'vkbands':>9s} {'np.mean':>9s} {'np.fast':>9s} {'pywt':>9s} {'fast/vk':>8s} {'pywt/vk':>8s} {'max rel err':>12s}"
+    print(hdr)
+    print("-" * len(hdr))
+    for name, shape, p, dims, full in rows:
+        x = rng.standard_normal(shape).astype(np.float32)
+        rec, keep, err = vk_recording(ctx, x, p, dims, full)
+        t_vk = _median_ms(rec.submit)
+        rec.close()
+        for k in keep:
+            k.close()
+        t_mean = _median_ms(lambda: np_mean_decompose(x, p, dims))
+        t_fast = _median_ms(lambda: np_fast_decompose(x, p, dims, keep=full))
+        t_pywt = _median_ms(lambda: pywt_decompose(x, dims)) if (have_pywt and p == 2) else float("nan")
+        pw = f"{t_pywt:9.2f}" if t_pywt == t_pywt else f"{'-':>9s}"
+        ratio = f"{t_pywt / t_vk:7.1f}x" if t_pywt == t_pywt else f"{'-':>8s}"
+        print(f"{name:30s} {t_vk:9.2f} {t_mean:9.2f} {t_fast:9.2f} {pw} {t_fast / t_vk:7.2f}x {ratio} {err:12.1e}")
+        sys.stdout.flush()
+    print("times in ms (median); vkbands = replay of a recorded Recorder, data device-resident; "
+          "max rel err = max |E - E_ref| / sum(E_ref) per field vs vkbands.reference (float64)")
+
+
+if __name__ == "__main__":
+    main()
