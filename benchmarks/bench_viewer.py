@@ -67,6 +67,7 @@ def main():
     rows, device = [], "?"
     for label, system, size, batch, spf in CASES:
         fps, ms_frame, ms, device = measure(system, size, batch, spf, frames, prof)
+        print(f"  {label}, {spf} steps/frame: {fps:.1f} fps", file=sys.stderr, flush=True)
         rows.append([label, spf, f"{fps:.1f}", f"{ms_frame:.2f}", f"{ms['simulate']:.2f}",
                      f"{ms['decompose']:.2f}", f"{ms['draw']:.2f}", f"{ms['present']:.2f}"])
     print(f"viewer, vsync off, 1280x800 window, device: {device}")

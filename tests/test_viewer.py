@@ -269,6 +269,14 @@ def test_close_frees_everything(tmp_path):
     v.run(frames=4)                                         # ends the recording, saves the GIF
     path = v.last_recording
     assert path is not None and path.exists() and Image.open(path).n_frames >= 2
+    # 1-D field: strips (one column of 2L+1 panels) and the band x time image, newest column right
+    src = v.source
+    assert src.writer.cols == 1 and src.writer.P == 2 * src.L + 1 and src.writer.H == 1
+    bt = src.band_time.numpy()[..., :3].astype(int)
+    assert bt.shape[0] == (src.L + 1) * 10
+    white = (bt == 255).all(-1)
+    assert white[:, 0].all()                                # no frame there yet (zero energy)
+    assert not white[:, -1].all()                           # this frame's energies
     v.close()
     v.close()                                               # idempotent
     assert ctx.closed and v.window.closed

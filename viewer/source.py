@@ -199,6 +199,8 @@ class SheetSource:
     def set_display(self, **kw):
         """Change cmap / range / vmin / vmax / fade (re-records) or visibility (rebuilds the picture)."""
         layout = False
+        if kw.get("fade", 0) > 0 and self.fade == 0:
+            self._pending_reset = True       # the accumulator is stale while fade is off
         for k, v in kw.items():
             if k in ("show_cumulative", "show_detail", "visible_levels"):
                 layout = True
@@ -217,6 +219,7 @@ class SheetSource:
             rec.close()       # waits for its submission first
         self._recorders, self._retired = {}, []
         self._pending = [None] * self.slots   # their observables are dropped with them
+        self._dirty = True                    # the picture must be redrawn even when paused
 
     # ------------------------------------------------------------------ the frame's compute
     def _ensure_obs(self):
@@ -282,11 +285,14 @@ class SheetSource:
 
     def submit(self, n: int, slot: int = 0, profile: bool = False):
         """Submit this frame's compute: ``n`` steps (0: none), the sheets and the picture; its
-        observables go to frame slot ``slot``'s host mirror (read by :meth:`observables`).
+        observables go to frame slot ``slot``'s host mirror (read by :meth:`observables`). Returns
+        False (nothing submitted) when paused with nothing changed since the last picture.
 
         ``profile=True``: submit the steps and the picture (sheets + write_image) as two recordings
         and wait for each, timing them into ``last_times`` ("simulate", "decompose", seconds)."""
         n, slot = int(n), int(slot) % self.slots
+        if n == 0 and not self._dirty and self.fade == 0 and not profile:
+            return False             # paused and nothing changed: the image already shows this state
         self._take(slot)             # normally already taken by observables(slot) after the fence
         reset = self._pending_reset and self.fade > 0
         parts = ("steps", "picture") if profile else ("all",)
@@ -305,8 +311,10 @@ class SheetSource:
                 self._retired.append(rec)
             recs.append(rec)
         self._pending_reset = False
+        self._dirty = False
         self.sim.step += n
         self._pending[slot] = recs[0]
+        return True
 
     def _take(self, slot):
         rec, self._pending[slot] = self._pending[slot], None
