@@ -32,19 +32,24 @@ def viewer(tmp_path_factory):
     v.close()
 
 
-def _headless_picture(ctx, field, src):
-    """The sheet grid of ``field`` drawn by write_image.comp without the viewer (same arguments)."""
+def _headless_sheets(ctx, field, src):
+    """The (2L+1, H, W) sheet stack of ``field``, computed without the viewer."""
     x = ctx.array(field[None])
     out = ctx.empty((2 * src.L + 1,) + field.shape)
     plan = BandPlan(ctx, field.shape, src.arity, batch=1)
     try:
         with ctx.recorder() as rec:
             plan.record_sheets(rec, x, out, member=0)
-        sheets = out.numpy()
+        return out.numpy()
     finally:
         plan.close()
         x.close()
         out.close()
+
+
+def _headless_picture(ctx, field, src):
+    """The sheet grid of ``field`` drawn by write_image.comp without the viewer (same arguments)."""
+    sheets = _headless_sheets(ctx, field, src)
     w = src.writer
     pic = render_image(sheets, cmap=src.cmap, range=src.range, vmin=src.vmin, vmax=src.vmax,
                        scale=(w.sy, w.sx), cols=w.cols, gap=w.gap, ctx=ctx)
@@ -96,6 +101,41 @@ def test_screenshot_equals_headless_picture_and_panel_present(viewer, ctx, tmp_p
     assert (a != b).any(-1).mean() > 0.5
     # the panel-less frame shows the clear colour there except where the centred picture reaches
     assert (b == b[0, 0]).all(-1).mean() > 0.3
+
+
+@needs_display
+def test_resampled_picture_equals_headless(ctx, tmp_path):
+    """A grid larger than the preview is resampled (nearest, on the device) to the size shown and
+    drawn 1:1: the storage image equals write_image of the NumPy-resampled sheets, and the window
+    shows exactly that image."""
+    from vkbands.viewer import open_viewer
+    v = open_viewer("grayscott", size=243, width=900, height=600, range="symmetric", vsync=False,
+                    out_dir=tmp_path)
+    try:
+        v.run(frames=4)
+        v.playing = False
+        shot = tmp_path / "resampled.png"
+        v.run(frames=v.frame_count + 1, screenshot=shot)
+        src = v.source
+        assert src.small is not None                          # 1468 px of grid into a 520 px area
+        h, w = src.small.shape[-2:]
+        assert w < 243 and h < 243
+        sheets = _headless_sheets(ctx, src.read_field(), src)
+        iy = ((2 * np.arange(h) + 1) * 243) // (2 * h)
+        ix = ((2 * np.arange(w) + 1) * 243) // (2 * w)
+        small = sheets[:, iy][:, :, ix]
+        wr = src.writer
+        expect = render_image(small, cmap=src.cmap, range=src.range, scale=(wr.sy, wr.sx), cols=wr.cols,
+                              gap=wr.gap, ctx=ctx)
+        got = src.image.numpy()
+        assert got.shape == expect.shape
+        assert np.abs(got.astype(int) - expect).max() <= 1
+        x0, y0, rw, rh = v.preview.rect
+        assert (rw, rh) == (got.shape[1], got.shape[0])         # drawn 1:1
+        win = np.asarray(Image.open(shot).convert("RGBA"))
+        assert np.array_equal(win[y0:y0 + rh, x0:x0 + rw, :3], got[..., :3])
+    finally:
+        v.close()
 
 
 @needs_display

@@ -483,6 +483,10 @@ class Viewer:
         # ---- compute: steps, sheets, picture (through the source's Recorder)
         t1 = time.perf_counter()
         t_acquire = t1 - ta
+        # the picture is resampled to the size it is shown at (fewer pixels for write_image)
+        self.preview.logical_size = self.source.logical_size
+        (_, _, rw, rh), _ = self.preview.placement(self.preview_area())
+        self.source.set_view(rw, rh)
         steps = self.steps_per_frame if self.playing else min(self._pending_step, 1)
         self._pending_step -= steps if not self.playing else 0
         self._pending_step = max(self._pending_step, 0)

@@ -5,6 +5,10 @@ Placement (:func:`place`): the image is fitted into the preview area with its as
 it fits at least once, the scale is an integer (every texel a whole block of screen pixels, so a
 screenshot equals the picture exactly) and the position is whole pixels. ``zoom`` multiplies the
 scale (integer zoom steps keep that property) and ``pan`` shifts it in pixels.
+
+Placement works on the *logical* size of the picture (the full-resolution sheet grid,
+``logical_size``); when the source resampled the panels to the size they are shown at, the (smaller)
+image is drawn 1:1, centred where the full-resolution one would be.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ class Preview:
         self._image = None
         self.zoom, self.pan = 1.0, [0.0, 0.0]
         self.rect = None
+        self.logical_size = None   # (W, H) the image stands for (the full-resolution grid); default its own
 
     def set_image(self, image):
         """Sample ``image`` (a StorageImage in GENERAL layout) from now on."""
@@ -53,6 +58,13 @@ class Preview:
             self.pipeline.update_set(self._set, res)
         self._image = image
 
+    def _size(self):
+        return self.logical_size or (self._image.width, self._image.height)
+
+    def placement(self, area):
+        """Where the picture goes in ``area``: ``((x0, y0, width, height), scale)`` (see :func:`place`)."""
+        return place(area, self._size(), self.zoom, self.pan)
+
     def reset_view(self):
         self.zoom, self.pan = 1.0, [0.0, 0.0]
 
@@ -60,14 +72,14 @@ class Preview:
         """Zoom by 2**(steps/2) keeping the image point under ``cursor`` fixed."""
         if self._image is None:
             return
-        (x0, y0, w, h), _ = place(area, (self._image.width, self._image.height), self.zoom, self.pan)
+        (x0, y0, w, h), _ = place(area, self._size(), self.zoom, self.pan)
         factor = 2.0 ** (steps / 2)
         new_zoom = min(max(self.zoom * factor, 1 / 16), 64.0)
         factor = new_zoom / self.zoom
         cx, cy = cursor
         # keep (cursor - x0) / w fixed: new x0 = cx - (cx - x0) * factor
         nx0, ny0 = cx - (cx - x0) * factor, cy - (cy - y0) * factor
-        (bx, by, _, _), _ = place(area, (self._image.width, self._image.height), new_zoom, (0, 0))
+        (bx, by, _, _), _ = place(area, self._size(), new_zoom, (0, 0))
         self.zoom = new_zoom
         self.pan = [nx0 - bx, ny0 - by]
 
@@ -76,7 +88,11 @@ class Preview:
         if self._image is None or area[2] <= 0 or area[3] <= 0:
             return
         fw, fh = fb_size
-        (x0, y0, w, h), _ = place(area, (self._image.width, self._image.height), self.zoom, self.pan)
+        (x0, y0, w, h), _ = place(area, self._size(), self.zoom, self.pan)
+        iw, ih = self._image.width, self._image.height
+        if iw <= w and ih <= h and (iw, ih) != self._size():
+            # a picture resampled to the size shown: draw it 1:1 (exact pixels), centred on its place
+            x0, y0, w, h = round(x0 + (w - iw) / 2), round(y0 + (h - ih) / 2), iw, ih
         self.rect = (x0, y0, w, h)
         p = self.pipeline
         vk.vkCmdBindPipeline(cb, vk.VK_PIPELINE_BIND_POINT_GRAPHICS, p.pipeline)

@@ -22,7 +22,8 @@ import numpy as np
 from vkbands import init as I
 from vkbands import reference as R
 from vkbands.bands import BandPlan
-from vkbands.image import CMAPS, RANGES, ImageWriter
+from vkbands.image import CMAPS, GAP, RANGES, ImageWriter
+from vkbands.image import layout as picture_layout
 from vkbands.rollout import Simulation
 from vkbands.systems import SYSTEMS
 
@@ -91,7 +92,7 @@ class SheetSource:
 
     def __init__(self, ctx, system="grayscott", x0=None, *, size=None, arity=None, batch=1, dims=None,
                  init="default", seed=0, member=0, cmap="diverging", range="fixed", vmin=None, vmax=None,
-                 fade=0.0, slots=2, **params):
+                 fade=0.0, slots=2, resample=True, **params):
         self.ctx = ctx
         self.system_name = system
         size = size or DEFAULT_SIZE.get(system, 243)
@@ -136,7 +137,10 @@ class SheetSource:
         self.vmin, self.vmax = float(vmin), float(vmax)
         self.show_cumulative, self.show_detail = True, True
         self.visible_levels = [True] * (self.L + 1)
-        self.writer = self.image = None
+        self.writer = self.image = self.small = None
+        self.resample = bool(resample)
+        self._res = None                 # (h, w, scale) of resampled panels, or None: full resolution
+        self._resample = ctx.kernel("resample.comp")
         self._recorders: dict = {}
         self._pending_reset = True       # fade accumulator restarts on the next frame
         self.slots = max(1, int(slots))
@@ -170,28 +174,61 @@ class SheetSource:
         det = [L + 1 + l for l in range(L) if self.show_detail and self.visible_levels[l]]
         return cum, det
 
-    def _build_picture(self):
-        """(Re)create the writer, the panel buffer and the image for the visible panels."""
-        self._drop_recorders()
+    def _layout(self):
+        """Visible panel ids and the full-resolution layout: ids, P, H, W, cols, (sy, sx)."""
         cum, det = self.panel_ids()
         ids = cum + det or [0]
-        P = len(ids)
         one_d = len(self.spatial) == 1
         H, W = (1, self.spatial[0]) if one_d else self.spatial
         if one_d:
-            cols = 1
-            scale = (max(4, -(-W // 48)), 1)      # strips: readable height
+            return ids, len(ids), H, W, 1, (max(4, -(-W // 48)), 1)      # strips: a readable height
+        k = max(1, -(-MIN_PANEL_PX // max(H, W)))
+        return ids, len(ids), H, W, max(len(cum), len(det), 1), (k, k)
+
+    @property
+    def logical_size(self):
+        """(width, height) of the sheet grid at full resolution (every leaf value a block of pixels)."""
+        _ids, P, H, W, cols, (sy, sx) = self._layout()
+        h, w = picture_layout(P, H, W, cols, sx, sy)
+        return w, h
+
+    def set_view(self, width: float, height: float):
+        """The picture is shown ``width`` x ``height`` screen pixels large: when that is smaller than
+        the full-resolution grid, the panels are resampled (nearest, on the device) to the size shown,
+        so the picture costs screen pixels rather than leaf pixels. Rebuilds when the size changes."""
+        res = None
+        if self.resample:
+            lw, lh = self.logical_size
+            if min(width / lw, height / lh) < 1:
+                _ids, P, H, W, cols, (sy, sx) = self._layout()
+                rows, g = -(-P // cols), GAP
+                cell_w = max(1, int((width + g) // cols) - g)    # largest cells that fit, gaps kept
+                cell_h = max(1, int((height + g) // rows) - g)
+                if H == 1:   # strips keep one value row; their height shrinks with the block size
+                    res = (1, min(W, cell_w), (max(1, min(sy, cell_h)), 1))
+                else:
+                    f = min(cell_w / (W * sx), cell_h / (H * sy))
+                    res = (max(1, int(H * sy * f)), max(1, int(W * sx * f)), (1, 1))
+        if res != self._res:
+            self._res = res
+            self._build_picture()
+
+    def _build_picture(self):
+        """(Re)create the writer, the panel buffers and the image for the visible panels."""
+        self._drop_recorders()
+        ids, P, H, W, cols, scale = self._layout()
+        old = (self.image, self.writer, self.panels, self.small)
+        if self._res is not None:
+            h, w, scale = self._res
+            self.small = self.ctx.empty((P, h, w))
         else:
-            cols = max(len(cum), len(det), 1)
-            k = max(1, -(-MIN_PANEL_PX // max(H, W)))
-            scale = (k, k)
-        old_image, old_writer, old_panels = self.image, self.writer, self.panels
-        self.writer = ImageWriter(self.ctx, P, H, W, cols=cols, scale=scale)
+            h, w, self.small = H, W, None
+        self.writer = ImageWriter(self.ctx, P, h, w, cols=cols, scale=scale)
         self.image = self.writer.image()
-        self._ids = ids
+        self._ids, self._HW = ids, (H, W)
         full = ids == list(range(2 * self.L + 1))
         self.panels = None if full else self.ctx.empty((P, H, W))
-        for obj in (old_image, old_writer, old_panels):
+        for obj in old:
             if obj is not None:
                 obj.close()
         self._pending_reset = True
@@ -262,6 +299,12 @@ class SheetSource:
                 for j, i in enumerate(self._ids):
                     rec.copy(self.sheets, self.panels, nbytes=per, src_offset=i * per, dst_offset=j * per)
                 panels = self.panels
+            if self.small is not None:
+                k = self._resample
+                P, (H, W), (h, w) = self.writer.P, self._HW, self.small.shape[-2:]
+                rec.dispatch(k, k.grid(-(-(P * h * w) // k.local_size[0])), panels, self.small,
+                             push=dict(n_panels=P, H=H, W=W, h=h, w=w))
+                panels = self.small
             self.writer.record(rec, panels.reshape(self.writer.P, self.writer.H, self.writer.W), self.image,
                                cmap=self.cmap, range=self.range, vmin=self.vmin, vmax=self.vmax, fade=self.fade,
                                reset=reset)
@@ -430,7 +473,7 @@ class SheetSource:
         if self.band_time is not None:
             for obj in (self.band_time, self._bt_writer, *self._bt):
                 obj.close()
-        for obj in (self.image, self.writer, self.panels, self.sheets, self.plan):
+        for obj in (self.image, self.writer, self.panels, self.small, self.sheets, self.plan):
             if obj is not None:
                 obj.close()
         if self._obs is not None:
