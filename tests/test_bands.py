@@ -71,21 +71,34 @@ def test_decompose_matches_reference(spatial, p, batch):
     assert not np.any(b.nonfinite)
 
 
-def test_multi_pass_schedules(monkeypatch):
-    """Force tiny tiles so that every size takes several pyramid passes (the partials path)."""
-    monkeypatch.setattr(VB, "_NODE_MAX", 3)
-    monkeypatch.setattr(VB, "_MICRO_MAX", 4)
+@pytest.mark.parametrize("node_max,micro_max,min_passes", [
+    (3, 4, 2),                      # tiny tiles: every size takes several passes (the partials path)
+    (9, {1: 243, 2: 81}, 1),        # big micro-tiles: several levels in registers, also in 2-D
+])
+def test_other_tilings(monkeypatch, node_max, micro_max, min_passes):
+    monkeypatch.setattr(VB, "_NODE_MAX", node_max)
+    monkeypatch.setattr(VB, "_MICRO_MAX", micro_max)
     monkeypatch.setattr(VB, "_PLANS", type(VB._PLANS)())
     for spatial, p, batch in [((81, 81), 3, 2), ((64,), 2, 3), ((8, 64), 2, 2), ((625,), 5, 1)]:
         x = _field(spatial, batch, seed=1)
         dims = len(spatial)
         plan = VB._plan(vkbands.default_context(), spatial, p, batch)
-        assert len(plan._energy_sched) >= 2
+        assert len(plan._energy_sched) >= min_passes
+        if min_passes == 1:
+            assert max(ps.kernel.spec["M"] for ps in plan._energy_sched) >= 2
         _close_energies(VB.energies(x, p, dims), R.energies(x, p, dims), x, dims)
         b = VB.decompose(x, p, dims)
         for l in range(b.levels):
             _close(b.detail(l), R.detail(x, p, l, dims), x)
         _close(b.coarse, R.coarse(x, p, dims), x)
+        ctx = vkbands.default_context()
+        X, out = ctx.array(x), ctx.empty((2 * b.levels + 1,) + spatial)
+        with ctx.recorder() as rec:
+            plan.record_sheets(rec, X, out, member=batch - 1)
+        sheets = out.numpy()
+        for l in range(b.levels + 1):
+            _close(sheets[l], R.cumulative(x[batch - 1], p, l, dims), x)
+        X.close(), out.close()
 
 
 def test_larger_fields_two_passes():
