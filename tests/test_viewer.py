@@ -15,6 +15,7 @@ from vkbands import reference as R
 from vkbands.bands import BandPlan
 from vkbands.image import render_image
 from vkbands.viewer.preview import place
+from vkbands.viewer.source import initial_state
 
 needs_display = pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
                                    reason="needs a display (run under xvfb-run, as `make test` does)")
@@ -175,7 +176,7 @@ def test_pause_step_reset_counters(viewer):
     viewer.key(glfw.KEY_R)                                  # reset: step 0, the initial field
     assert viewer.source.step == 0
     viewer.frame()
-    x0 = R.grayscott_init((SIZE, SIZE), seed=0)[1]
+    x0 = R.grayscott_init((SIZE, SIZE), seed=0)[1]        # what `vkbands rollout` starts from
     assert np.array_equal(viewer.source.read_field(), x0)
 
 
@@ -317,6 +318,16 @@ def test_close_frees_everything(tmp_path):
     white = (bt == 255).all(-1)
     assert white[:, 0].all()                                # no frame there yet (zero energy)
     assert not white[:, -1].all()                           # this frame's energies
+    # restart with other set-up options (what the panel's "Restart" does); a bad one keeps the old
+    assert v.restart("heat", depth=3, init="smooth", seed=2)
+    v.run(frames=v.frame_count + 3)
+    assert v.source.system_name == "heat" and v.source.spatial == (27, 27) and v.source.step == 3
+    x0, _, _ = initial_state("heat", depth=3, init="smooth", seed=2)
+    assert v.source.sim.shape == x0.shape
+    old = v.source
+    assert not v.restart("heat", size=10)                   # not a power of p
+    assert v.source is old and "10" in v.last_error
+    v.run(frames=v.frame_count + 2)
     v.close()
     v.close()                                               # idempotent
     assert ctx.closed and v.window.closed

@@ -258,6 +258,28 @@ class Viewer:
         self._energy_hist.clear()
         self.info("reset to the initial state")
 
+    def restart(self, system, **setup):
+        """Replace the source by a new SheetSource of ``system`` with the rollout set-up options
+        ``setup`` (display settings kept). On a bad combination the error is shown and the old
+        source keeps running. Returns True on success."""
+        from .source import SheetSource
+        old = self.source
+        try:
+            self.ctx.wait_idle()
+            new = SheetSource(self.ctx, system, member=0, cmap=old.cmap, range=old.range,
+                              fade=old.fade, slots=self.sync.n, **setup)
+        except Exception as e:  # noqa: BLE001 — show it, keep the old source
+            self.error(f"restart: {e}")
+            return False
+        old.close()
+        self.source = new
+        self.preview.set_image(new.image)
+        if getattr(new, "band_time", None) is not None:
+            self.gui.add_texture(BAND_TIME_TEXTURE_ID, new.band_time.view, self.preview.sampler.handle)
+        self._energy_hist.clear()
+        self.info(f"restarted: {system} {' x '.join(map(str, new.spatial))}, p={new.arity}, batch={new.batch}")
+        return True
+
     def info(self, text):
         self.messages.append((text, False))
         print(text, flush=True)
@@ -474,6 +496,10 @@ class Viewer:
         if obs is not None:
             self._energy_hist.append(obs)
         draw_data = self._build_ui()
+        req = getattr(self.source, "restart_request", None)
+        if req:
+            self.source.restart_request = None
+            self.restart(**req)
         ta = time.perf_counter()
         try:
             index, suboptimal = self.swapchain.acquire(sync.acquired[slot])

@@ -10,39 +10,41 @@ from __future__ import annotations
 
 import sys
 
-SYSTEM_PARAMS = [  # (flag, dest, type, help)
-    ("--preset", "preset", str, "Gray-Scott preset (spots, stripes, coral, mitosis, waves, ...)"),
-    ("--F", "F", float, "Gray-Scott feed rate"),
-    ("--k", "k", float, "Gray-Scott kill rate"),
-    ("--Du", "Du", float, "Gray-Scott diffusion of u"),
-    ("--Dv", "Dv", float, "Gray-Scott diffusion of v"),
-    ("--dt", "dt", float, "Gray-Scott time step"),
-    ("--alpha", "alpha", float, "heat: diffusion number (<= 0.25); tree: profile exponent"),
-    ("--tau", "tau", float, "tree/coupled: heat-semigroup time per step"),
-    ("--rates", "rates", str, "tree/coupled: explicit per-level factors, comma separated"),
-    ("--eps", "eps", float, "coupled: coupling strength"),
-    ("--phi", "phi", str, "coupled: tanh | sign | square"),
-    ("--coupling-seed", "coupling_seed", int, "coupled: seed of the +-1 coupling matrix"),
-]
-
-
 def add_parser(sub):
     p = sub.add_parser("view", help="live viewer: a rollout's band sheets in a window (GLFW + Vulkan + ImGui)",
                        description=__doc__.splitlines()[0])
-    g = p.add_argument_group("system")
-    g.add_argument("--system", default="grayscott", choices=["tree", "coupled", "heat", "grayscott"])
-    g.add_argument("--size", type=int, default=None, help="leaves per axis (default 243; 729 for tree/coupled)")
-    g.add_argument("--arity", "-p", type=int, default=None, help="tree arity p (default 3 for powers of 3)")
-    g.add_argument("--batch", type=int, default=1, help="independent fields evolved together")
+    # The set-up options are those of `vkbands rollout` (same names, same meaning, same defaults,
+    # except the system: the viewer opens on a 2-D Gray-Scott field).
+    g = p.add_argument_group("system and field (as vkbands rollout)")
+    g.add_argument("--system", choices=("tree", "coupled", "heat", "grayscott"), default="grayscott")
+    g.add_argument("--arity", "-p", type=int, default=3, help="p (branching factor; grid systems: band arity)")
+    g.add_argument("--depth", "-L", type=int, default=None,
+                   help="levels L: p**L leaves per axis (default 6 for tree/coupled, 5 for grids)")
+    g.add_argument("--size", type=int, default=None, help="leaves per axis instead of --depth (a power of p)")
+    g.add_argument("--dims", type=int, choices=(1, 2), default=None, help="1-D or 2-D fields (grids: always 2)")
+    g.add_argument("--batch", "-B", type=int, default=1)
     g.add_argument("--member", type=int, default=0, help="batch member drawn")
-    g.add_argument("--dims", type=int, choices=[1, 2], default=None, help="tree/coupled: 1-D (default) or 2-D")
-    g.add_argument("--init", default="default", choices=["default", "random", "smooth", "impulse", "band_pure"])
+    g = p.add_argument_group("initial state (tree/coupled/heat; Gray-Scott starts from its seeded patch)")
+    g.add_argument("--init", choices=("random", "impulse", "smooth", "band-pure"), default="random")
+    g.add_argument("--band", type=int, default=0, help="band-pure: the band")
+    g.add_argument("--style", choices=("haar", "randphase", "sparse", "mix"), default="haar")
+    g.add_argument("--sparse-m", type=int, default=1)
+    g.add_argument("--mix-band", type=int, default=None)
+    g.add_argument("--mix-eps", type=float, default=0.1)
     g.add_argument("--seed", type=int, default=0)
-    for flag, dest, typ, hlp in SYSTEM_PARAMS:
-        g.add_argument(flag, dest=dest, type=typ, default=None, help=hlp)
+    g = p.add_argument_group("system parameters (defaults: SPEC; live ones can be changed in the panel)")
+    g.add_argument("--rates", type=str, default=None, help="tree: per-level factors 'l0,l1,...' (or one value)")
+    g.add_argument("--tau", type=float, default=None, help="tree: p-adic heat time scale")
+    g.add_argument("--alpha", type=float, default=None, help="tree: profile exponent; heat: diffusion coefficient")
+    g.add_argument("--eps", type=float, default=None, help="coupled: coupling strength")
+    g.add_argument("--phi", choices=("tanh", "sign", "square"), default=None)
+    for name in ("Du", "Dv", "F", "k", "dt"):
+        g.add_argument(f"--{name}", type=float, default=None)
+    g.add_argument("--preset", default=None, help="Gray-Scott preset (reference.GRAYSCOTT_PRESETS)")
     d = p.add_argument_group("picture")
     d.add_argument("--cmap", default="diverging", choices=["grey", "diverging", "ternary", "log"])
-    d.add_argument("--range", default="fixed", choices=["fixed", "symmetric", "per_band"])
+    d.add_argument("--range", default="fixed", choices=["fixed", "symmetric", "per_band"],
+                   help="fixed: vmin/vmax (default +-max|x0|), no per-frame rescale")
     d.add_argument("--vmin", type=float, default=None)
     d.add_argument("--vmax", type=float, default=None)
     d.add_argument("--fade", type=float, default=0.0, help="temporal fade alpha in [0, 1)")
@@ -58,18 +60,13 @@ def add_parser(sub):
     r.add_argument("--out-dir", default=".", help="folder for screenshots and recordings (default .)")
     r.add_argument("--record", action="store_true", help="record a GIF from the start")
     r.add_argument("--record-fps", type=float, default=15.0, help="frame rate of recordings (default 15)")
-    r.add_argument("--load", default=None, help="start from a saved field (.npy)")
+    r.add_argument("--load", default=None, help="start from a saved field (.npy, the rollout's state shape)")
     r.add_argument("--watch", default=None, help="re-read this .npy whenever it changes")
     p.set_defaults(func=cmd_view)
 
 
-def system_params(args) -> dict:
-    params = {}
-    for _flag, dest, _typ, _hlp in SYSTEM_PARAMS:
-        v = getattr(args, dest, None)
-        if v is not None:
-            params[dest] = [float(x) for x in v.split(",")] if dest == "rates" else v
-    return params
+SETUP = ("arity", "depth", "size", "dims", "batch", "init", "band", "style", "sparse_m", "mix_band", "mix_eps",
+         "seed", "rates", "tau", "alpha", "eps", "phi", "Du", "Dv", "F", "k", "dt", "preset")
 
 
 def cmd_view(args) -> int:
@@ -84,13 +81,12 @@ def cmd_view(args) -> int:
         return 2
     from . import run
     try:
-        return run(system=args.system, size=args.size, arity=args.arity, batch=args.batch, member=args.member,
-                   dims=args.dims, init=args.init, seed=args.seed, cmap=args.cmap, range=args.range,
+        return run(system=args.system, member=args.member, cmap=args.cmap, range=args.range,
                    vmin=args.vmin, vmax=args.vmax, fade=args.fade, steps_per_frame=args.steps_per_frame,
                    paused=args.paused, vsync=args.vsync, width=args.width, height=args.height,
                    show_ui=args.show_ui, frames=args.frames, screenshot=args.screenshot, out_dir=args.out_dir,
                    record=args.record, record_fps=args.record_fps, load=args.load, watch=args.watch,
-                   **system_params(args))
+                   **{k: getattr(args, k) for k in SETUP})
     except NoDisplayError as e:
         print(f"vkbands view: no usable display ({e}); for headless runs use `vkbands rollout`", file=sys.stderr)
         return 2

@@ -19,15 +19,14 @@ import time
 
 import numpy as np
 
-from vkbands import init as I
-from vkbands import reference as R
 from vkbands.bands import BandPlan
 from vkbands.image import CMAPS, GAP, RANGES, ImageWriter
 from vkbands.image import layout as picture_layout
 from vkbands.rollout import Simulation
 from vkbands.systems import SYSTEMS
 
-INITS = ("default", "random", "smooth", "impulse", "band_pure")
+INITS = ("random", "impulse", "smooth", "band-pure")       # as `vkbands rollout --init`
+STYLES = ("haar", "randphase", "sparse", "mix")
 # Parameters editable live (applied with set_params, re-recorded), by system: (name, lo, hi, format).
 LIVE_PARAMS = {
     "tree": [("tau", 0.0, 10.0, "%.3f"), ("alpha", 0.0, 4.0, "%.3f")],
@@ -36,46 +35,46 @@ LIVE_PARAMS = {
     "grayscott": [("F", 0.0, 0.1, "%.4f"), ("k", 0.0, 0.1, "%.4f"), ("Du", 0.0, 0.25, "%.3f"),
                   ("Dv", 0.0, 0.25, "%.3f"), ("dt", 0.0, 2.0, "%.3f")],
 }
-DEFAULT_SIZE = {"tree": 729, "coupled": 729, "heat": 243, "grayscott": 243}
 MIN_PANEL_PX = 96        # small sheets are block-expanded to at least this many pixels
 BAND_TIME_COLUMNS = 340  # frames shown by the band x time image of 1-D fields
 BAND_TIME_ROW_PX = 10
+# The set-up options of `vkbands rollout` (system, field, initial state); the viewer takes the same.
+SETUP_DEFAULTS = dict(arity=3, depth=None, size=None, dims=None, batch=1, init="random", band=0, style="haar",
+                      sparse_m=1, mix_band=None, mix_eps=0.1, seed=0)
+PARAM_KEYS = ("rates", "tau", "alpha", "eps", "phi", "Du", "Dv", "F", "k", "dt", "preset")
 
 
-def initial_state(system, size, arity=None, batch=1, dims=None, init="default", seed=0, band=0, scale=1.0):
-    """The initial state x0 for ``system`` (shape of x0 as Simulation takes it)."""
+def initial_state(system, **setup):
+    """``(x0, dims, params)`` for ``system`` from the options of ``vkbands rollout`` (``setup``: the
+    keys of SETUP_DEFAULTS and PARAM_KEYS; rates as a list or "l0,l1,..."), built by the rollout CLI's
+    own helpers, so the viewer starts from exactly the state a rollout with those options would."""
+    from types import SimpleNamespace
+
+    from vkbands import rollout_cli
+
+    unknown = set(setup) - set(SETUP_DEFAULTS) - set(PARAM_KEYS)
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; allowed: {sorted(SETUP_DEFAULTS) + list(PARAM_KEYS)}")
     if system not in SYSTEMS:
         raise ValueError(f"system={system!r}: choose one of {', '.join(SYSTEMS)}")
-    two_d = system in ("heat", "grayscott") or dims == 2
-    spatial = (size, size) if two_d else (size,)
-    shape = ((batch,) if batch > 1 else ()) + spatial
-    sdims = len(spatial)
-    p = arity or (3 if _power_of(size, 3) else 2)
-    if init == "default":
-        init = {"grayscott": "grayscott", "heat": "smooth"}.get(system, "random")
-    if system == "grayscott" and init == "grayscott":
-        return R.grayscott_init(shape, seed=seed)
-    if init == "random":
-        x = I.random(shape, seed=seed)
-    elif init == "smooth":
-        x = I.smooth(shape, arity=p, seed=seed, dims=sdims)
-    elif init == "impulse":
-        x = I.impulse(shape, seed=seed, dims=sdims)
-    elif init == "band_pure":
-        x = I.band_pure(shape, p, band, seed=seed, dims=sdims)
-    else:
-        raise ValueError(f"init={init!r}: choose one of {', '.join(INITS)}")
-    x = np.asarray(x, np.float32) * np.float32(scale)
-    if system == "grayscott":  # a field init for Gray-Scott: u = 1 - x/2 clipped, v = x clipped
-        v = np.clip(np.abs(x) / max(float(np.abs(x).max()), 1e-12) * 0.25, 0, 1).astype(np.float32)
-        x = np.stack([1 - 2 * v, v], axis=-3)
-    return x
-
-
-def _power_of(n, p):
-    while n > 1 and n % p == 0:
-        n //= p
-    return n == 1
+    args = dict(SETUP_DEFAULTS, **{k: None for k in PARAM_KEYS})
+    args.update(setup)
+    if isinstance(args["rates"], (list, tuple)):
+        args["rates"] = ",".join(str(float(r)) for r in args["rates"])
+    if args["init"] == "band_pure":
+        args["init"] = "band-pure"
+    if args["init"] not in INITS:
+        raise ValueError(f"init={args['init']!r}: choose one of {', '.join(INITS)}")
+    ns = SimpleNamespace(system=system, **args)
+    try:
+        dims, spatial = rollout_cli._field_shape(ns)
+        x0 = rollout_cli.make_x0(ns, spatial, dims)
+        params = rollout_cli._system_params(ns)
+    except SystemExit as e:   # the rollout CLI's argument errors, as a plain error here
+        raise ValueError(str(e).replace("vkbands rollout: ", "")) from None
+    if system == "coupled" and setup.get("coupling_seed") is None:
+        params.setdefault("coupling_seed", args["seed"])
+    return np.asarray(x0, np.float32), dims, params
 
 
 class SheetSource:
@@ -83,30 +82,30 @@ class SheetSource:
 
     Args:
         ctx: the viewer's Context.  system: "tree" | "coupled" | "heat" | "grayscott".
-        x0: the initial state (default from :func:`initial_state` with ``size``, ``arity``, ``batch``,
-            ``init``, ``seed``).  member: which batch member is drawn.
+        x0: the initial state; default: built from ``setup``, the options of ``vkbands rollout``
+            (arity, depth or size, dims, batch, init, band, style, sparse_m, mix_band, mix_eps, seed,
+            and the system parameters rates, tau, alpha, eps, phi, Du, Dv, F, k, dt, preset), see
+            :func:`initial_state`.  dims: with a given 1-D batch x0 (B, N) of tree/coupled, pass 1.
+        member: which batch member is drawn.
         cmap, range, vmin, vmax, fade: the picture (vkbands.image); ``vmin/vmax`` None: fixed range
             from the initial field (symmetric, max |x0| of the observed field).
-        params: system parameters (vkbands.systems).
     """
 
-    def __init__(self, ctx, system="grayscott", x0=None, *, size=None, arity=None, batch=1, dims=None,
-                 init="default", seed=0, member=0, cmap="diverging", range="fixed", vmin=None, vmax=None,
-                 fade=0.0, slots=2, resample=True, **params):
+    def __init__(self, ctx, system="grayscott", x0=None, *, member=0, cmap="diverging", range="fixed",
+                 vmin=None, vmax=None, fade=0.0, slots=2, resample=True, dims=None, **setup):
         self.ctx = ctx
         self.system_name = system
-        size = size or DEFAULT_SIZE.get(system, 243)
-        self._init_args = dict(size=size, arity=arity, batch=batch, dims=dims, init=init, seed=seed)
+        self.setup = {k: v for k, v in setup.items() if v is not None}   # for the panel and restarts
         if x0 is None:
-            x0 = initial_state(system, size, arity, batch, dims, init, seed)
-        sim_params = dict(params)
-        if arity is not None and system in ("tree", "coupled", "heat", "grayscott"):
-            sim_params["arity"] = arity
-        if system in ("tree", "coupled"):
-            dims = dims or (2 if x0.ndim - (1 if batch > 1 else 0) == 2 else 1)
-        else:
+            x0, dims, params = initial_state(system, **self.setup)
+        else:   # a given state: set-up options are system parameters only
+            params = {k: v for k, v in self.setup.items() if k in PARAM_KEYS or k == "arity"}
+            if isinstance(params.get("rates"), str):
+                params["rates"] = [float(r) for r in params["rates"].split(",") if r.strip()]
+            x0 = np.asarray(x0, np.float32)
+        if system in ("heat", "grayscott"):
             dims = None
-        self.sim = Simulation(ctx, system, x0, dims=dims, **sim_params)
+        self.sim = Simulation(ctx, system, x0, dims=dims, **params)
         sysobj = self.sim.system
         self.spatial = tuple(sysobj.spatial)
         self.batch = sysobj.batch
@@ -160,6 +159,7 @@ class SheetSource:
             self._bt = [ctx.zeros((self.L + 1, self._bt_T)) for _ in (0, 1)]
             self._bt_writer = ImageWriter(ctx, 1, self.L + 1, self._bt_T, scale=(BAND_TIME_ROW_PX, 1))
             self.band_time = self._bt_writer.image()
+        self.restart_request = None      # set by the panel: dict(system=..., **setup) for a new source
         self._build_picture()
 
     # ------------------------------------------------------------------ configuration
@@ -395,14 +395,18 @@ class SheetSource:
         self._pending_reset = True
 
     def load(self, x):
-        """Replace the state with ``x`` (same shape and a float dtype); errors are ValueError/TypeError
-        with a clear message and leave the state untouched."""
+        """Replace the state with ``x`` (the simulation's state shape; with batch 1 the batch axis may
+        be left out) and restart at step 0. Errors are ValueError/TypeError with a clear message and
+        leave the state untouched."""
         x = np.asarray(x)
         if x.dtype.kind not in "fiu":
             raise TypeError(f"field dtype {x.dtype} is not numeric; expected float32 of shape {self.sim.shape}")
-        if tuple(x.shape) != tuple(self.sim.shape):
-            raise ValueError(f"field has shape {tuple(x.shape)}; this {self.system_name} viewer needs "
-                             f"{tuple(self.sim.shape)}")
+        want = tuple(self.sim.shape)
+        if self.batch == 1 and tuple(x.shape) == want[1:]:
+            x = x[None]
+        if tuple(x.shape) != want:
+            also = f" or {want[1:]}" if self.batch == 1 else ""
+            raise ValueError(f"field has shape {tuple(x.shape)}; this {self.system_name} viewer needs {want}{also}")
         if not np.isfinite(x).all():
             raise ValueError("field contains NaN or Inf")
         self._drop_recorders()
@@ -416,6 +420,33 @@ class SheetSource:
         return self._field_view.numpy()[self._field_member]
 
     # ------------------------------------------------------------------ panel widgets
+    def _restart_ui(self, imgui):
+        """Options that need a new simulation: edited here, applied by the viewer on "Restart"."""
+        ed = self._edit = getattr(self, "_edit", None) or dict(system=self.system_name, **self.setup)
+        systems = list(SYSTEMS)
+        c, i = imgui.combo("system", systems.index(ed["system"]), systems)
+        if c:
+            ed["system"] = systems[i]
+        for key, lo, hi in (("arity", 2, 9), ("depth", 1, 8), ("batch", 1, 1024), ("seed", 0, 1 << 30),
+                            ("band", 0, 8)):
+            cur = ed.get(key)
+            if cur is None:
+                cur = {"depth": self.L, "arity": self.arity, "batch": self.batch}.get(key, SETUP_DEFAULTS[key])
+            c, v = imgui.input_int(key, int(cur))
+            if c:
+                ed[key] = min(max(v, lo), hi)
+                if key == "depth":
+                    ed.pop("size", None)
+        c, i = imgui.combo("init", INITS.index(ed.get("init", "random").replace("_", "-")), list(INITS))
+        if c:
+            ed["init"] = INITS[i]
+        c, i = imgui.combo("style", STYLES.index(ed.get("style", "haar")), list(STYLES))
+        if c:
+            ed["style"] = STYLES[i]
+        if imgui.button("Restart with these"):
+            self.restart_request = dict(ed)
+            self._edit = None
+
     def build_ui(self, imgui):
         s = self.sim
         imgui.text(f"{self.system_name}  {' x '.join(map(str, self.spatial))}  p={self.arity} L={self.L}"
@@ -436,6 +467,9 @@ class SheetSource:
             if others:
                 imgui.text_wrapped("fixed (restart to change): " + ", ".join(f"{k}={v}" for k, v in others.items()
                                                                              if not isinstance(v, (list, tuple))))
+            imgui.tree_pop()
+        if imgui.tree_node("restart (system, size, initial state)"):
+            self._restart_ui(imgui)
             imgui.tree_pop()
         if imgui.tree_node("picture", imgui.TREE_NODE_DEFAULT_OPEN):
             changed, i = imgui.combo("colour map", CMAPS.index(self.cmap), list(CMAPS))
