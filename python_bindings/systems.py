@@ -216,7 +216,13 @@ class TreeSystem(_System):
         M = 1
         while M < L and q ** (M + 1) <= 32:
             M += 1
-        while M < L and N // q ** M > max_inv:
+        shared_limit = int(ctx.limits.maxComputeSharedMemorySize)
+
+        def shared_bytes(m):       # upper pyramid + double-buffered partials
+            local = N // q ** m
+            return 4 * ((local * q - 1) // (q - 1) + 2 * local * (L + 3))
+
+        while M < L and (N // q ** M > max_inv or shared_bytes(M) > shared_limit):
             M += 1
         QM = q ** M
         if QM > 729:

@@ -10,13 +10,15 @@ vec4 load_mid(uint row, uint c0) {          // row = field base + r * W
 #ifdef ALIGNED
     return src4[(row + c0) >> 2];
 #else
-    uint W = pc.W;
-    return vec4(src[row + c0], src[row + (c0 + 1u) % W], src[row + (c0 + 2u) % W], src[row + (c0 + 3u) % W]);
+    uint W = pc.W;       // wrap without integer division (slow on CPU drivers): c0 < W
+    uint c1 = c0 + 1u, c2 = c0 + 2u, c3 = c0 + 3u;
+    c1 = c1 >= W ? c1 - W : c1; c2 = c2 >= W ? c2 - W : c2; c3 = c3 >= W ? c3 - W : c3;
+    return vec4(src[row + c0], src[row + c1], src[row + c2], src[row + c3]);
 #endif
 }
 
 float load_left(uint row, uint c0) { return src[row + (c0 == 0u ? pc.W - 1u : c0 - 1u)]; }
-float load_right(uint row, uint c0) { return src[row + (c0 + 4u) % pc.W]; }
+float load_right(uint row, uint c0) { uint c = c0 + 4u; while (c >= pc.W) c -= pc.W; return src[row + c]; }
 
 // 5-point Laplacian of the segment: up/down rows' segments, the row's segment m with its outer
 // neighbours l and r.

@@ -28,12 +28,12 @@ void main() {
     uint sy = rest % segy, b = rest / segy;
     uint H = pc.H, W = pc.W, HW = H * W;
     uint bu = b * 2u * HW, bv = bu + HW, c0 = sx * 4u, r0 = sy * RY;
-    uint rup = ((r0 + H - 1u) % H) * W;
+    uint rup = (r0 == 0u ? H - 1u : r0 - 1u) * W;
     vec4 uup = load_mid(bu + rup, c0), vup = load_mid(bv + rup, c0);
     vec4 ucur = load_mid(bu + r0 * W, c0), vcur = load_mid(bv + r0 * W, c0);
     uint rend = min(r0 + RY, H);
     for (uint r = r0; r < rend; ++r) {
-        uint rd = ((r + 1u) % H) * W, rw = r * W;
+        uint rw = r * W, rd = (r + 1u == H) ? 0u : rw + W;
         vec4 udn = load_mid(bu + rd, c0), vdn = load_mid(bv + rd, c0);
         vec4 lu = lap4(uup, ucur, udn, load_left(bu + rw, c0), load_right(bu + rw, c0));
         vec4 lv = lap4(vup, vcur, vdn, load_left(bv + rw, c0), load_right(bv + rw, c0));

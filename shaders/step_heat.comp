@@ -26,12 +26,12 @@ void main() {
     uint sy = rest % segy, b = rest / segy;
     uint base = b * pc.H * pc.W, c0 = sx * 4u, r0 = sy * RY;
     uint H = pc.H, W = pc.W;
-    vec4 up = load_mid(base + ((r0 + H - 1u) % H) * W, c0);
+    vec4 up = load_mid(base + (r0 == 0u ? H - 1u : r0 - 1u) * W, c0);
     vec4 cur = load_mid(base + r0 * W, c0);
     uint rend = min(r0 + RY, H);
     for (uint r = r0; r < rend; ++r) {
         uint row = base + r * W;
-        vec4 down = load_mid(base + ((r + 1u) % H) * W, c0);
+        vec4 down = load_mid(base + ((r + 1u == H) ? 0u : row - base + W), c0);
         vec4 l4 = lap4(up, cur, down, load_left(row, c0), load_right(row, c0));
         store_seg(row, c0, cur + pc.alpha * l4);
         up = cur; cur = down;

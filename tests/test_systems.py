@@ -1,0 +1,228 @@
+"""Step kernels of the rollout systems vs closed forms and vkbands.reference (issue 4)."""
+import numpy as np
+import pytest
+
+from vkbands import init
+from vkbands import reference as R
+from vkbands.rollout import Simulation, rollout
+from vkbands.systems import make_system
+
+
+def _closed_form_check(r, x0, rates, dims):
+    """E_l(t) = rates[l]**(2t) E_l(0): relative 1e-3 while above 1e-20 of the initial total, else below it.
+
+    Checked on the bands present in x0 (E_l(0) > 1e-9 of the total); a band that is zero in exact
+    arithmetic (band-pure fields) holds float32 round-off of x0 only: it must stay at that level."""
+    E0 = R.energies(x0, r.arity, dims=dims)                      # (B, L+1) float64
+    lam = np.append(np.asarray(rates, np.float64), 1.0)
+    cf = E0[None] * lam[None, None, :] ** (2.0 * r.steps[:, None, None])
+    floor = 1e-20 * E0.sum(-1)[None, :, None]
+    E = r.energies
+    present = np.broadcast_to(E0[None] > 1e-9 * E0.sum(-1)[None, :, None], E.shape)
+    assert np.all(E[~present] <= 1e-9 * np.broadcast_to(E0.sum(-1)[None, :, None], E.shape)[~present])
+    big = (cf > floor) & present
+    assert big.sum() > 0
+    np.testing.assert_allclose(E[big], cf[big], rtol=1e-3)
+    small = ~big & present
+    assert np.all(E[small] <= np.broadcast_to(floor, E.shape)[small] * 1.0001)
+    return E
+
+
+@pytest.mark.parametrize("style,band", [("haar", 0), ("randphase", 2), ("sparse", 4), ("mix", 1)])
+def test_tree_band_pure_closed_form_200_steps(ctx, style, band):
+    x0 = init.band_pure((3, 729), 3, band, style=style, seed=band, sparse_m=3, dims=1)
+    r = rollout("tree", x0, 200, every=1, dims=1, ctx=ctx, progress=False)
+    E = _closed_form_check(r, x0, R.tree_rates(3, 6), 1)
+    if style != "mix":      # band-pure stays band-pure: no leakage into the other bands
+        others = np.delete(E, band, axis=2)[..., :-1]
+        assert np.all(others <= 1e-10 * E[0, :, band][None, :, None])
+
+
+def test_tree_random_closed_form_and_mass(ctx):
+    x0 = init.random((4, 729), seed=7) + 0.5
+    r = rollout("tree", x0, 200, every=1, dims=1, ctx=ctx, progress=False)
+    _closed_form_check(r, x0, R.tree_rates(3, 6), 1)
+    m0 = x0.astype(np.float64).sum(-1)
+    np.testing.assert_allclose(r.mass[0], m0, rtol=1e-5)
+    np.testing.assert_allclose(r.mass[-1], m0, rtol=1e-5)
+    np.testing.assert_allclose(r.final.astype(np.float64).sum(-1), m0, rtol=1e-5)
+    # E_c is the conserved coarse energy
+    np.testing.assert_allclose(r.energies[:, :, -1], np.broadcast_to(r.energies[:1, :, -1], r.energies[:, :, -1].shape),
+                               rtol=1e-5)
+
+
+def test_tree_explicit_rates_and_profile(ctx):
+    x0 = init.random((2, 256), seed=3)
+    rates = [0.5, 0.9, 0.99, 1.0, 0.7, 0.8, 0.95, 0.3]
+    r = rollout("tree", x0, 60, every=3, dims=1, arity=2, rates=rates, ctx=ctx, progress=False)
+    _closed_form_check(r, x0, rates, 1)
+    assert r.params["rates"] == pytest.approx(rates)
+    # tau / alpha profile
+    r2 = rollout("tree", x0, 30, every=1, dims=1, arity=2, tau=0.5, alpha=2.0, ctx=ctx, progress=False)
+    _closed_form_check(r2, x0, R.tree_rates(2, 8, tau=0.5, alpha=2.0), 1)
+
+
+@pytest.mark.parametrize("p,side", [(3, 27), (2, 16), (3, 81)])
+def test_tree_2d_matches_reference(ctx, p, side):
+    x0 = init.random((2, side, side), seed=side)
+    L = R.levels(x0.shape, p)
+    rates = R.tree_rates(p, L, tau=0.7)
+    r = rollout("tree", x0, 5, every=1, snapshot_every=5, arity=p, tau=0.7, ctx=ctx, progress=False)
+    x = x0.astype(np.float64)
+    for _ in range(5):
+        x = R.tree_step(x, rates, p)
+    np.testing.assert_allclose(r.final, x, atol=2e-6 * np.abs(x).max())
+    np.testing.assert_allclose(r.snapshots[-1], x, atol=2e-6 * np.abs(x).max())
+    _closed_form_check(r, x0, rates, 2)
+
+
+def test_tree_1d_other_arities(ctx):
+    for p, N in ((2, 1024), (4, 256), (5, 125)):
+        x0 = init.random((N,), seed=p)
+        L = R.levels((N,), p)
+        r = rollout("tree", x0, 7, every=7, arity=p, ctx=ctx, progress=False)
+        x = x0.astype(np.float64)
+        for _ in range(7):
+            x = R.tree_step(x, R.tree_rates(p, L), p)
+        np.testing.assert_allclose(r.final, x, atol=1e-6 * np.abs(x0).max())
+        assert r.final.shape == x0.shape and r.energies.shape == (2, 1, L + 1)
+
+
+def test_coupled_eps0_equals_tree(ctx):
+    x0 = init.random((3, 729), seed=11)
+    a = rollout("tree", x0, 40, every=4, dims=1, ctx=ctx, progress=False)
+    b = rollout("coupled", x0, 40, every=4, dims=1, eps=0.0, phi="square", ctx=ctx, progress=False)
+    np.testing.assert_allclose(b.final, a.final, atol=1e-6 * np.abs(x0).max())
+    big = a.energies > 1e-12 * a.energies[0].sum(-1)[None, :, None]
+    np.testing.assert_allclose(b.energies[big], a.energies[big], rtol=1e-3)
+
+
+@pytest.mark.parametrize("phi", ["tanh", "sign", "square"])
+def test_coupled_matches_reference_50_steps(ctx, phi):
+    x0 = init.random((2, 243), seed=5)
+    eps = 0.05
+    C = R.coupling_matrix(5, seed=2)
+    r = rollout("coupled", x0, 50, every=10, snapshot_every=25, dims=1, eps=eps, phi=phi, C=C, tau=0.5, ctx=ctx,
+                progress=False)
+    rates = R.tree_rates(3, 5, tau=0.5)
+    x = x0.astype(np.float64)
+    snaps = [x]
+    for t in range(1, 51):
+        x = R.coupled_step(x, rates, C, eps, phi, 3, dims=1)
+        if t % 25 == 0:
+            snaps.append(x)
+    scale = np.abs(x).max()
+    np.testing.assert_allclose(r.final, x, atol=1e-4 * scale)
+    np.testing.assert_allclose(r.snapshots, np.stack(snaps), atol=1e-4 * scale)
+    E = R.energies(x, 3, dims=1)
+    np.testing.assert_allclose(r.energies[-1], E, rtol=1e-3, atol=1e-6 * E.sum())
+    # the coupling does something: differs from plain tree diffusion
+    plain = x0.astype(np.float64)
+    for _ in range(50):
+        plain = R.tree_step(plain, rates, 3, dims=1)
+    assert np.abs(x - plain).max() > 1e-3 * scale
+
+
+def test_coupled_2d(ctx):
+    x0 = init.random((9, 9), seed=1)
+    C = R.coupling_matrix(2, seed=0)
+    r = rollout("coupled", x0, 10, every=5, eps=0.1, phi="tanh", C=C, ctx=ctx, progress=False)
+    x = x0.astype(np.float64)
+    for _ in range(10):
+        x = R.coupled_step(x, R.tree_rates(3, 2), C, 0.1, "tanh", 3)
+    np.testing.assert_allclose(r.final, x, atol=1e-5 * np.abs(x).max())
+
+
+@pytest.mark.parametrize("side", [27, 32])
+def test_heat_1000_steps_matches_reference(ctx, side):
+    x0 = (init.smooth((2, side, side), arity=3 if side == 27 else 2, cutoff_level=1, seed=side) + 3.0)
+    r = rollout("heat", x0, 1000, every=100, alpha=0.2, ctx=ctx, progress=False)
+    x = x0.astype(np.float64)
+    for _ in range(1000):
+        x = R.heat_step(x, 0.2)
+    np.testing.assert_allclose(r.final, x, rtol=1e-4)
+    m0 = x0.astype(np.float64).sum((-2, -1))
+    np.testing.assert_allclose(r.mass, np.broadcast_to(m0, r.mass.shape), rtol=1e-5)
+    E = R.energies(x, r.arity)
+    np.testing.assert_allclose(r.energies[-1], E, rtol=1e-3, atol=1e-6 * E.sum())
+
+
+def test_heat_fourier_mode_decays_by_analytic_factor(ctx):
+    H, W, kx, ky, alpha, n = 32, 64, 3, 2, 0.21, 150
+    yy, xx = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    u0 = np.cos(2 * np.pi * (kx * xx / W + ky * yy / H))
+    with Simulation(ctx, "heat", u0, alpha=alpha, arity=2) as sim:
+        sim.advance(n)
+        u = sim.read()
+    f = R.heat_mode_factor(kx, ky, H, W, alpha)
+    assert 0 < f < 1
+    np.testing.assert_allclose(u, f ** n * u0, atol=2e-6)
+    # the measured amplitude decays by the factor per step
+    amp = (u * u0).sum() / (u0 * u0).sum()
+    assert amp == pytest.approx(f ** n, rel=1e-4)
+
+
+@pytest.mark.parametrize("side", [27, 32])
+def test_grayscott_500_steps_matches_reference(ctx, side):
+    uv0 = R.grayscott_init((2, side, side), seed=side)
+    r = rollout("grayscott", uv0, 500, every=50, snapshot_every=250, preset="mitosis", ctx=ctx, progress=False)
+    x = uv0.astype(np.float64)
+    p = R.GRAYSCOTT_PRESETS["mitosis"]
+    for _ in range(500):
+        x = R.grayscott_step(x, F=p["F"], k=p["k"])
+    assert np.abs(r.final - x).max() < 1e-4
+    assert r.final.shape == uv0.shape and r.snapshots.shape == (3,) + uv0.shape
+    # observables are of v
+    E = R.energies(x[:, 1], r.arity)
+    np.testing.assert_allclose(r.energies[-1], E, rtol=1e-3, atol=1e-6 * E.sum())
+    np.testing.assert_allclose(r.mass[-1], x[:, 1].sum((-2, -1)), rtol=1e-4)
+
+
+def test_grayscott_preset_forms_a_pattern(ctx):
+    uv0 = R.grayscott_init((128, 128), seed=0)
+    r = rollout("grayscott", uv0, 5000, every=500, snapshot_every=2500, preset="spots", ctx=ctx, progress=False)
+    v = r.snapshots[:, 1]
+    var = v.reshape(len(v), -1).var(axis=1)
+    assert var[-1] > 2 * var[0]
+    assert np.all(np.isfinite(r.final))
+    # the pattern spread beyond the initial patch
+    assert (r.final[1] > 0.1).mean() > 2 * (uv0[1] > 0.1).mean()
+
+
+def test_system_parameter_errors(ctx):
+    with pytest.raises(TypeError, match="unknown parameter"):
+        make_system(ctx, "heat", (27, 27), F=0.1)
+    with pytest.raises(ValueError, match="alpha"):
+        make_system(ctx, "heat", (27, 27), alpha=0.3)
+    with pytest.raises(ValueError, match="phi"):
+        make_system(ctx, "coupled", (27,), phi="cube")
+    with pytest.raises(ValueError, match="preset"):
+        make_system(ctx, "grayscott", (2, 27, 27), preset="nope")
+    with pytest.raises(ValueError, match="rates"):
+        make_system(ctx, "tree", (27,), rates=[0.5, 0.5])
+    with pytest.raises(ValueError, match="power"):
+        make_system(ctx, "tree", (28,))
+    with pytest.raises(ValueError, match="u then v"):
+        make_system(ctx, "grayscott", (27, 27))
+    with pytest.raises(ValueError, match="system"):
+        make_system(ctx, "wave", (27,))
+
+
+def test_set_params_applies_to_later_steps(ctx):
+    x0 = init.random((81,), seed=0)
+    with Simulation(ctx, "tree", x0, rates=[0.5] * 4) as sim:
+        sim.advance(2)
+        sim.set_params(rates=[1.0] * 4)
+        sim.advance(3)
+        x = x0.astype(np.float64)
+        for lam in (0.5, 0.5, 1, 1, 1):
+            x = R.tree_step(x, [lam] * 4, 3)
+        np.testing.assert_allclose(sim.read(), x, atol=1e-6)
+        assert sim.params["rates"] == [1.0] * 4
+    uv0 = R.grayscott_init((16, 16), seed=0)
+    with Simulation(ctx, "grayscott", uv0, preset="spots") as sim:
+        assert sim.params["F"] == R.GRAYSCOTT_PRESETS["spots"]["F"]
+        sim.set_params(F=0.05)
+        assert sim.params["F"] == 0.05 and sim.params["k"] == R.GRAYSCOTT_PRESETS["spots"]["k"]
+        sim.set_params(preset="coral")
+        assert sim.params["F"] == R.GRAYSCOTT_PRESETS["coral"]["F"]
