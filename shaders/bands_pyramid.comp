@@ -21,7 +21,7 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(constant_id = 0) const uint LOCAL_X = 64;     // power of two
+layout(constant_id = 0) const uint LOCAL_X = 64;     // = LPT * TPW
 layout(constant_id = 1) const uint P = 3;            // arity
 layout(constant_id = 2) const uint DIMS = 2;         // 1 or 2 spatial axes
 layout(constant_id = 3) const uint K = 1;            // levels reduced by this pass (>= 1)
@@ -37,6 +37,8 @@ layout(constant_id = 12) const uint CM = 9;          // values per micro-tile: S
 layout(constant_id = 13) const uint NM = 81;         // micro-tiles per tile: (T/SM)^DIMS
 layout(constant_id = 14) const uint SH = 91;         // shared floats: nodes of levels a+M..a+K per tile
 layout(constant_id = 15) const uint NV = 3;          // values reduced per tile: NPREV + K (+1 if FINAL)
+layout(constant_id = 16) const uint LPT = 64;        // invocations per tile (power of two)
+layout(constant_id = 17) const uint TPW = 1;         // tiles per workgroup, side by side: LOCAL_X = LPT * TPW
 layout(local_size_x_id = 0) in;
 
 layout(std430, binding = 0) readonly buffer Src { float src[]; };
@@ -58,19 +60,25 @@ layout(push_constant) uniform Push {
     uint L;           // total levels of the field
 } pc;
 
-const uint R1 = (LOCAL_X < 8u) ? LOCAL_X : 8u;       // reduction: chunks per value
-shared float lev[SH];
-shared float red[NV * LOCAL_X];
-shared float red2[NV * R1];
+const uint R1 = (LPT < 8u) ? LPT : 8u;               // reduction: chunks per value
+shared float lev[TPW * SH];
+shared float red[TPW * NV * LPT];
+shared float red2[TPW * NV * R1];
 
 void main() {
-    const uint tid = gl_LocalInvocationID.x;
+    const uint lid = gl_LocalInvocationID.x;
+    const uint slot = lid / LPT;                 // which of the workgroup's tiles
+    const uint tid = lid - slot * LPT;           // invocation within the tile
     const uint tiles_x = pc.w / T;
     const uint tiles_y = (DIMS == 2u) ? pc.h / T : 1u;
     const uint tpm = tiles_x * tiles_y;
     const uint ntiles = pc.nb * tpm;
-    const uint tile = flat_group_id();
-    if (tile >= ntiles) return;  // whole workgroup leaves together (uniform), before any barrier
+    const uint tile0 = flat_group_id() * TPW;
+    if (tile0 >= ntiles) return;  // whole workgroup leaves together (uniform), before any barrier
+    const bool live = tile0 + slot < ntiles;  // invocations of a missing tile only take part in barriers
+    const uint tile = live ? tile0 + slot : tile0;
+    const uint LB = slot * SH;                  // this tile's shared levels
+    const uint RB = slot * NV * LPT;            // this tile's reduction slots
     const uint b = tile / tpm;
     const uint t = tile - b * tpm;
     const uint ty = t / tiles_x;
@@ -82,7 +90,7 @@ void main() {
 
     // ---- levels a+1 .. a+M in registers, one micro-tile per iteration.
     const uint SMT = T / SM;  // micro-tiles per tile side
-    for (uint n = tid; n < NM; n += LOCAL_X) {
+    for (uint n = tid; n < (live ? NM : 0u); n += LPT) {
         uint mu = (DIMS == 2u) ? n / SMT : 0u;
         uint mv = n - mu * SMT;
         uint row = (DIMS == 2u) ? ty * T + mu * SM : 0u;   // micro-tile origin at the current level
@@ -126,7 +134,7 @@ void main() {
             hj = hn; wj = wn; side = ns;
             row /= P; col /= P;
         }
-        lev[n] = v[0];
+        lev[LB + n] = v[0];
     }
 
     // ---- levels a+M+1 .. a+K in shared memory.
@@ -144,14 +152,14 @@ void main() {
         uint nodes = nodes_in / C, side = side_in / P, base_out = base_in + nodes_in;
         uint hn = (DIMS == 2u) ? hj / P : 1u, wn = wj / P;
         uint row0 = (DIMS == 2u) ? ty * org : 0u, col0 = tx * org;
-        for (uint n = tid; n < nodes; n += LOCAL_X) {
+        for (uint n = tid; n < (live ? nodes : 0u); n += LPT) {
             uint u = (DIMS == 2u) ? n / side : 0u;
             uint vv = n - u * side;
             float vals[C];
             float s = 0.0;
             for (uint c = 0u; c < C; ++c) {
                 uint r = c / P, q = c - (c / P) * P;
-                float x = lev[base_in + (u * P + r) * side_in + vv * P + q];
+                float x = lev[LB + base_in + (u * P + r) * side_in + vv * P + q];
                 vals[c] = x;
                 s += x;
             }
@@ -165,7 +173,7 @@ void main() {
                     bands[boff + (b * hj + row0 + u * P + r) * wj + col0 + vv * P + q] = d;
             }
             acc[NPREV + j] += e;
-            lev[base_out + n] = mean;
+            lev[LB + base_out + n] = mean;
             if (WRITE_PYR != 0u)
                 dst[poff + (b * hn + row0 / P + u) * wn + col0 / P + vv] = mean;
         }
@@ -175,27 +183,27 @@ void main() {
         base_in = base_out; nodes_in = nodes; side_in = side;
     }
     barrier();
-    const float top = lev[base_in];  // A^(a+K) of this tile
-    if (tid == 0u) {
+    if (tid == 0u && live) {
+        const float top = lev[LB + base_in];  // A^(a+K) of this tile
         if (FINAL != 0u) acc[NV - 1u] = top * top;
         if (FINAL != 0u && WRITE_BANDS != 0u) bands[boff + tile] = top;
         if (FINAL == 0u && WRITE_PYR == 0u) dst[pc.dst_off + tile] = top;
     }
 
-    // ---- reduction of the NV sums: chunks of LOCAL_X / R1, then R1 chunks (2 barriers).
-    for (uint v = 0u; v < NV; ++v) red[v * LOCAL_X + tid] = acc[v];
+    // ---- reduction of the NV sums per tile: chunks of LPT / R1, then R1 chunks (2 barriers).
+    for (uint v = 0u; v < NV; ++v) red[RB + v * LPT + tid] = acc[v];
     barrier();
-    const uint CL = LOCAL_X / R1;
-    for (uint qv = tid; qv < NV * R1; qv += LOCAL_X) {
+    const uint CL = LPT / R1;
+    for (uint qv = tid; qv < NV * R1; qv += LPT) {
         uint v = qv / R1, c = qv - (qv / R1) * R1;
         float s = 0.0;
-        for (uint i = 0u; i < CL; ++i) s += red[v * LOCAL_X + c * CL + i];
-        red2[qv] = s;
+        for (uint i = 0u; i < CL; ++i) s += red[RB + v * LPT + c * CL + i];
+        red2[slot * NV * R1 + qv] = s;
     }
     barrier();
-    for (uint v = tid; v < NV; v += LOCAL_X) {
+    for (uint v = tid; v < (live ? NV : 0u); v += LPT) {
         float total = 0.0;
-        for (uint c = 0u; c < R1; ++c) total += red2[v * R1 + c];
+        for (uint c = 0u; c < R1; ++c) total += red2[slot * NV * R1 + v * R1 + c];
         if (FINAL != 0u) {
             float wgt = 1.0;  // P^(v*DIMS) (levels) and P^(L*DIMS) (coarse, v == L)
             for (uint l = 0u; l < v; ++l) wgt *= float(C);

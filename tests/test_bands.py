@@ -71,20 +71,23 @@ def test_decompose_matches_reference(spatial, p, batch):
     assert not np.any(b.nonfinite)
 
 
-@pytest.mark.parametrize("node_max,micro_max,min_passes", [
-    (3, 4, 2),                      # tiny tiles: every size takes several passes (the partials path)
-    (9, {1: 243, 2: 81}, 1),        # big micro-tiles: several levels in registers, also in 2-D
+@pytest.mark.parametrize("node_max,micro_max,threads,min_passes", [
+    (3, 4, (2, 4), 2),                # tiny tiles: every size takes several passes (the partials path)
+    (9, {1: 243, 2: 81}, (1, 8), 1),  # big micro-tiles: several levels in registers, also in 2-D
+    (1024, {1: 3, 2: 4}, (64, 4), 1), # many invocations per tile and several tiles per workgroup (GPU-like)
 ])
-def test_other_tilings(monkeypatch, node_max, micro_max, min_passes):
+def test_other_tilings(monkeypatch, node_max, micro_max, threads, min_passes):
+    """The same results for other tilings and thread layouts than this device's default."""
     monkeypatch.setattr(VB, "_NODE_MAX", node_max)
     monkeypatch.setattr(VB, "_MICRO_MAX", micro_max)
+    monkeypatch.setattr(VB, "_CPU_THREADS", threads)
     monkeypatch.setattr(VB, "_PLANS", type(VB._PLANS)())
-    for spatial, p, batch in [((81, 81), 3, 2), ((64,), 2, 3), ((8, 64), 2, 2), ((625,), 5, 1)]:
+    for spatial, p, batch in [((81, 81), 3, 2), ((64,), 2, 3), ((8, 64), 2, 2), ((625,), 5, 1), ((27,), 3, 5)]:
         x = _field(spatial, batch, seed=1)
         dims = len(spatial)
         plan = VB._plan(vkbands.default_context(), spatial, p, batch)
         assert len(plan._energy_sched) >= min_passes
-        if min_passes == 1:
+        if node_max == 9:
             assert max(ps.kernel.spec["M"] for ps in plan._energy_sched) >= 2
         _close_energies(VB.energies(x, p, dims), R.energies(x, p, dims), x, dims)
         b = VB.decompose(x, p, dims)
