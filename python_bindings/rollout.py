@@ -285,8 +285,12 @@ def _run(sim, steps, every, snap_every, progress, chunk, t_setup):
                 cols[k].append(o[k])
             if len(bad):
                 r, b = bad[0]
-                t = t0 + (r + 1) * every if t0 >= 0 else 0
-                raise NonFiniteError(name, t, b, last_ok[0])
+                if t0 < 0:
+                    t, prev = 0, None
+                else:
+                    t = t0 + (r + 1) * every
+                    prev = t0 + r * every if r > 0 else last_ok[0]
+                raise NonFiniteError(name, t, b, prev)
             last_ok[0] = t0 + n_obs * every if t0 >= 0 else 0
         if n_snap:
             s = snap.numpy()[:n_snap]

@@ -307,9 +307,9 @@ def format_summary(r, out, info, shape) -> str:
              f"{r.timings['setup_s']:.3f} s"]
     if len(r.steps):
         E0, ET = r.energies[0].mean(0), r.energies[-1].mean(0)
-        rates = np.nanmean(r.contraction_rates(), axis=0) if r.steps.size > 1 else np.full(E0.shape, np.nan)
+        rates = r.contraction_rates()[0] if r.steps.size > 1 else np.full(E0.shape, np.nan)
         kill = r.kill_steps()[0]
-        lines.append(f"  {'band':>5} {'E(0) mean':>12} {'E(T) mean':>12} {'rate/step':>11} {'kill(m0)':>9}")
+        lines.append(f"  {'band':>5} {'E(0) mean':>12} {'E(T) mean':>12} {'rate(m0)':>11} {'kill(m0)':>9}")
         for l in range(len(E0)):
             name = f"E_{l}" if l < len(E0) - 1 else "E_c"
             lines.append(f"  {name:>5} {E0[l]:12.4e} {ET[l]:12.4e} {rates[l]:11.4e} {int(kill[l]):9d}")

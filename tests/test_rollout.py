@@ -1,0 +1,174 @@
+"""vkbands.rollout: batching, observables vs snapshots, chunking, NaN/Inf stop, Simulation, derived quantities."""
+import numpy as np
+import pytest
+
+from vkbands import init
+from vkbands import reference as R
+from vkbands.rollout import NonFiniteError, Rollout, Simulation, rollout
+
+
+def _x0(system, B=None, seed=0):
+    batch = () if B is None else (B,)
+    if system in ("tree", "coupled"):
+        return init.random(batch + (243,), seed=seed)
+    if system == "heat":
+        return init.random(batch + (27, 27), seed=seed)
+    return R.grayscott_init(batch + (27, 27), seed=seed)
+
+
+PARAMS = {"tree": dict(dims=1), "coupled": dict(dims=1, eps=0.05, phi="tanh"), "heat": dict(alpha=0.2),
+          "grayscott": dict(preset="spots")}
+
+
+@pytest.mark.parametrize("system", ["tree", "coupled", "heat", "grayscott"])
+def test_batched_equals_unbatched(ctx, system):
+    xb = _x0(system, B=3, seed=1)
+    rb = rollout(system, xb, 30, every=5, snapshot_every=15, ctx=ctx, progress=False, **PARAMS[system])
+    for m in range(3):
+        params = dict(PARAMS[system])
+        params.pop("dims", None)
+        r1 = rollout(system, xb[m], 30, every=5, snapshot_every=15, ctx=ctx, progress=False, **params)
+        assert r1.final.shape == xb[m].shape and r1.energies.shape == (7, 1, rb.levels + 1)
+        np.testing.assert_allclose(r1.final, rb.final[m], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(r1.snapshots, rb.snapshots[:, m], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(r1.energies[:, 0], rb.energies[:, m], rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(r1.mass[:, 0], rb.mass[:, m], rtol=1e-5, atol=1e-5)
+    assert rb.energies.shape == (7, 3, rb.levels + 1)
+    assert list(rb.steps) == [0, 5, 10, 15, 20, 25, 30]
+    assert list(rb.snapshot_steps) == [0, 15, 30]
+
+
+@pytest.mark.parametrize("system", ["tree", "coupled", "heat", "grayscott"])
+def test_observables_equal_those_of_snapshots(ctx, system):
+    x0 = _x0(system, B=2, seed=3)
+    r = rollout(system, x0, 24, every=4, snapshot_every=4, chunk=8, ctx=ctx, progress=False, **PARAMS[system])
+    assert list(r.steps) == list(r.snapshot_steps)
+    field = r.snapshots[:, :, 1] if system == "grayscott" else r.snapshots
+    dims = 1 if system in ("tree", "coupled") else 2
+    o = R.observables(field, r.arity, dims=dims)
+    scale = o["energies"].sum(-1, keepdims=True)
+    np.testing.assert_allclose(r.energies, o["energies"], rtol=1e-3, atol=1e-6 * scale.max())
+    np.testing.assert_allclose(r.mass, o["mass"], rtol=1e-4, atol=1e-4 * np.abs(field).sum((-1, -2) if dims == 2 else -1).max())
+    np.testing.assert_allclose(r.min, o["min"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.max, o["max"], rtol=1e-5, atol=1e-6)
+    assert not r.nonfinite.any()
+
+
+def test_chunking_does_not_change_results(ctx):
+    x0 = _x0("heat", B=2)
+    a = rollout("heat", x0, 37, every=3, snapshot_every=6, ctx=ctx, progress=False, alpha=0.2)
+    b = rollout("heat", x0, 37, every=3, snapshot_every=6, chunk=6, ctx=ctx, progress=False, alpha=0.2)
+    c = rollout("heat", x0, 37, every=None, ctx=ctx, progress=False, alpha=0.2)
+    assert list(a.steps) == list(range(0, 37, 3)) and list(a.snapshot_steps) == list(range(0, 37, 6))
+    np.testing.assert_array_equal(a.final, b.final)
+    np.testing.assert_array_equal(a.final, c.final)
+    np.testing.assert_allclose(a.energies, b.energies, rtol=1e-6)
+    np.testing.assert_array_equal(a.snapshots, b.snapshots)
+    assert c.snapshots is None and c.energies.shape == (0, 2, a.levels + 1)
+    t = rollout("tree", _x0("tree", B=2), 50, every=7, chunk=14, dims=1, ctx=ctx, progress=False)
+    u = rollout("tree", _x0("tree", B=2), 50, every=7, dims=1, ctx=ctx, progress=False)
+    # a chunk boundary re-decomposes the float32 leaves: bands far below round-off of the total differ
+    big = u.energies > 1e-12 * u.energies[0].sum(-1)[None, :, None]
+    np.testing.assert_allclose(t.energies[big], u.energies[big], rtol=1e-4)
+    np.testing.assert_allclose(t.final, u.final, atol=1e-6)
+
+
+def test_nan_in_x0_stops_at_step_0_naming_the_member(ctx):
+    x0 = _x0("tree", B=4)
+    x0[2, 17] = np.nan
+    with pytest.raises(NonFiniteError, match=r"step 0, batch member 2") as e:
+        rollout("tree", x0, 20, every=1, dims=1, ctx=ctx, progress=False)
+    assert e.value.step == 0 and e.value.member == 2
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_overflow_mid_rollout_stops_with_step_and_member(ctx, every):
+    x0 = _x0("tree", B=3)
+    x0[1] *= 1e30                           # rates > 1 make member 1 overflow float32 after a few steps
+    rates = [10.0] * 5
+    with pytest.raises(NonFiniteError) as e:
+        rollout("tree", x0, 100, every=every, dims=1, rates=rates, ctx=ctx, progress=False)
+    err = e.value
+    assert err.member == 1 and err.step % every == 0 and err.step > 0
+    assert f"step {err.step}, batch member 1" in str(err)
+    # the state really is finite one observation earlier and not at the reported step
+    with Simulation(ctx, "tree", x0, dims=1, rates=rates) as sim:
+        sim.advance(err.step - every)
+        assert np.all(np.isfinite(sim.read()[1]))
+        sim.advance(every)
+        assert not np.all(np.isfinite(sim.read()[1]))
+    assert err.last_finite_step == err.step - every
+
+
+def test_nan_without_observables_is_found_from_snapshots(ctx):
+    x0 = _x0("grayscott", B=2)
+    with pytest.raises(NonFiniteError, match="batch member") as e:
+        rollout("grayscott", x0, 60, every=None, snapshot_every=10, dt=40.0, ctx=ctx, progress=False)
+    assert e.value.step % 10 == 0 or e.value.step == 60
+
+
+def test_simulation_incremental_use(ctx):
+    x0 = _x0("grayscott", B=2)
+    with Simulation(ctx, "grayscott", x0, preset="spots") as sim:
+        assert sim.state.shape == (2, 2, 27, 27) and sim.step == 0 and sim.batch == 2
+        sim.advance(5).advance(7)
+        assert sim.step == 12
+        x = x0.astype(np.float64)
+        p = R.GRAYSCOTT_PRESETS["spots"]
+        for _ in range(12):
+            x = R.grayscott_step(x, F=p["F"], k=p["k"])
+        np.testing.assert_allclose(sim.read(), x, atol=1e-5)
+        o = sim.observe()
+        np.testing.assert_allclose(o["energies"], R.energies(x[:, 1], 3), rtol=1e-3, atol=1e-6)
+        assert o["energies"].shape == (2, 4) and o["mass"].shape == (2,)
+        # record into our own recorder and replay it twice
+        rec = ctx.recorder()
+        sim.record_steps(rec, 3)
+        rec.submit()
+        rec.submit()
+        rec.close()
+        sim.step += 6
+        for _ in range(6):
+            x = R.grayscott_step(x, F=p["F"], k=p["k"])
+        np.testing.assert_allclose(sim.read(), x, atol=1e-5)
+        sim.reset()
+        assert sim.step == 0
+        np.testing.assert_array_equal(sim.read(), x0)
+        with pytest.raises(ValueError, match="shape"):
+            sim.reset(x0[0])
+
+
+def test_derived_quantities_for_tree(ctx):
+    x0 = init.random((2, 729), seed=4)
+    r = rollout("tree", x0, 120, every=1, dims=1, ctx=ctx, progress=False)
+    assert isinstance(r, Rollout)
+    lam = R.tree_rates(3, 6)
+    rates = r.contraction_rates()
+    assert rates.shape == (2, 7)
+    # slope of log E_l is 2 log lambda_l for bands that stay above float32 underflow over the run
+    np.testing.assert_allclose(rates[:, 2:6], np.broadcast_to(2 * np.log(lam[2:6]), (2, 4)), rtol=1e-3)
+    kill = r.kill_steps(tau=1e-3)
+    expect = np.ceil(np.log(1e-3) / (2 * np.log(lam)))   # lambda^(2t) < 1e-3
+    for l in range(4):
+        assert abs(kill[0, l] - expect[l]) <= 1
+    assert np.all(kill[:, -1] == -1)
+    D = r.deepest_surviving_band()
+    assert D.shape == (121, 2) and D[0, 0] == 5 and D[-1, 0] == 5
+    G = r.leakage()
+    np.testing.assert_allclose(G, np.eye(7), atol=1e-4)
+    cf = r.closed_form()
+    assert cf.shape == r.energies.shape
+    s = r.summary()
+    assert s["kill_steps"][0][0] == kill[0, 0]
+
+
+def test_rollout_argument_errors(ctx):
+    with pytest.raises(ValueError, match="steps"):
+        rollout("tree", _x0("tree"), -1, ctx=ctx)
+    with pytest.raises(ValueError, match="every"):
+        rollout("tree", _x0("tree"), 5, every=0.5, ctx=ctx)
+    with pytest.raises(ValueError, match="system"):
+        rollout("diffuse", _x0("tree"), 5, ctx=ctx)
+    r = rollout("tree", _x0("tree"), 0, every=1, snapshot_every=1, ctx=ctx, progress=False)
+    assert list(r.steps) == [0] and r.snapshots.shape == (1, 243)
+    np.testing.assert_array_equal(r.final, _x0("tree"))
