@@ -66,6 +66,18 @@ def test_place_is_pixel_exact_when_it_fits():
     assert s == 30 and w == 300
 
 
+def test_output_names_never_overwrite(tmp_path):
+    from vkbands.viewer.app import unique_path
+    paths = []
+    for _ in range(3):                                      # same second: -1, -2 suffixes
+        p = unique_path(tmp_path, "vkbands-sheets", ".png")
+        assert not p.exists()
+        p.write_bytes(b"x")
+        paths.append(p)
+    assert len(set(paths)) == 3
+    assert all(p.name.startswith("vkbands-sheets-2") and p.suffix == ".png" for p in paths)
+
+
 @needs_display
 def test_screenshot_equals_headless_picture_and_panel_present(viewer, ctx, tmp_path):
     viewer.playing = True

@@ -33,6 +33,7 @@ from .window import Window, init_glfw, release_glfw, required_instance_extension
 
 PANEL_WIDTH = 380
 BAND_TIME_TEXTURE_ID = 2
+SAMPLE_EVERY = 120       # frames between two timed (waiting) frames that measure ms/step
 FRAMES_IN_FLIGHT = 2
 KEY_HELP = [("space", "play / pause"), (".", "single step"), ("r", "reset"), ("s", "screenshot (sheet grid)"),
             ("[ / ]", "steps per frame - / +"), ("0", "reset zoom and pan"), ("wheel / drag", "zoom / pan"),
@@ -389,7 +390,8 @@ class Viewer:
         fps = (len(self._frame_times) / sum(self._frame_times)) if self._frame_times else 0.0
         ms_step = src.ms_per_step
         imgui.text(f"{fps:6.1f} fps   {1000 / fps if fps else 0:6.2f} ms/frame")
-        imgui.text(f"step {src.step}   {ms_step:.3f} ms/step" if ms_step else f"step {src.step}")
+        imgui.text(f"step {src.step}   {ms_step:.3f} ms/step (sampled, steps + observables)" if ms_step
+                   else f"step {src.step}")
         imgui.separator()
         if imgui.button("Pause" if self.playing else "Play"):
             self.toggle_play()
@@ -443,6 +445,7 @@ class Viewer:
             E = np.log10(np.maximum(np.asarray(hist, np.float64), 1e-30))
             finite = E[np.isfinite(E)]
             lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+            lo = max(lo, hi - 12.0)            # 12 decades: dead bands (E ~ 0) do not flatten the rest
             if hi - lo < 1e-9:
                 lo, hi = lo - 1, hi + 1
             n = E.shape[0]
@@ -450,7 +453,7 @@ class Viewer:
             idx = np.arange(0, n, step)
             xs = x0 + idx / max(n - 1, 1) * (w - 1)
             for b in range(E.shape[1]):
-                ys = y0 + h - 2 - (E[idx, b] - lo) / (hi - lo) * (h - 4)
+                ys = y0 + h - 2 - (np.clip(E[idx, b], lo, hi) - lo) / (hi - lo) * (h - 4)
                 col = ENERGY_COLOURS[b % len(ENERGY_COLOURS)] if b < E.shape[1] - 1 else (1.0, 1.0, 1.0)
                 pts = [(float(a), float(c)) for a, c in zip(xs, ys) if math.isfinite(c)]
                 if len(pts) >= 2:
@@ -516,7 +519,10 @@ class Viewer:
         steps = self.steps_per_frame if self.playing else min(self._pending_step, 1)
         self._pending_step -= steps if not self.playing else 0
         self._pending_step = max(self._pending_step, 0)
-        self.source.submit(steps, slot, profile=self.profile)
+        # ms/step: every SAMPLE_EVERY frames while playing, one frame times its steps apart (it waits)
+        sample = self.profile or (steps > 0 and self.frame_count % SAMPLE_EVERY == 0)
+        if self.source.submit(steps, slot, profile=sample) and sample and steps > 0:
+            self.source.ms_per_step = self.source.last_times["simulate"] * 1e3 / steps
         if self.preview._image is not self.source.image:
             self.preview.set_image(self.source.image)
         t2 = time.perf_counter()
