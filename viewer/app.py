@@ -33,6 +33,7 @@ from .window import Window, init_glfw, release_glfw, required_instance_extension
 
 PANEL_WIDTH = 380
 BAND_TIME_TEXTURE_ID = 2
+MAX_RECORD_FRAMES = 1800  # a minute at 30 fps; then the recording is saved and stops
 SAMPLE_EVERY = 120       # frames between two timed (waiting) frames that measure ms/step
 FRAMES_IN_FLIGHT = 2
 KEY_HELP = [("space", "play / pause"), (".", "single step"), ("r", "reset"), ("s", "screenshot (sheet grid)"),
@@ -348,8 +349,7 @@ class Viewer:
         frames, self._recording = self._recording, None
         if not frames:
             return None
-        from PIL import Image
-        imgs = [Image.fromarray(f[..., :3]) for f in frames]
+        imgs = frames
         imgs[0].save(self._record_path, save_all=True, append_images=imgs[1:],
                      duration=int(round(1000 / self.record_fps)), loop=0)
         self.info(f"saved recording ({len(frames)} frames) {self._record_path}")
@@ -360,7 +360,11 @@ class Viewer:
         from PIL import Image
         if cap.kind == "record":
             if self._recording is not None:
-                self._recording.append(cap.pixels)
+                # palette frames (1 byte per pixel) keep a long recording in memory; GIF needs them anyway
+                self._recording.append(Image.fromarray(np.ascontiguousarray(cap.pixels[..., :3])).quantize(256))
+                if len(self._recording) >= MAX_RECORD_FRAMES:
+                    self.info(f"recording stopped at {MAX_RECORD_FRAMES} frames")
+                    self.stop_recording()
             return
         Image.fromarray(cap.pixels, "RGBA").save(cap.path, format="PNG")
         self.info(f"saved screenshot {cap.path}")
