@@ -6,6 +6,8 @@ Rows: full decomposition (all detail bands at own resolution + energies) of a 72
 and a 1024 x 1024 field (p = 2); energies only of the same fields and of a batch of 4096 1-D fields
 of 729 leaves (p = 3). Columns (milliseconds, median of repeated runs):
   vkbands   device-resident: a recorded Recorder replayed (rec.submit() in a loop); no uploads
+  vk cpu    the same, process CPU time (lavapipe's worker threads): on a CPU device shared with other
+            work the wall time swings between ~cpu/2 (both cores free) and ~cpu; NumPy is single-threaded
   np.mean   NumPy reshape + mean per level (the reference style), float32
   np.fast   the fastest NumPy written here: strided slice adds, details as broadcast differences,
             energies with float32 dot products
@@ -26,16 +28,20 @@ from vkbands.engine import default_context
 REPEATS_MIN_S = 0.6     # each timing runs at least this long (and at least 7 times)
 
 
-def _median_ms(fn, min_runs=7, min_s=REPEATS_MIN_S):
+def _median_ms(fn, min_runs=7, min_s=REPEATS_MIN_S, cpu=False):
+    """Median wall time of fn() in ms; with cpu=True also the median process CPU time (all threads,
+    lavapipe's workers included)."""
     fn()  # warm-up
-    times, t_end = [], time.perf_counter() + min_s
+    times, cpus, t_end = [], [], time.perf_counter() + min_s
     while len(times) < min_runs or time.perf_counter() < t_end:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
         if len(times) > 2000:
             break
-    return 1e3 * float(np.median(times))
+    wall = 1e3 * float(np.median(times))
+    return (wall, 1e3 * float(np.median(cpus))) if cpu else wall
 
 
 # ---------------------------------------------------------------------------- NumPy baselines
@@ -148,13 +154,25 @@ def main():
     floor = _median_ms(empty.submit)
     empty.close()
     print(f"device: {ctx.info['name']} ({ctx.info['type']}); empty submit+wait: {floor:.3f} ms")
-    hdr = f"{'operation':30s} {'vkbands':>9s} {'np.mean':>9s} {'np.fast':>9s} {'pywt':>9s} {'fast/vk':>8s} {'pywt/vk':>8s} {'max rel err':>12s}"
+    # yardstick: the cheapest pass over the data (add.comp: 2 reads + 1 write per element)
+    marks = []
+    for n in (729 * 729, 1024 * 1024):
+        a, c = ctx.array(np.ones(n, np.float32)), ctx.empty((n,))
+        k = ctx.kernel("add.comp", spec={"VEC_PER_INVOCATION": 4})
+        rec = ctx.recorder()
+        rec.dispatch(k, k.grid(-(-n // (k.local_size[0] * 16))), a, a, c, push={"n": n})
+        w, cp = _median_ms(rec.submit, cpu=True)
+        marks.append(f"{n} floats {w:.2f} ms wall / {cp:.2f} ms cpu")
+        rec.close(), a.close(), c.close()
+    print("yardstick add.comp (c = a + b):", "; ".join(marks))
+    hdr = (f"{'operation':30s} {'vkbands':>9s} {'vk cpu':>9s} {'np.mean':>9s} {'np.fast':>9s} {'pywt':>9s} "
+           f"{'fast/vk':>8s} {'pywt/vk':>8s} {'max rel err':>12s}")
     print(hdr)
     print("-" * len(hdr))
     for name, shape, p, dims, full in rows:
         x = rng.standard_normal(shape).astype(np.float32)
         rec, keep, err = vk_recording(ctx, x, p, dims, full)
-        t_vk = _median_ms(rec.submit)
+        t_vk, c_vk = _median_ms(rec.submit, cpu=True)
         rec.close()
         for k in keep:
             k.close()
@@ -163,10 +181,12 @@ def main():
         t_pywt = _median_ms(lambda: pywt_decompose(x, dims)) if (have_pywt and p == 2) else float("nan")
         pw = f"{t_pywt:9.2f}" if t_pywt == t_pywt else f"{'-':>9s}"
         ratio = f"{t_pywt / t_vk:7.1f}x" if t_pywt == t_pywt else f"{'-':>8s}"
-        print(f"{name:30s} {t_vk:9.2f} {t_mean:9.2f} {t_fast:9.2f} {pw} {t_fast / t_vk:7.2f}x {ratio} {err:12.1e}")
+        print(f"{name:30s} {t_vk:9.2f} {c_vk:9.2f} {t_mean:9.2f} {t_fast:9.2f} {pw} {t_fast / t_vk:7.2f}x {ratio} "
+              f"{err:12.1e}")
         sys.stdout.flush()
-    print("times in ms (median); vkbands = replay of a recorded Recorder, data device-resident; "
-          "max rel err = max |E - E_ref| / sum(E_ref) per field vs vkbands.reference (float64)")
+    print("times in ms (median); vkbands = replay of a recorded Recorder, data device-resident; fast/vk and "
+          "pywt/vk = speed-up of vkbands (wall); max rel err = max |E - E_ref| / sum(E_ref) per field vs "
+          "vkbands.reference (float64)")
 
 
 if __name__ == "__main__":
