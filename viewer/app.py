@@ -54,6 +54,20 @@ def unique_path(directory, stem: str, suffix: str) -> Path:
     return path
 
 
+def read_npy(path) -> np.ndarray:
+    """A .npy file as an array (``allow_pickle=False``); ValueError with a clear message otherwise."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise ValueError("not a .npy file (no NumPy header)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise ValueError("holds Python objects (pickled data), not a numeric field") from None
+        raise
+
+
 def _rgba_from_bgra(raw: np.ndarray, channels) -> np.ndarray:
     """(H, W, 4) pixels in swapchain byte order -> RGBA with opaque alpha."""
     out = np.empty_like(raw)
@@ -295,7 +309,7 @@ class Viewer:
         """Start from a saved field (``.npy``, allow_pickle=False); a bad file is reported and the
         viewer keeps running with its current state. Returns True on success."""
         try:
-            x = np.load(path, allow_pickle=False)
+            x = read_npy(path)
             self.source.load(x)
         except Exception as e:  # noqa: BLE001 — any bad file must leave the viewer running
             self.error(f"--load {path}: {e}")
@@ -319,7 +333,7 @@ class Viewer:
         if sig == self._watch_sig:
             return
         try:
-            x = np.load(self.watch_path, allow_pickle=False)
+            x = read_npy(self.watch_path)
             self.source.load(x)
         except Exception as e:  # noqa: BLE001 — a partial or corrupt write is skipped, retried on change
             self.messages.append((f"--watch: skipped an unreadable write ({type(e).__name__})", True))
@@ -374,8 +388,6 @@ class Viewer:
         for cap in caps:
             cap.finish()
             self._save_png(cap)
-            if cap.callback:
-                pass
 
     # ------------------------------------------------------------------ the panel
     def _build_ui(self):
