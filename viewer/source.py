@@ -302,7 +302,8 @@ class SheetSource:
             if self.small is not None:
                 k = self._resample
                 P, (H, W), (h, w) = self.writer.P, self._HW, self.small.shape[-2:]
-                rec.dispatch(k, k.grid(-(-(P * h * w) // k.local_size[0])), panels, self.small,
+                per_group = k.local_size[0] * k.spec["PER_INVOCATION"]
+                rec.dispatch(k, k.grid(-(-(P * h * w) // per_group)), panels, self.small,
                              push=dict(n_panels=P, H=H, W=W, h=h, w=w))
                 panels = self.small
             self.writer.record(rec, panels.reshape(self.writer.P, self.writer.H, self.writer.W), self.image,
