@@ -127,6 +127,7 @@ class Viewer:
             self.sync = FrameSync(self.ctx, FRAMES_IN_FLIGHT)
             self.preview = Preview(self.ctx, self.swapchain.render_pass)
             self._imgui_ctx = imgui.create_context()
+            imgui.set_current_context(self._imgui_ctx)   # each viewer its own ImGui state and font atlas
             io = imgui.get_io()
             io.ini_file_name = None  # no imgui.ini next to the user's files
             self._map_keys(io)
@@ -497,6 +498,7 @@ class Viewer:
     def frame(self) -> bool:
         """Run one frame; False when nothing was presented (minimised, or swapchain recreated)."""
         t0 = time.perf_counter()
+        imgui.set_current_context(self._imgui_ctx)
         self.window.poll()
         self._feed_imgui()
         self._handle_input()
