@@ -15,7 +15,7 @@ from vkbands import reference as R
 from vkbands.bands import BandPlan
 from vkbands.image import render_image
 from vkbands.viewer.preview import place
-from vkbands.viewer.source import initial_state
+from vkbands.viewer.source import initial_state, switch_system
 
 needs_display = pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
                                    reason="needs a display (run under xvfb-run, as `make test` does)")
@@ -339,6 +339,16 @@ def test_close_frees_everything(tmp_path):
     old = v.source
     assert not v.restart("heat", size=10)                   # not a power of p
     assert v.source is old and "10" in v.last_error
+    v.run(frames=v.frame_count + 2)
+    # every panel widget is drawn (all sections open) without error, for each system
+    for system in ("coupled", "grayscott", "tree"):
+        assert v.restart(system, depth=3)
+        v.source.expand_ui = True
+        v.run(frames=v.frame_count + 3)
+    # the panel's restart section: switching the system drops the old system's parameters
+    ed = switch_system(dict(system="grayscott", F=0.03, preset="spots", depth=3, seed=4), "coupled")
+    assert ed == dict(system="coupled", depth=3, seed=4)
+    assert v.restart(**ed) and v.source.system_name == "coupled"
     v.run(frames=v.frame_count + 2)
     v.close()
     v.close()                                               # idempotent

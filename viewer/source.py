@@ -41,7 +41,21 @@ BAND_TIME_ROW_PX = 10
 # The set-up options of `vkbands rollout` (system, field, initial state); the viewer takes the same.
 SETUP_DEFAULTS = dict(arity=3, depth=None, size=None, dims=None, batch=1, init="random", band=0, style="haar",
                       sparse_m=1, mix_band=None, mix_eps=0.1, seed=0)
+SYSTEM_PARAMS = {"tree": {"rates", "tau", "alpha"}, "coupled": {"rates", "tau", "alpha", "eps", "phi"},
+                 "heat": {"alpha"}, "grayscott": {"Du", "Dv", "F", "k", "dt", "preset"}}
 PARAM_KEYS = ("rates", "tau", "alpha", "eps", "phi", "Du", "Dv", "F", "k", "dt", "preset")
+
+
+def switch_system(setup: dict, system: str) -> dict:
+    """Set ``setup["system"]`` and drop the options that do not apply to the new system (its
+    parameters, and dims for the 2-D grid systems). In place; returns ``setup``."""
+    setup["system"] = system
+    for key in PARAM_KEYS:
+        if key not in SYSTEM_PARAMS[system]:
+            setup.pop(key, None)
+    if system in ("heat", "grayscott"):
+        setup.pop("dims", None)
+    return setup
 
 
 def initial_state(system, **setup):
@@ -160,6 +174,7 @@ class SheetSource:
             self._bt_writer = ImageWriter(ctx, 1, self.L + 1, self._bt_T, scale=(BAND_TIME_ROW_PX, 1))
             self.band_time = self._bt_writer.image()
         self.restart_request = None      # set by the panel: dict(system=..., **setup) for a new source
+        self.expand_ui = False           # open every panel section (tests exercise all widgets)
         self._build_picture()
 
     # ------------------------------------------------------------------ configuration
@@ -427,7 +442,7 @@ class SheetSource:
         systems = list(SYSTEMS)
         c, i = imgui.combo("system", systems.index(ed["system"]), systems)
         if c:
-            ed["system"] = systems[i]
+            switch_system(ed, systems[i])
         for key, lo, hi in (("arity", 2, 9), ("depth", 1, 8), ("batch", 1, 1024), ("seed", 0, 1 << 30),
                             ("band", 0, 8)):
             cur = ed.get(key)
@@ -444,6 +459,28 @@ class SheetSource:
         c, i = imgui.combo("style", STYLES.index(ed.get("style", "haar")), list(STYLES))
         if c:
             ed["style"] = STYLES[i]
+        c, v = imgui.input_int("sparse m", int(ed.get("sparse_m", SETUP_DEFAULTS["sparse_m"])))
+        if c:
+            ed["sparse_m"] = max(1, v)
+        mb = ed.get("mix_band")
+        c, v = imgui.input_int("mix band (-1 none)", -1 if mb is None else int(mb))
+        if c:
+            ed["mix_band"] = None if v < 0 else v
+        c, v = imgui.input_float("mix eps", float(ed.get("mix_eps", SETUP_DEFAULTS["mix_eps"])))
+        if c:
+            ed["mix_eps"] = v
+        if ed["system"] == "coupled":
+            phis = ["tanh", "sign", "square"]
+            c, i = imgui.combo("phi", phis.index(ed.get("phi") or "tanh"), phis)
+            if c:
+                ed["phi"] = phis[i]
+        if ed["system"] in ("tree", "coupled"):
+            rates = ed.get("rates") or ""
+            rates = ",".join(f"{r:g}" for r in rates) if isinstance(rates, (list, tuple)) else str(rates)
+            c, v = imgui.input_text("rates l0,l1,..", rates, 256)
+            if c:
+                ed["rates"] = v.strip() or None
+        imgui.text_wrapped("set-up options as `vkbands rollout`; Gray-Scott starts from its seeded patch")
         if imgui.button("Restart with these"):
             self.restart_request = dict(ed)
             self._edit = None
@@ -469,6 +506,8 @@ class SheetSource:
                 imgui.text_wrapped("fixed (restart to change): " + ", ".join(f"{k}={v}" for k, v in others.items()
                                                                              if not isinstance(v, (list, tuple))))
             imgui.tree_pop()
+        if self.expand_ui:
+            imgui.set_next_item_open(True)
         if imgui.tree_node("restart (system, size, initial state)"):
             self._restart_ui(imgui)
             imgui.tree_pop()
