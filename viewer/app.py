@@ -407,7 +407,7 @@ class Viewer:
         fps = (len(self._frame_times) / sum(self._frame_times)) if self._frame_times else 0.0
         ms_step = src.ms_per_step
         imgui.text(f"{fps:6.1f} fps   {1000 / fps if fps else 0:6.2f} ms/frame")
-        imgui.text(f"step {src.step}   {ms_step:.3f} ms/step (sampled, steps + observables)" if ms_step
+        imgui.text(f"step {src.step}   {ms_step:.3f} ms/step (sampled)" if ms_step
                    else f"step {src.step}")
         imgui.separator()
         if imgui.button("Pause" if self.playing else "Play"):

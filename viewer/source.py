@@ -463,7 +463,7 @@ class SheetSource:
         if c:
             ed["sparse_m"] = max(1, v)
         mb = ed.get("mix_band")
-        c, v = imgui.input_int("mix band (-1 none)", -1 if mb is None else int(mb))
+        c, v = imgui.input_int("mix band", -1 if mb is None else int(mb))
         if c:
             ed["mix_band"] = None if v < 0 else v
         c, v = imgui.input_float("mix eps", float(ed.get("mix_eps", SETUP_DEFAULTS["mix_eps"])))
@@ -477,10 +477,11 @@ class SheetSource:
         if ed["system"] in ("tree", "coupled"):
             rates = ed.get("rates") or ""
             rates = ",".join(f"{r:g}" for r in rates) if isinstance(rates, (list, tuple)) else str(rates)
-            c, v = imgui.input_text("rates l0,l1,..", rates, 256)
+            c, v = imgui.input_text("rates", rates, 256)
             if c:
                 ed["rates"] = v.strip() or None
-        imgui.text_wrapped("set-up options as `vkbands rollout`; Gray-Scott starts from its seeded patch")
+        imgui.text_wrapped("as `vkbands rollout` (mix band -1: none; rates: l0,l1,...; Gray-Scott starts "
+                           "from its seeded patch)")
         if imgui.button("Restart with these"):
             self.restart_request = dict(ed)
             self._edit = None
