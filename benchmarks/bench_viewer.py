@@ -61,8 +61,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer frames (a smoke run)")
     args = ap.parse_args()
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        print("bench_viewer: no display; run under xvfb-run (see the module docstring)", file=sys.stderr)
-        return 2
+        import shutil
+        if shutil.which("xvfb-run"):   # `make bench` runs every bench without a display: start one
+            os.execvp("xvfb-run", ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", sys.executable,
+                                   str(Path(__file__).resolve()), *sys.argv[1:]])
+        print("bench_viewer: no display and no xvfb-run; skipped (see the module docstring)", file=sys.stderr)
+        return 0
     frames, prof = (20, 5) if args.quick else (60, 15)
     rows, device = [], "?"
     for label, system, size, batch, spf in CASES:

@@ -132,6 +132,8 @@ class Swapchain:
             return int(index[0]), True  # acquired all the same: the semaphore will be signalled
         except vk.VkErrorOutOfDateKhr:
             raise OutOfDate("swapchain out of date at acquire") from None
+        except (vk.VkTimeout, vk.VkNotReady):   # no image within the timeout (e.g. a hidden window)
+            raise OutOfDate("no swapchain image became available") from None
         return int(index[0]), False
 
     def present(self, index: int) -> bool:
