@@ -152,6 +152,36 @@ def test_resampled_picture_equals_headless(ctx, tmp_path):
 
 
 @needs_display
+def test_discrete_gpu_memory_path(ctx, tmp_path, monkeypatch):
+    """With device-local (not host-mapped) arrays, as on a discrete GPU, the viewer still shows the
+    exact picture: observables come back through its host mirrors, ImGui buffers are host memory."""
+    from vkbands.engine import Context
+    from vkbands.viewer import app, open_viewer
+
+    class DiscreteLike(Context):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.unified_memory = False
+    monkeypatch.setattr(app, "Context", DiscreteLike)
+    v = open_viewer("grayscott", size=27, width=1000, height=480, range="per_band", vsync=False,
+                    out_dir=tmp_path)
+    try:
+        assert not v.source.sim.state.mappable
+        shot = tmp_path / "discrete.png"
+        v.run(frames=6, screenshot=shot)
+        assert len(v._energy_hist) >= 3
+        src = v.source
+        expect, _ = _headless_picture(ctx, src.read_field(), src)
+        win = np.asarray(Image.open(shot).convert("RGBA"))
+        x0, y0, w, h = v.preview.rect
+        assert src.small is None and w % expect.shape[1] == 0   # full resolution, integer scale
+        s = w // expect.shape[1]
+        assert np.abs(win[y0:y0 + h:s, x0:x0 + w:s, :3].astype(int) - expect[..., :3]).max() <= 1
+    finally:
+        v.close()
+
+
+@needs_display
 def test_sheet_screenshot_is_the_storage_image(viewer, tmp_path):
     got = {}
     viewer.screenshot_sheets(tmp_path / "sheets.png", callback=lambda cap: got.setdefault("px", cap.pixels))
