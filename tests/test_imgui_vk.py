@@ -247,3 +247,30 @@ def test_upload_image_roundtrip(ctx):
         assert np.array_equal(img.numpy(), px)
     finally:
         img.close()
+
+
+def test_graphics_pipeline_reflection(ctx):
+    """engine.graphics builds pipelines from the shaders alone: bindings merged over stages with the
+    stages that use them, one push range for the stages that declare the block, members by name."""
+    from vkbands.engine.graphics import GraphicsPipeline, RenderPass
+
+    rp = RenderPass(ctx, vk.VK_FORMAT_B8G8R8A8_UNORM)
+    try:
+        p = GraphicsPipeline(ctx, "preview.vert", "preview.frag", rp,
+                             topology=vk.VK_PRIMITIVE_TOPOLOGY_TRIANGLE_STRIP)
+        assert [(b.binding, b.name, b.kind) for b in p.bindings] == [(0, "sheet", "sampled_image")]
+        assert p.binding_stages[0] == vk.VK_SHADER_STAGE_FRAGMENT_BIT
+        assert p.push_stages == vk.VK_SHADER_STAGE_VERTEX_BIT and p.push_size == 32
+        assert set(p.push_members) == {"rect", "uv_rect"}
+        blob = p.pack({"rect": (-1, -1, 1, 1), "uv_rect": (0, 0, 1, 1)})
+        assert np.array_equal(np.frombuffer(blob, np.float32), [-1, -1, 1, 1, 0, 0, 1, 1])
+        with pytest.raises(ValueError, match="push constants need exactly"):
+            p.pack({"rect": (0, 0, 1, 1)})
+        with pytest.raises(ValueError, match="unknown specialization constant"):
+            GraphicsPipeline(ctx, "preview.vert", "preview.frag", rp, spec={"NOPE": 1})
+        n = ctx.live_objects()
+        p.close()
+        p.close()
+        assert ctx.live_objects() == n - 1
+    finally:
+        rp.close()
