@@ -182,6 +182,27 @@ def test_discrete_gpu_memory_path(ctx, tmp_path, monkeypatch):
 
 
 @needs_display
+def test_grid_wider_than_the_device_allows(tmp_path):
+    """1-D fields of 3**9 leaves: the full-resolution strips are wider than maxImageDimension2D on
+    lavapipe; the picture is resampled to what the device holds from the start, never refused."""
+    from vkbands.viewer import open_viewer
+    v = open_viewer("tree", depth=9, width=800, height=500, out_dir=tmp_path)
+    try:
+        limit = int(v.ctx.limits.maxImageDimension2D)
+        lw, lh = v.source.logical_size
+        img = v.source.image
+        if max(lw, lh) > limit:
+            assert v.source.small is not None and max(img.width, img.height) <= limit
+        v.run(frames=3)
+        assert max(v.source.image.width, v.source.image.height) <= limit
+        v.preview.zoom = 64.0                                   # zoomed far in: still within the limit
+        v.run(frames=v.frame_count + 2)
+        assert max(v.source.image.width, v.source.image.height) <= limit
+    finally:
+        v.close()
+
+
+@needs_display
 def test_sheet_screenshot_is_the_storage_image(viewer, tmp_path):
     got = {}
     viewer.screenshot_sheets(tmp_path / "sheets.png", callback=lambda cap: got.setdefault("px", cap.pixels))

@@ -162,7 +162,6 @@ class SheetSource:
         self._retired = []
         self.nonfinite = False
         self.ms_per_step = 0.0
-        self._profile = {"steps": 0, "t": 0.0}
         self.last_times = {"simulate": 0.0, "decompose": 0.0}
         self.error = None
         # 1-D fields: a scrolling band x time image of log-energies (rows = bands, one column per
@@ -175,6 +174,7 @@ class SheetSource:
             self.band_time = self._bt_writer.image()
         self.restart_request = None      # set by the panel: dict(system=..., **setup) for a new source
         self.expand_ui = False           # open every panel section (tests exercise all widgets)
+        self._res = self._resolution(math.inf, math.inf)   # full resolution unless the device is too small
         self._build_picture()
 
     # ------------------------------------------------------------------ configuration
@@ -196,7 +196,7 @@ class SheetSource:
         one_d = len(self.spatial) == 1
         H, W = (1, self.spatial[0]) if one_d else self.spatial
         if one_d:
-            return ids, len(ids), H, W, 1, (max(4, -(-W // 48)), 1)      # strips: a readable height
+            return ids, len(ids), H, W, 1, (min(max(4, -(-W // 48)), 24), 1)   # strips: a readable height
         k = max(1, -(-MIN_PANEL_PX // max(H, W)))
         return ids, len(ids), H, W, max(len(cum), len(det), 1), (k, k)
 
@@ -211,22 +211,29 @@ class SheetSource:
         """The picture is shown ``width`` x ``height`` screen pixels large: when that is smaller than
         the full-resolution grid, the panels are resampled (nearest, on the device) to the size shown,
         so the picture costs screen pixels rather than leaf pixels. Rebuilds when the size changes."""
-        res = None
-        if self.resample:
-            lw, lh = self.logical_size
-            if min(width / lw, height / lh) < 1:
-                _ids, P, H, W, cols, (sy, sx) = self._layout()
-                rows, g = -(-P // cols), GAP
-                cell_w = max(1, int((width + g) // cols) - g)    # largest cells that fit, gaps kept
-                cell_h = max(1, int((height + g) // rows) - g)
-                if H == 1:   # strips keep one value row; their height shrinks with the block size
-                    res = (1, min(W, cell_w), (max(1, min(sy, cell_h)), 1))
-                else:
-                    f = min(cell_w / (W * sx), cell_h / (H * sy))
-                    res = (max(1, int(H * sy * f)), max(1, int(W * sx * f)), (1, 1))
+        res = self._resolution(width, height)
         if res != self._res:
             self._res = res
             self._build_picture()
+
+    def _resolution(self, width, height):
+        """(h, w, scale) of resampled panels for a picture shown ``width`` x ``height``, or None for
+        full resolution. Never larger than the device's maxImageDimension2D."""
+        lw, lh = self.logical_size
+        limit = int(self.ctx.limits.maxImageDimension2D)
+        if max(lw, lh) > limit:      # a full-resolution grid the device cannot hold: shrink it
+            k = limit / max(lw, lh)
+            width, height = min(width, lw * k), min(height, lh * k)
+        elif not self.resample or min(width / lw, height / lh) >= 1:
+            return None
+        _ids, P, H, W, cols, (sy, sx) = self._layout()
+        rows, g = -(-P // cols), GAP
+        cell_w = max(1, int((width + g) // cols) - g)    # largest cells that fit, gaps kept
+        cell_h = max(1, int((height + g) // rows) - g)
+        if H == 1:   # strips keep one value row; their height shrinks with the block size
+            return (1, min(W, cell_w), (max(1, min(sy, cell_h)), 1))
+        f = min(cell_w / (W * sx), cell_h / (H * sy), 1.0)
+        return (max(1, int(H * sy * f)), max(1, int(W * sx * f)), (1, 1))
 
     def _build_picture(self):
         """(Re)create the writer, the panel buffers and the image for the visible panels."""
