@@ -231,6 +231,12 @@ def test_pause_step_reset_counters(viewer):
     for _ in range(2):
         viewer.frame()
     assert viewer.source.step == s0 + 1 + 2 * 4
+    live = viewer.ctx.live_objects()
+    for n in range(1, 12):                                  # many steps/frame values: the cache stays small
+        viewer.steps_per_frame = n
+        viewer.frame()
+    assert len(viewer.source._recorders) <= 8 and viewer.ctx.live_objects() <= live + 8
+    viewer.steps_per_frame = 4
     viewer.key(glfw.KEY_RIGHT_BRACKET)
     assert viewer.steps_per_frame == 8
     viewer.key(glfw.KEY_LEFT_BRACKET)
@@ -254,6 +260,10 @@ def test_energy_history_arrives_a_frame_late(viewer):
         viewer.frame()
     # each frame takes the observables of the frame that last used its slot: no stall, none lost
     assert len(viewer._energy_hist) == 5
+    live = viewer.ctx.live_objects()
+    for _ in range(20):
+        viewer.frame()
+    assert viewer.ctx.live_objects() == live                # nothing allocated per frame
     viewer.playing = False
     for _ in range(FRAMES_IN_FLIGHT + 1):                   # paused frames observe the shown state
         viewer.frame()

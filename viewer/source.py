@@ -35,6 +35,7 @@ LIVE_PARAMS = {
     "grayscott": [("F", 0.0, 0.1, "%.4f"), ("k", 0.0, 0.1, "%.4f"), ("Du", 0.0, 0.25, "%.3f"),
                   ("Dv", 0.0, 0.25, "%.3f"), ("dt", 0.0, 2.0, "%.3f")],
 }
+MAX_RECORDINGS = 8       # cached frame recordings (per steps/frame, slot, profiling part)
 MIN_PANEL_PX = 96        # small sheets are block-expanded to at least this many pixels
 BAND_TIME_COLUMNS = 340  # frames shown by the band x time image of 1-D fields
 BAND_TIME_ROW_PX = 10
@@ -362,6 +363,9 @@ class SheetSource:
         self._take(slot)             # normally already taken by observables(slot) after the fence
         reset = self._pending_reset and self.fade > 0
         parts = ("steps", "picture") if profile else ("all",)
+        if len(self._recorders) >= MAX_RECORDINGS and any((n, reset, slot, p) not in self._recorders for p in parts):
+            self._drop_recorders()   # e.g. steps/frame dragged over many values: keep the cache small
+            self._dirty = False
         recs = []
         for part in parts:
             key = (n, reset, slot, part)
