@@ -33,6 +33,10 @@ Incremental use (the viewer): :class:`Simulation` is the stepping object behind 
     sim.set_params(F=0.03)     # applies to steps recorded afterwards
     sim.reset()                # back to x0 (or sim.reset(new_x0)), step 0
     sim.close()
+
+The tree system keeps its state in the band basis between dispatches (exact decay, no re-decomposition
+round-off); ``state`` holds the leaves after every recorded run. If you write ``state`` yourself, call
+``sim.reset(x)`` instead (or ``sim.system.invalidate()`` before recording).
 """
 from __future__ import annotations
 
@@ -134,6 +138,9 @@ class Simulation:
                 raise ValueError(f"x0 has shape {x0.shape}; this simulation holds {self.shape}")
             self._x0 = x0.copy()
         self.state.upload(self._x0.reshape(self.system.state_shape))
+        self.system.invalidate()
+        with self.ctx.recorder() as rec:      # tree: refresh the band state now (recordings replay it)
+            self.system.record(rec, self.state, 0)
         self.step = 0
         return self
 

@@ -55,6 +55,35 @@ _GRID_RY = 8          # rows per invocation of the stencil kernels
 _GRID_LOCAL = 64
 _STATS_LOCAL = 256
 _STATS_PER_INVOCATION = 16
+_LOOP_BUDGET = 50000  # loop iterations per invocation per dispatch on CPU devices (llvmpipe caps 65535)
+
+
+_subgroup_sizes = {}
+
+
+def subgroup_size(ctx) -> int:
+    """The device's subgroup size as seen by a compute shader (``subgroup_probe.comp``, run once per
+    context); 1 when a 32-invocation workgroup is not one subgroup or shuffles misbehave."""
+    key = id(ctx)
+    hit = _subgroup_sizes.get(key)
+    if hit is not None and hit[0] is ctx:
+        return hit[1]
+    out = ctx.zeros((3,), np.uint32)
+    try:
+        size = 1
+        for local in (1, None):        # the size, then: is a workgroup of that size one subgroup?
+            k = ctx.kernel("subgroup_probe.comp", spec={"LOCAL_X": local or size})
+            with ctx.recorder() as rec:
+                rec.dispatch(k, 1, out)
+            got, count, ok = (int(v) for v in out.numpy())
+            if not ok or count != 1 or got < 1 or got > int(ctx.limits.maxComputeWorkGroupInvocations):
+                size = 1
+                break
+            size = got
+    finally:
+        out.close()
+    _subgroup_sizes[key] = (ctx, size)
+    return size
 
 
 def _power_of(n, p):
@@ -170,6 +199,9 @@ class _System:
             self._owned.append(self._dummy)
         return self._dummy
 
+    def invalidate(self):
+        """The state was written from outside (nothing cached for this system)."""
+
     def close(self):
         for a in self._owned:
             a.close()
@@ -205,36 +237,55 @@ class TreeSystem(_System):
         self._spec = self._layout(ctx)
         self.kernel = None
         self._param_buf = None
+        self._coef, self._coef_valid = None, False
         self.params, self._raw = {}, {}
         self.set_params(**params)
 
     def _layout(self, ctx):
-        """step_tree.comp: invocation t holds a subtree of Q**M leaves in registers; the largest M with
-        at most 32 leaves per invocation (more if the workgroup would exceed the device limit)."""
+        """step_tree.comp layout: TPF invocations per field, each holding Q**M leaves; REDUCE mode.
+
+        - a field's invocations fit one subgroup with at most 81 leaves each: subgroup shuffles
+          (REDUCE 1, no barrier; GPUs: p=3, L=6 -> 27 invocations of 27 leaves);
+        - else a small field (<= 1024 leaves) is held by one invocation (REDUCE 0, no barrier; CPU
+          drivers with 8-wide subgroups), ``subgroup`` fields per workgroup;
+        - else one workgroup per field, up to 32 leaves per invocation, shared-memory reduction
+          (REDUCE 2), within the device's invocation and shared-memory limits."""
         q, L, N = self._q, self.levels, self.n
+        sg = subgroup_size(ctx)
         max_inv = int(ctx.limits.maxComputeWorkGroupInvocations)
-        M = 1
-        while M < L and q ** (M + 1) <= 32:
-            M += 1
         shared_limit = int(ctx.limits.maxComputeSharedMemorySize)
+        mode = None
+        for M in range(1, L + 1):
+            tpf = N // q ** M
+            if 2 <= tpf <= sg and q ** M <= 81:
+                mode, fpw = 1, max(1, sg // tpf)
+                break
+        if mode is None and N <= 1024:
+            mode, M, fpw = 0, L, max(1, min(sg, 64))
+        if mode is None:
+            mode, fpw = 2, 1
 
-        def shared_bytes(m):       # upper pyramid + double-buffered partials
-            local = N // q ** m
-            return 4 * ((local * q - 1) // (q - 1) + 2 * local * (L + 3))
+            def shared_bytes(m):       # subtree means + double-buffered partials
+                tpf = N // q ** m
+                return 4 * ((tpf * q - 1) // (q - 1) + 2 * tpf * (L + 3))
 
-        while M < L and (N // q ** M > max_inv or shared_bytes(M) > shared_limit):
-            M += 1
+            M = 1
+            while M < L and q ** (M + 1) <= 32:
+                M += 1
+            while M < L and (N // q ** M > max_inv or shared_bytes(M) > shared_limit):
+                M += 1
         QM = q ** M
-        if QM > 729:
+        if QM > 4096:
             raise ValueError(f"{self.name}: a {self.spatial} field with arity {self.arity} needs {QM} leaves per "
-                             f"invocation (device limit {max_inv} invocations per workgroup); the largest "
-                             f"supported tree fields hold about {729 * max_inv} leaves")
-        local = N // QM
+                             f"invocation (device limit {max_inv} invocations per workgroup); use a smaller field")
+        tpf = N // QM
         loc = (QM * q - q) // (q - 1)
-        ups = (local * q - 1) // (q - 1)
-        self._local = local
-        return dict(LOCAL_X=local, P=self.arity, DIMS=self.dims, L=L, Q=q, N=N, SIDE=self.spatial[-1], M=M,
-                    QM=QM, LOC=loc, UPS=ups)
+        ups = (tpf * q - 1) // (q - 1)
+        self._local = tpf * fpw
+        self._fpw = fpw
+        self._mode = mode
+        return dict(LOCAL_X=tpf * fpw, P=self.arity, DIMS=self.dims, L=L, Q=q, N=N, SIDE=self.spatial[-1], M=M,
+                    QM=QM, LOC=loc, UPS=ups, TPF=tpf, FPW=fpw, REDUCE=mode)
 
     def _rates(self, params):
         L = self.levels
@@ -285,12 +336,76 @@ class TreeSystem(_System):
     def _kernel_spec(self):
         return dict(self._spec)
 
-    def _push(self, n, every, snap_every, observe_first, snap_first):
-        return dict(batch=self.batch, steps=int(n), every=int(every or 0), snap_every=int(snap_every or 0),
-                    observe_first=int(bool(observe_first)), snap_first=int(bool(snap_first)))
-
     def new_obs(self, rows):
         return ObsBuffers(self.ctx, rows, self.batch, self.levels)
+
+    # -- loop budget: CPU drivers (llvmpipe) cap the loop iterations of one shader invocation at
+    # 65535 (all loops together) and silently exit the loops beyond it, so on CPU devices a recording
+    # is split into dispatches that each stay under _LOOP_BUDGET (estimated per invocation). GPUs
+    # run a whole recording in one dispatch.
+    def _loop_costs(self):
+        """(fixed, per_step, per_run, per_obs, per_snap) loop iterations of step_tree.comp."""
+        sp = self._spec
+        LOC, QM, M, L, TPF, UP, Q = sp["LOC"], sp["QM"], sp["M"], sp["L"], sp["TPF"], sp["L"] - sp["M"], sp["Q"]
+        nat = (L + 1) if self.dims == 2 else 0
+        per_snap = QM * (3 + nat) + LOC + 2 * M + 2 * UP + 4
+        fixed = 2 * L + LOC + 2 * UP + 16 + (LOC + UP + 2) + per_snap          # coef load, coef + leaf store
+        decompose = QM * (1 + nat) + LOC * (Q + 4) + TPF + ((TPF * Q) // max(Q - 1, 1)) * (Q + 2) + 2 * UP + 32
+        per_obs = 2 * LOC + 4 * M + 3 * UP + 2 * QM + (L + 3) * (TPF + 2) + 3 * L + 8
+        return fixed + (0 if self._coef_valid else decompose), LOC + UP, 2 * (LOC + UP + M) + 4, per_obs, per_snap
+
+    def _plan(self, n, every, snap_every, observe_first, snap_first):
+        """Dispatches ``(k0, steps, row0, srow0, observe_first, snap_first)`` covering n steps."""
+        every, snap_every = int(every or 0), int(snap_every or 0)
+        if self.ctx.info.get("type") != "cpu":
+            return [(0, n, 0, 0, observe_first, snap_first)]
+        fixed, per_step, per_run, per_obs, per_snap = self._loop_costs()
+        budget = _LOOP_BUDGET - fixed - (per_obs if observe_first else 0) - (per_snap if snap_first else 0)
+        out, k0 = [], 0
+        row0, srow0 = int(bool(observe_first)), int(bool(snap_first))
+        first = True
+        while first or k0 < n:
+            room = budget if first else budget + (per_obs if observe_first else 0) + (per_snap if snap_first else 0)
+            steps, cost = 0, per_run
+            while k0 + steps < n:
+                g = k0 + steps + 1
+                c = per_step + (per_obs + per_run if every and g % every == 0 else 0) \
+                    + (per_snap + per_run if snap_every and g % snap_every == 0 else 0)
+                if cost + c > room and steps > 0:
+                    break
+                cost += c
+                steps += 1
+            if not first and steps == 0:
+                break
+            out.append((k0, steps, 0 if first else row0, 0 if first else srow0,
+                        observe_first and first, snap_first and first))
+            if not first:
+                row0 += (sum(1 for g in range(k0 + 1, k0 + steps + 1) if g % every == 0) if every else 0)
+                srow0 += (sum(1 for g in range(k0 + 1, k0 + steps + 1) if g % snap_every == 0) if snap_every else 0)
+            else:
+                row0 = int(bool(observe_first)) + (sum(1 for g in range(1, steps + 1) if g % every == 0) if every else 0)
+                srow0 = int(bool(snap_first)) + (sum(1 for g in range(1, steps + 1) if g % snap_every == 0)
+                                                 if snap_every else 0)
+            k0 += steps
+            first = False
+        return out
+
+    def _coef_array(self):
+        if self._coef is None:
+            sp = self._spec
+            self._coef = self.ctx.zeros((self.batch * sp["TPF"] * (sp["LOC"] + sp["L"] - sp["M"] + 1),))
+            self._owned.append(self._coef)
+        return self._coef
+
+    def invalidate(self):
+        """The leaves were changed from outside (upload, reset): the next dispatch re-decomposes them."""
+        self._coef_valid = False
+
+    def _push(self, n, every, snap_every, observe_first, snap_first, load_coef, row0, srow0, k0, last):
+        return dict(batch=self.batch, steps=int(n), every=int(every or 0), snap_every=int(snap_every or 0),
+                    observe_first=int(bool(observe_first)), snap_first=int(bool(snap_first)),
+                    load_coef=int(bool(load_coef)), row0=int(row0), srow0=int(srow0), k0=int(k0),
+                    write_x=int(bool(last)))
 
     def record(self, rec, state, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
                snap=None):
@@ -299,9 +414,19 @@ class TreeSystem(_System):
         if (snap_every or snap_first) and snap is None:
             raise ValueError("snapshots requested but no snapshot buffer given")
         dummy = self._dummy_array()
-        rec.dispatch(self.kernel, self.kernel.grid(self.batch), state, self._param_buf,
-                     obs.fused if obs is not None else dummy, snap if snap is not None else dummy,
-                     push=self._push(n, every, snap_every, observe_first, snap_first))
+        groups = self.kernel.grid(-(-self.batch // self._fpw))
+        coef = self._coef_array()
+        plan = self._plan(int(n), every, snap_every, observe_first, snap_first)
+        for i, (k0, steps, row0, srow0, ofirst, sfirst) in enumerate(plan):
+            push = self._push(steps, every, snap_every, ofirst, sfirst, self._coef_valid, row0, srow0, k0,
+                              i == len(plan) - 1)
+            rec.dispatch(self.kernel, groups, state, self._param_buf,
+                         obs.fused if obs is not None else dummy, snap if snap is not None else dummy,
+                         *self._extra(coef), push=push)
+            self._coef_valid = True
+
+    def _extra(self, coef):
+        return (coef,)
 
 
 class CoupledSystem(TreeSystem):
@@ -344,6 +469,7 @@ class CoupledSystem(TreeSystem):
         self._spec = dict(P=self.arity, DIMS=self.dims, L=self.levels, Q=q, N=N,
                           PYR=(N * q - 1) // (q - 1), SIDE=self.spatial[-1])
         self._local = self._choose_local(ctx)
+        self._fpw = 1
         return dict(self._spec, LOCAL_X=self._local)
 
     def _shared_floats(self, local):
@@ -369,8 +495,30 @@ class CoupledSystem(TreeSystem):
     def _kernel_spec(self):
         return dict(self._spec, PHI=PHIS.index(self.phi))
 
-    def _push(self, *args):
-        return dict(super()._push(*args), eps=self.eps)
+    def _loop_costs(self):
+        """(fixed, per_step, per_run, per_obs, per_snap) loop iterations of step_coupled.comp."""
+        sp, loc = self._spec, self._local
+        L, Q, N = sp["L"], sp["Q"], sp["N"]
+        per_leaf = -(-N // loc)
+        nat = (L + 1) if self.dims == 2 else 1
+        means = sum(-(-(N // Q ** l) // loc) * (Q + 1) + 1 for l in range(1, L + 1)) + L
+        per_step = per_leaf * (L + 2) + 1 + means
+        per_obs = sum(-(-(N // Q ** l) // loc) + 1 for l in range(L)) + per_leaf + 2 * L \
+            + int(np.log2(loc) + 1) * (L + 4) + L + 8
+        per_snap = per_leaf * (nat + 1) + 2
+        fixed = 2 * L + per_leaf * nat * 2 + means + L + 8 + per_snap
+        return fixed, per_step, 2, per_obs, per_snap
+
+    def _push(self, n, every, snap_every, observe_first, snap_first, load_coef, row0, srow0, k0, last):
+        return dict(batch=self.batch, steps=int(n), every=int(every or 0), snap_every=int(snap_every or 0),
+                    observe_first=int(bool(observe_first)), snap_first=int(bool(snap_first)), eps=self.eps,
+                    row0=int(row0), srow0=int(srow0), k0=int(k0))
+
+    def _extra(self, coef):
+        return ()
+
+    def _coef_array(self):
+        return None
 
 
 # ----------------------------------------------------------------------------- grid systems

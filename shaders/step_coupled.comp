@@ -37,6 +37,9 @@ layout(push_constant) uniform Push {
     uint observe_first;
     uint snap_first;
     float eps;
+    uint row0;           // first observables / snapshot rows of this dispatch
+    uint srow0;
+    uint k0;             // steps already done in this chunk: observe after local step k when (k0 + k) % every == 0
 } pc;
 
 float phi(float v) {
@@ -93,7 +96,7 @@ void main() {
     for (uint i = tid; i < N; i += LOCAL_X) pyr[tree_index(i)] = x[b * N + i];
     barrier();
     build_means();
-    uint orow = 0u, srow = 0u;
+    uint orow = pc.row0, srow = pc.srow0;
     if (pc.observe_first != 0u) observe(orow++, b);
     if (pc.snap_first != 0u) snapshot(srow++, b);
     float eps = pc.eps;
@@ -115,8 +118,9 @@ void main() {
         }
         barrier();
         build_means();
-        bool ob = pc.every != 0u && k % pc.every == 0u;
-        bool sn = pc.snap_every != 0u && k % pc.snap_every == 0u;
+        uint g = pc.k0 + k;
+        bool ob = pc.every != 0u && g % pc.every == 0u;
+        bool sn = pc.snap_every != 0u && g % pc.snap_every == 0u;
         if (ob) observe(orow++, b);
         if (sn) { snapshot(srow++, b); barrier(); }   // snapshot reads leaves other invocations own
     }

@@ -1,23 +1,32 @@
 #version 450
-// Tree (ultrametric / p-adic) diffusion, SPEC 3.1, fused: one workgroup per field, `steps` steps in
-// ONE dispatch, the state held in REGISTERS in the band basis.
+// Tree (ultrametric / p-adic) diffusion, SPEC 3.1, fused: `steps` steps in ONE dispatch, the state
+// held in registers / private memory in the band basis.
 //
-// Leaves are taken in tree order (tree_index: 1-D natural order; 2-D base-P digits of row and column
-// interleaved, so a node's Q = P**DIMS children are contiguous). Invocation t owns the subtree of
-// QM = Q**M leaves [t*QM, (t+1)*QM) (LOCAL_X = N / QM invocations) and holds
+// Leaves are taken in tree order (natural_index: 1-D natural order; 2-D base-P digits of row and
+// column interleaved, so a node's Q = P**DIMS children are contiguous). A field is held by TPF
+// invocations; invocation lt of a field owns the subtree of QM = Q**M leaves [lt*QM, (lt+1)*QM)
+// (TPF = N / QM) and keeps
 //   d[]  : the details of levels 0..M-1 inside its subtree (LOC = QM + QM/Q + ... + Q values),
 //   up[] : the chain above it: d^(M+k) of its ancestor at level M+k (k < UP = L - M), then c.
-// The chain is replicated over siblings; every copy is multiplied identically, and energies count
-// each coefficient once (in the invocation whose t is divisible by Q**k).
-// A step multiplies every d^(l) by rates[l] (c untouched: mass conserved): register work only, no
-// barrier. The state never leaves the band basis inside a dispatch, so no round-off moves energy
-// between bands: E_l(t) follows rates[l]^(2t) E_l(0) down to float32 underflow.
-// Observables (every `every` steps): [E_0..E_{L-1}, E_c, mass, min, max, nonfinite] with ONE
-// barrier: partials to shared memory, then invocation k sums quantity k over the workgroup.
+// The chain is replicated over the TPF invocations; every copy is multiplied identically and the
+// energies count each coefficient once (in the invocation whose lt is divisible by Q**k).
+// A step multiplies every d^(l) by rates[l] (c untouched: mass conserved): no communication at all.
+// The state never leaves the band basis inside a dispatch, so no round-off moves energy between
+// bands: E_l(t) follows rates[l]^(2t) E_l(0) down to float32 underflow.
+//
+// Observables (every `every` steps): [E_0..E_{L-1}, E_c, mass, min, max, nonfinite], reduced over
+// the TPF invocations of a field by REDUCE (chosen on the host from the subgroup size):
+//   0: TPF == 1 (one invocation holds the whole field; FPW fields per workgroup): nothing to reduce;
+//   1: the TPF invocations sit in one subgroup (FPW fields per workgroup <= subgroup size):
+//      subgroupShuffle sums, no barrier anywhere in the shader;
+//   2: one field per workgroup: partials in shared memory, one barrier per observation.
+// Modes 0 and 1 compile without any barrier (CPU drivers run barriers as coroutine switches).
 #extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
 #include "common.glsl"
 
-layout(constant_id = 0) const uint LOCAL_X = 27;  // N / QM: one invocation per level-M subtree
+layout(constant_id = 0) const uint LOCAL_X = 27;  // TPF * FPW
 layout(constant_id = 1) const uint P = 3;         // arity
 layout(constant_id = 2) const uint DIMS = 1;
 layout(constant_id = 3) const uint L = 6;         // levels
@@ -27,7 +36,10 @@ layout(constant_id = 6) const uint SIDE = 729;    // P**L (row length of a 2-D f
 layout(constant_id = 7) const uint M = 3;         // levels held inside one invocation (1..L)
 layout(constant_id = 8) const uint QM = 27;       // Q**M leaves per invocation
 layout(constant_id = 9) const uint LOC = 39;      // QM + QM/Q + ... + Q local details
-layout(constant_id = 10) const uint UPS = 40;     // LOCAL_X + LOCAL_X/Q + ... + 1 (upper pyramid)
+layout(constant_id = 10) const uint UPS = 40;     // TPF + TPF/Q + ... + 1 (upper pyramid)
+layout(constant_id = 11) const uint TPF = 27;     // invocations per field (N / QM)
+layout(constant_id = 12) const uint FPW = 1;      // fields per workgroup
+layout(constant_id = 13) const uint REDUCE = 2;   // 0 none, 1 subgroup shuffles, 2 shared memory
 layout(local_size_x_id = 0) in;
 
 const uint UP = L - M;
@@ -38,6 +50,7 @@ layout(std430, binding = 0) buffer X { float x[]; };                   // (B, N)
 layout(std430, binding = 1) readonly buffer Rates { float rates[]; };  // (L)
 layout(std430, binding = 2) writeonly buffer Obs { float obs[]; };     // (rows, B, L + 5)
 layout(std430, binding = 3) writeonly buffer Snap { float snap[]; };   // (rows, B, N)
+layout(std430, binding = 4) buffer Coef { float coef[]; };            // (B, TPF, LOC + UP + 1) band state
 
 layout(push_constant) uniform Push {
     uint batch;          // fields
@@ -46,16 +59,22 @@ layout(push_constant) uniform Push {
     uint snap_every;     // snapshot after step k when k % snap_every == 0 (0: never)
     uint observe_first;  // 1: observables of the incoming state into row 0 first
     uint snap_first;     // 1: snapshot of the incoming state into row 0 first
+    uint load_coef;      // 1: start from the band state in coef (exact), 0: decompose the leaves x
+    uint row0;           // first observables row of this dispatch
+    uint srow0;          // first snapshot row of this dispatch
+    uint k0;             // steps already done in this chunk: observe after local step k when (k0 + k) % every == 0
+    uint write_x;        // 1: write the leaves back to x at the end (the last dispatch of a recording)
 } pc;
 
-shared float sm[UPS];                 // upper pyramid of subtree means (load only)
-shared float red[2u * LOCAL_X * RK];  // double-buffered partials: one barrier per observation
+shared float sm[REDUCE == 2u ? UPS : 1u];                  // upper pyramid of subtree means (load)
+shared float red[REDUCE == 2u ? 2u * TPF * RK : 1u];       // double-buffered partials (mode 2)
 
 float d[LOC];           // local details, level 0 first
-float f[LOC];           // rates of those details
+float lam[L];           // rates
 float up[UP + 1u];      // ancestor details d^(M..L-1), then c
 float uw[UP + 1u];      // energy weight of up[k] in this invocation (Q**(M+k) or 0)
 float leaf[QM];         // scratch: leaf values of the subtree
+float part[RK];         // observables partials of this invocation
 
 // Natural (row-major) index of tree-order leaf position t.
 uint natural_index(uint t) {
@@ -73,8 +92,8 @@ uint natural_index(uint t) {
 void reconstruct() {
     float o = up[UP];
     for (uint k = 0u; k < UP; ++k) o += up[k];
-    // level M-1 .. 0: value(level l, j) = value(level l+1, j / Q) + d^(l)[j]; written into leaf[]
-    // from the top; leaf[j] at level l+1 is read before level l overwrites it (j / Q <= j).
+    // value(level l, j) = value(level l+1, j / Q) + d^(l)[j], written into leaf[] from the top;
+    // leaf[j / Q] is read before it is overwritten (descending j, j / Q <= j).
     uint n = Q, off = LOC - Q;
     for (uint j = 0u; j < Q; ++j) leaf[j] = o + d[off + j];
     for (uint l = M - 1u; l > 0u; --l) {
@@ -85,136 +104,182 @@ void reconstruct() {
     }
 }
 
-void observe(uint row, uint b, uint parity) {
-    uint tid = gl_LocalInvocationID.x;
-    uint base = (parity * LOCAL_X + tid) * RK;
+float combine(uint k, float a, float b) { return k < L ? a + b : k == L ? min(a, b) : max(a, b); }
+
+void observe(uint row, uint b, uint lt, uint parity) {
     uint n = QM, off = 0u;
     float w = 1.0;
     for (uint l = 0u; l < M; ++l) {
         float s = 0.0;
         for (uint j = 0u; j < n; ++j) s += d[off + j] * d[off + j];
-        red[base + l] = s * w;
+        part[l] = s * w;
         off += n; n /= Q; w *= float(Q);
     }
-    for (uint k = 0u; k < UP; ++k) red[base + M + k] = up[k] * up[k] * uw[k];
+    for (uint k = 0u; k < UP; ++k) part[M + k] = up[k] * up[k] * uw[k];
     reconstruct();
     float mn = 1.0 / 0.0, mx = -1.0 / 0.0, bad = 0.0;
     for (uint j = 0u; j < QM; ++j) {
         float v = leaf[j];
         if (isnan(v) || isinf(v)) bad = 1.0; else { mn = min(mn, v); mx = max(mx, v); }
     }
-    red[base + L] = mn; red[base + L + 1u] = mx; red[base + L + 2u] = bad;
-    barrier();
+    part[L] = mn; part[L + 1u] = mx; part[L + 2u] = bad;
     uint o = (row * pc.batch + b) * KO;
-    for (uint k = tid; k < RK; k += LOCAL_X) {
-        uint r0 = parity * LOCAL_X * RK + k;
-        float acc = red[r0];
-        for (uint i = 1u; i < LOCAL_X; ++i) {
-            float v = red[r0 + i * RK];
-            acc = k < L ? acc + v : k == L ? min(acc, v) : max(acc, v);
+    float c = up[UP];
+    if (REDUCE == 1u) {                     // the field's TPF invocations are consecutive lanes
+        uint base = gl_SubgroupInvocationID - lt;
+        for (uint k = 0u; k < RK; ++k) {
+            float acc = part[k];
+            for (uint j = 1u; j < TPF; ++j)
+                acc = combine(k, acc, subgroupShuffle(part[k], base + (lt + j) % TPF));
+            part[k] = acc;
         }
-        float c = up[UP];
-        if (k < L) obs[o + k] = acc;
-        else if (k == L) obs[o + L + 2u] = acc;
-        else if (k == L + 1u) obs[o + L + 3u] = acc;
-        else obs[o + L + 4u] = max(acc, (isnan(c) || isinf(c)) ? 1.0 : 0.0);
+    } else if (REDUCE == 2u) {
+        uint rb = (parity * TPF + lt) * RK;
+        for (uint k = 0u; k < RK; ++k) red[rb + k] = part[k];
+        barrier();
+        for (uint k = 0u; k < RK; ++k) {
+            uint r0 = parity * TPF * RK + k;
+            float acc = red[r0];
+            for (uint i = 1u; i < TPF; ++i) acc = combine(k, acc, red[r0 + i * RK]);
+            part[k] = acc;
+        }
     }
-    if (tid == 0u) {
-        float c = up[UP];
+    if (lt == 0u) {
+        for (uint l = 0u; l < L; ++l) obs[o + l] = part[l];
         obs[o + L] = float(N) * c * c;
         obs[o + L + 1u] = float(N) * c;
+        obs[o + L + 2u] = part[L];
+        obs[o + L + 3u] = part[L + 1u];
+        obs[o + L + 4u] = max(part[L + 2u], (isnan(c) || isinf(c)) ? 1.0 : 0.0);
     }
 }
 
-void write_leaves(uint b, uint row, bool to_snap) {
+void write_leaves(uint b, uint lt, uint row, bool to_snap) {
     reconstruct();
-    uint t0 = gl_LocalInvocationID.x * QM;
+    uint t0 = lt * QM;
     for (uint j = 0u; j < QM; ++j) {
         uint i = natural_index(t0 + j);
-        if (to_snap) snap[(row * pc.batch + b) * N + i] = leaf[j];
-        else x[b * N + i] = leaf[j];
+        float v = leaf[j];
+        if (to_snap) snap[(row * pc.batch + b) * N + i] = v;
+        else x[b * N + i] = v;
     }
 }
 
 void main() {
-    uint b = flat_group_id();
-    if (b >= pc.batch) return;            // uniform over the workgroup
     uint tid = gl_LocalInvocationID.x;
-    // load the subtree, local block means bottom-up into d[] (level l at its offset), subtree mean
-    uint t0 = tid * QM;
-    for (uint j = 0u; j < QM; ++j) d[j] = x[b * N + natural_index(t0 + j)];
-    const float invq = 1.0 / float(Q);
-    uint n = QM, off = 0u;
-    float mean = 0.0;
-    for (uint l = 0u; l < M; ++l) {
-        uint nn = n / Q;
-        if (l + 1u < M) {
-            for (uint j = 0u; j < nn; ++j) {
+    uint lt = tid % TPF;
+    uint b = flat_group_id() * FPW + tid / TPF;
+    if (REDUCE == 2u) {
+        if (b >= pc.batch) return;        // one field per workgroup: uniform
+    } else if (b >= pc.batch || tid >= TPF * FPW) {
+        return;                           // no barriers in modes 0/1: idle lanes just leave
+    }
+    for (uint l = 0u; l < L; ++l) lam[l] = rates[l];
+    const uint CS = LOC + UP + 1u;                 // band state floats per invocation
+    uint cbase = (b * TPF + lt) * CS;
+    if (pc.load_coef != 0u) {
+        for (uint i = 0u; i < LOC; ++i) d[i] = coef[cbase + i];
+        for (uint k = 0u; k <= UP; ++k) up[k] = coef[cbase + LOC + k];
+        uint qk = 1u;
+        for (uint k = 0u; k < UP; ++k) { uw[k] = (lt % qk == 0u) ? float(QM * qk) : 0.0; qk *= Q; }
+    } else {
+        // load the subtree; local block means bottom-up into d[] (level l at its offset), subtree mean
+        uint t0 = lt * QM;
+        for (uint j = 0u; j < QM; ++j) d[j] = x[b * N + natural_index(t0 + j)];
+        const float invq = 1.0 / float(Q);
+        uint n = QM, off = 0u;
+        float mean = 0.0;
+        for (uint l = 0u; l < M; ++l) {
+            uint nn = n / Q;
+            if (l + 1u < M) {
+                for (uint j = 0u; j < nn; ++j) {
+                    float s = 0.0;
+                    for (uint c = 0u; c < Q; ++c) s += d[off + j * Q + c];
+                    d[off + n + j] = s * invq;
+                }
+            } else {
                 float s = 0.0;
-                for (uint c = 0u; c < Q; ++c) s += d[off + j * Q + c];
-                d[off + n + j] = s * invq;
+                for (uint c = 0u; c < Q; ++c) s += d[off + c];
+                mean = s * invq;
             }
+            off += n; n = nn;
+        }
+        // details in place, finest first: d^(l)[j] = A^(l)[j] - A^(l+1)[j / Q]
+        n = QM; off = 0u;
+        for (uint l = 0u; l < M; ++l) {
+            for (uint j = 0u; j < n; ++j) d[off + j] -= (l + 1u < M) ? d[off + n + j / Q] : mean;
+            off += n; n /= Q;
+        }
+        // the chain above the subtree: upper pyramid of the TPF subtree means
+        if (UP > 0u) {
+            float um[UPS];
+            if (REDUCE == 2u) {
+                sm[lt] = mean;
+                barrier();
+                for (uint j = 0u; j < TPF; ++j) um[j] = sm[j];
+            } else {
+                uint base = gl_SubgroupInvocationID - lt;
+                for (uint j = 0u; j < TPF; ++j) um[j] = subgroupShuffle(mean, base + j);
+            }
+            uint so = 0u;
+            n = TPF;
+            for (uint k = 0u; k < UP; ++k) {
+                uint nn = n / Q;
+                for (uint j = 0u; j < nn; ++j) {
+                    float s = 0.0;
+                    for (uint c = 0u; c < Q; ++c) s += um[so + j * Q + c];
+                    um[so + n + j] = s * invq;
+                }
+                so += n; n = nn;
+            }
+            so = 0u; n = TPF;
+            uint node = lt, qk = 1u;
+            for (uint k = 0u; k < UP; ++k) {
+                up[k] = um[so + node] - um[so + n + node / Q];
+                uw[k] = (lt % qk == 0u) ? float(QM * qk) : 0.0;
+                so += n; n /= Q; node /= Q; qk *= Q;
+            }
+            up[UP] = um[UPS - 1u];
         } else {
-            float s = 0.0;
-            for (uint c = 0u; c < Q; ++c) s += d[off + c];
-            mean = s * invq;
+            up[UP] = mean;
         }
-        off += n; n = nn;
     }
-    // details in place, finest first: d^(l)[j] = A^(l)[j] - A^(l+1)[j / Q]
-    n = QM; off = 0u;
-    for (uint l = 0u; l < M; ++l) {
-        float fl = rates[l];
-        for (uint j = 0u; j < n; ++j) {
-            float parent = (l + 1u < M) ? d[off + n + j / Q] : mean;
-            d[off + j] -= parent;
-            f[off + j] = fl;
-        }
-        off += n; n /= Q;
-    }
-    // upper pyramid of subtree means in shared memory -> this invocation's chain of details
-    sm[tid] = mean;
-    barrier();
-    uint so = 0u;
-    n = LOCAL_X;
-    for (uint k = 0u; k < UP; ++k) {
-        uint nn = n / Q;
-        for (uint j = tid; j < nn; j += LOCAL_X) {
-            float s = 0.0;
-            for (uint c = 0u; c < Q; ++c) s += sm[so + j * Q + c];
-            sm[so + n + j] = s * invq;
-        }
-        so += n; n = nn;
-        barrier();
-    }
-    so = 0u; n = LOCAL_X;
-    uint node = tid, qk = 1u;
-    for (uint k = 0u; k < UP; ++k) {
-        up[k] = sm[so + node] - sm[so + n + node / Q];
-        uw[k] = (tid % qk == 0u) ? float(QM * qk) : 0.0;
-        so += n; n /= Q; node /= Q; qk *= Q;
-    }
-    up[UP] = sm[UPS - 1u];
     uw[UP] = 0.0;
-    float fu[UP + 1u];
-    for (uint k = 0u; k < UP; ++k) fu[k] = rates[M + k];
-    fu[UP] = 1.0;
-
-    uint orow = 0u, srow = 0u, parity = 0u;
-    if (pc.observe_first != 0u) { observe(orow++, b, parity); parity ^= 1u; }
-    if (pc.snap_first != 0u) write_leaves(b, srow++, true);
-    // Steps run in tight register-only runs up to the next observation or snapshot.
+    uint n, off;
+    uint orow = pc.row0, srow = pc.srow0, parity = 0u;
+    if (pc.observe_first != 0u) { observe(orow++, b, lt, parity); parity ^= 1u; }
+    if (pc.snap_first != 0u) write_leaves(b, lt, srow++, true);
+    // Steps run in tight runs up to the next observation or snapshot.
     uint k = 0u;
     while (k < pc.steps) {
         uint stop = pc.steps;
-        if (pc.every != 0u) stop = min(stop, (k / pc.every + 1u) * pc.every);
-        if (pc.snap_every != 0u) stop = min(stop, (k / pc.snap_every + 1u) * pc.snap_every);
-        for (; k < stop; ++k) {
-            for (uint i = 0u; i < LOC; ++i) d[i] *= f[i];
-            for (uint i = 0u; i < UP; ++i) up[i] *= fu[i];
+        uint g = pc.k0 + k;
+        if (pc.every != 0u) stop = min(stop, (g / pc.every + 1u) * pc.every - pc.k0);
+        if (pc.snap_every != 0u) stop = min(stop, (g / pc.snap_every + 1u) * pc.snap_every - pc.k0);
+        // `run` steps, loops interchanged: each coefficient is multiplied `run` times in a register
+        // (the same float32 roundings as step by step, one load/store per run).
+        uint run = stop - k;
+        n = QM; off = 0u;
+        for (uint l = 0u; l < M; ++l) {
+            float f = lam[l];
+            for (uint j = 0u; j < n; ++j) {
+                float v = d[off + j];
+                for (uint s = 0u; s < run; ++s) v *= f;
+                d[off + j] = v;
+            }
+            off += n; n /= Q;
         }
-        if (pc.every != 0u && k % pc.every == 0u) { observe(orow++, b, parity); parity ^= 1u; }
-        if (pc.snap_every != 0u && k % pc.snap_every == 0u) write_leaves(b, srow++, true);
+        for (uint i = 0u; i < UP; ++i) {
+            float v = up[i], f = lam[M + i];
+            for (uint s = 0u; s < run; ++s) v *= f;
+            up[i] = v;
+        }
+        k = stop;
+        g = pc.k0 + k;
+        if (pc.every != 0u && g % pc.every == 0u) { observe(orow++, b, lt, parity); parity ^= 1u; }
+        if (pc.snap_every != 0u && g % pc.snap_every == 0u) write_leaves(b, lt, srow++, true);
     }
-    if (pc.steps > 0u) write_leaves(b, 0u, false);   // an observe-only dispatch leaves x bit-exact
+    for (uint i = 0u; i < LOC; ++i) coef[cbase + i] = d[i];
+    for (uint k = 0u; k <= UP; ++k) coef[cbase + LOC + k] = up[k];
+    if (pc.steps > 0u && pc.write_x != 0u) write_leaves(b, lt, 0u, false);   // observe-only: x stays bit-exact
 }

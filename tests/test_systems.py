@@ -226,3 +226,46 @@ def test_set_params_applies_to_later_steps(ctx):
         assert sim.params["F"] == 0.05 and sim.params["k"] == R.GRAYSCOTT_PRESETS["spots"]["k"]
         sim.set_params(preset="coral")
         assert sim.params["F"] == R.GRAYSCOTT_PRESETS["coral"]["F"]
+
+
+def test_long_runs_stay_exact(ctx):
+    """Thousands of steps in one recording (CPU drivers cap a shader's loop iterations: the systems
+    split recordings into several dispatches there; the band state carries over exactly)."""
+    x0 = init.random((2, 729), seed=9)
+    r = rollout("tree", x0, 1000, every=7, snapshot_every=250, dims=1, tau=0.05, ctx=ctx, progress=False)
+    _closed_form_check(r, x0, R.tree_rates(3, 6, tau=0.05), 1)
+    assert list(r.snapshot_steps) == [0, 250, 500, 750, 1000]
+    x = x0.astype(np.float64)
+    rates = R.tree_rates(3, 6, tau=0.05)
+    for _ in range(250):
+        x = R.tree_step(x, rates, 3, dims=1)
+    np.testing.assert_allclose(r.snapshots[1], x, atol=1e-5)
+    y0 = init.random((2, 81), seed=2)
+    C = R.coupling_matrix(4, seed=1)
+    rc = rollout("coupled", y0, 700, every=100, dims=1, eps=0.02, phi="tanh", C=C, tau=0.01, ctx=ctx, progress=False)
+    y = y0.astype(np.float64)
+    for _ in range(700):
+        y = R.coupled_step(y, R.tree_rates(3, 4, tau=0.01), C, 0.02, "tanh", 3, dims=1)
+    np.testing.assert_allclose(rc.final, y, atol=1e-4 * np.abs(y).max())
+
+
+def test_replayed_recording_follows_reset(ctx):
+    """The viewer's pattern: one kept recording replayed; reset() puts the state back for it."""
+    x0 = init.random((3, 243), seed=1)
+    rates = R.tree_rates(3, 5)
+    with Simulation(ctx, "tree", x0, dims=1) as sim:
+        rec = ctx.recorder()
+        sim.record_steps(rec, 4)
+        rec.submit()
+        rec.submit()
+        x = x0.astype(np.float64)
+        for _ in range(8):
+            x = R.tree_step(x, rates, 3, dims=1)
+        np.testing.assert_allclose(sim.read(), x, atol=1e-6)
+        sim.reset()
+        rec.submit()
+        y = x0.astype(np.float64)
+        for _ in range(4):
+            y = R.tree_step(y, rates, 3, dims=1)
+        np.testing.assert_allclose(sim.read(), y, atol=1e-6)
+        rec.close()
