@@ -165,7 +165,6 @@ class Viewer:
         self._watch_sig = None
         self._watch_t = 0.0
         self._energy_hist: deque = deque(maxlen=4000)
-        self._ui_state = {}
         self._imgui_keys_down = set()
         self.preview.set_image(self.source.image)
         if getattr(self.source, "band_time", None) is not None:
@@ -517,6 +516,9 @@ class Viewer:
         if obs is not None:
             self._energy_hist.append(obs)
         draw_data = self._build_ui()
+        if getattr(self.source, "error", None):   # e.g. a live parameter the system refused
+            self.error(self.source.error)
+            self.source.error = None
         req = getattr(self.source, "restart_request", None)
         if req:
             self.source.restart_request = None

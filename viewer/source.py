@@ -127,7 +127,6 @@ class SheetSource:
         self.L = sysobj.levels
         self.arity = sysobj.arity
         per_member = int(np.prod(sysobj.state_shape[1:])) // int(np.prod(self.spatial))
-        self._species = per_member                      # 2 for Gray-Scott (u, v): draw v
         self.member = int(member)
         if not 0 <= self.member < self.batch:
             raise ValueError(f"member={member}: the batch has members 0..{self.batch - 1}")
@@ -164,7 +163,7 @@ class SheetSource:
         self.nonfinite = False
         self.ms_per_step = 0.0
         self.last_times = {"simulate": 0.0, "decompose": 0.0}
-        self.error = None
+        self.error = None                # a message for the panel (set by widgets that failed)
         # 1-D fields: a scrolling band x time image of log-energies (rows = bands, one column per
         # frame), drawn by its own ImageWriter into an image the panel shows (ImGui texture).
         self.band_time = None
