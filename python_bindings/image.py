@@ -18,8 +18,9 @@ The exact colour maths (colour maps, range modes, fade) is defined, and tested a
 - NaN and +-Inf are drawn :data:`NONFINITE` (magenta) in every map; gaps and empty grid cells are
   :data:`BACKGROUND` (dark grey).
 - Temporal fade: an r32f accumulator image of the output's size holds ``acc = fade * acc +
-  (1 - fade) * current`` on the values (before the colour map); ``reset=True`` (or ``fade=0``) sets
-  ``acc = current``. The accumulator starts at 0: pass ``reset=True`` on the first faded frame.
+  (1 - fade) * current`` on the values (before the colour map); ``reset=True`` sets ``acc = current``.
+  With ``fade=0`` the accumulator is not touched (half the image traffic); the first faded frame after
+  unfaded ones (or the first ever) resets it automatically.
 
 1-D fields and time series are panels too: a 1-D field ``(N,)`` is one ``(1, 1, N)`` panel drawn as a
 strip with a vertical expansion ``sy``; the detail bands of a 1-D field are ``(P, 1, N)`` panels
@@ -161,6 +162,7 @@ class ImageWriter:
         self._chunk = self._reduce.local_size[0] * _REDUCE_VALUES_PER_INVOCATION
         self._chunks = -(-n // self._chunk)
         self._owned = []
+        self._last_fade = 0.0
         try:
             self.acc = self._own(ctx.image(self.height, self.width, "r32f"))
             self._partial = self._own(ctx.empty((self.P * self._chunks,))) if self._chunks > 1 else None
@@ -244,6 +246,9 @@ class ImageWriter:
         scale = self._panel_max
         if style["range_mode"] != 0:
             scale = self._record_reduction(rec, panels, symmetric=style["range_mode"] == 1)
+        if fade > 0.0 and self._last_fade == 0.0:
+            reset = True  # without fade the shader leaves the accumulator stale: start it from this frame
+        self._last_fade = fade
         push = dict(n_panels=self.P, height=self.H, width=self.W, cols=self.cols, sx=self.sx, sy=self.sy,
                     gap=self.gap, reset=int(bool(reset)), fade=fade, **style)
         d = self._draw

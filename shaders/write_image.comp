@@ -8,7 +8,8 @@
 //
 // Value -> colour, exactly as vkbands.reference.colorize defines it (float32 throughout):
 //   fade:     acc = v if reset or fade == 0, else fade * acc + (1 - fade) * v   (per pixel, on values;
-//             `acc` is the r32f accumulator image of the output's size; background pixels store 0)
+//             `acc` is the r32f accumulator image of the output's size; background pixels store 0;
+//             with fade == 0 acc is left untouched, and ImageWriter resets it when fade turns on)
 //   range:    s0 = (acc - centre) * inv_half, where range_mode 0 (fixed) takes centre and inv_half
 //             from the push constants, 1 (symmetric per frame) uses centre 0 and 1 / scale[0], 2 (per
 //             panel) uses 1 / scale[p]; scale holds max|v| over finite values; a max of 0 gives
@@ -96,8 +97,9 @@ void main() {
     uint xin = xy.x - col * cw, yin = xy.y - row * ch;
     uint p = row * pc.cols + col;
     ivec2 at = ivec2(xy);
+    bool keep_acc = pc.fade != 0.0;  // without fade the accumulator is neither read nor written
     if (col >= pc.cols || xin >= pw || yin >= ph || p >= pc.n_panels) {
-        imageStore(acc, at, vec4(0.0));
+        if (keep_acc) imageStore(acc, at, vec4(0.0));
         imageStore(img, at, vec4(BACKGROUND, 1.0));
         return;
     }
@@ -109,6 +111,6 @@ void main() {
         float prev = imageLoad(acc, at).x;
         a = pc.fade * prev + (1.0 - pc.fade) * cur;
     }
-    imageStore(acc, at, vec4(a, 0.0, 0.0, 0.0));
+    if (keep_acc) imageStore(acc, at, vec4(a, 0.0, 0.0, 0.0));
     imageStore(img, at, vec4(colorize(a, p), 1.0));
 }
