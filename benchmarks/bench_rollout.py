@@ -9,7 +9,9 @@ best of a few repeats; NumPy runs float32 with the same maths. Run: ``python ben
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -82,10 +84,17 @@ def main(argv=None):
     n_np = 3 if args.quick else 10
     n_vk = 50 if args.quick else 200
 
-    # heat 1024^2
+    # heat 1024^2 (+ wgpu-py on the same driver, when installed: benchmarks/peers.py)
     u = rng.random((1024, 1024), dtype=np.float32)
     t_np = 1e3 * best(lambda: np_heat(u, 0.2, n_np), 2) / n_np
     t_vk = vk_ms_per_step(ctx, "heat", u, n_vk, alpha=0.2)
+    t_peer = None
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from peers import wgpu_heat_ms_per_step
+        t_peer = wgpu_heat_ms_per_step(u, 0.2, steps=n_vk // 2)
+    except Exception as e:  # a peer is optional
+        print(f"(wgpu peer unavailable: {type(e).__name__}: {e})")
     rows.append(("heat 1024x1024", t_np, t_vk))
 
     # Gray-Scott 1024^2
@@ -105,6 +114,9 @@ def main(argv=None):
     print(f"{'ms/step':<30} {'NumPy':>10} {'vkbands':>10} {'speed-up':>9}")
     for name, a, b in rows:
         print(f"{name:<30} {a:10.3f} {b:10.3f} {a / b:8.1f}x")
+    if t_peer is not None:
+        print(f"{'heat 1024x1024, wgpu-py peer':<30} {'':>10} {t_peer:10.3f}   (same driver, {t_peer / rows[0][2]:.2f}x "
+              "the vkbands time)")
 
     # 1,000-step rollouts: observables every step vs none
     n = 200 if args.quick else 1000

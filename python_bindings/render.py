@@ -35,15 +35,16 @@ class SheetRenderer:
     """Sheet-grid pictures of fields of ``spatial`` shape ((N,) or (H, W)) with ``arity``.
 
     ``render(field, vmax)`` -> ``(H', W', 4) uint8``; ``field`` is one field (NumPy). The colour map
-    is diverging (blue < 0 < red) over the fixed range [-vmax, vmax]. ``close()`` frees the device
-    objects (or use it as a context manager).
+    (``cmap``: "diverging", blue < 0 < red, or "log", the same colours on ``sign(s) log1p(|s|/eps)``
+    so that decaying sheets stay visible over decades) uses the fixed range [-vmax, vmax].
+    ``close()`` frees the device objects (or use it as a context manager).
     """
 
-    def __init__(self, spatial, arity, ctx=None, scale=None, cmap="diverging"):
+    def __init__(self, spatial, arity, ctx=None, scale=None, cmap="diverging", eps=1e-3):
         from .bands import BandPlan
         self.ctx = ctx = ctx or default_context()
         self.spatial = tuple(int(n) for n in spatial)
-        self.cmap = cmap
+        self.cmap, self.eps = cmap, eps
         self._owned = []
         try:
             self.plan = self._own(BandPlan(ctx, self.spatial, arity, batch=1))
@@ -72,7 +73,8 @@ class SheetRenderer:
         if rec is None:
             rec = self._own(self.ctx.recorder())
             self.plan.record_sheets(rec, self.x, self.panels, member=0)
-            self.writer.record(rec, self.panels, self.image, cmap=self.cmap, range="fixed", vmin=-vmax, vmax=vmax)
+            self.writer.record(rec, self.panels, self.image, cmap=self.cmap, range="fixed", vmin=-vmax, vmax=vmax,
+                               eps=self.eps)
             self._recs[vmax] = rec
         return rec
 
@@ -97,26 +99,30 @@ class SheetRenderer:
         self.close()
 
 
-def robust_vmax(fields) -> float:
-    """max |x| over the finite values of ``fields`` (1.0 if there are none or all are 0)."""
+def robust_vmax(fields, q=99.5) -> float:
+    """The colour range half-width for ``fields``: the ``q``-th percentile of |x| over the finite
+    values (outliers saturate instead of washing everything out); 1.0 if that is 0 or there are none."""
     a = np.asarray(fields, dtype=np.float64)
     a = np.abs(a[np.isfinite(a)])
-    m = float(a.max()) if a.size else 0.0
+    m = float(np.percentile(a, q)) if a.size else 0.0
+    if m <= 0 and a.size:
+        m = float(a.max())
     return m if m > 0 else 1.0
 
 
-def band_time_image(energies, scale=None, ctx=None) -> np.ndarray:
-    """``energies (T, L+1)`` of one member -> band x time RGBA picture (grey = log10 E, fixed range
-    over the finite positive values; rows E_0..E_{L-1}, E_c; columns = observed steps)."""
+def band_time_image(energies, scale=None, ctx=None, decades=30.0) -> np.ndarray:
+    """``energies (T, L+1)`` of one member -> band x time RGBA picture (grey = log10 E over at most
+    ``decades`` below the largest value; rows E_0..E_{L-1}, E_c; columns = observed steps)."""
     from .image import render_image
     E = np.asarray(energies, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         logE = np.log10(E)
     ok = np.isfinite(logE)
     lo, hi = (float(logE[ok].min()), float(logE[ok].max())) if ok.any() else (0.0, 1.0)
+    lo = max(lo, hi - decades)
     if hi <= lo:
         hi = lo + 1.0
-    img = np.where(ok, logE, lo).T.astype(np.float32)          # (L+1, T)
+    img = np.clip(np.where(ok, logE, lo), lo, hi).T.astype(np.float32)          # (L+1, T)
     T = img.shape[1]
     if scale is None:
         scale = (max(4, 64 // img.shape[0]), max(1, 512 // max(T, 1)))

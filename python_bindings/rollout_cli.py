@@ -10,6 +10,8 @@ directory is never overwritten):
 - ``energies.png``: log E_l(t) per band (member 0; tree: closed form dashed);
 - ``sheets_tNNNNN.png``: the sheet grid (SPEC section 6) of member 0 at each snapshot (1-D: strips;
   plus ``band_time.png``, the band x time energy image); ``rollout.gif``: those frames animated.
+  One fixed colour range per rollout (from the first snapshot); diffusions use the log colour map
+  (decades stay visible), Gray-Scott the diverging one; Gray-Scott pictures and observables are of v.
 """
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ def _add_arguments(p):
     g.add_argument("--system", choices=("tree", "coupled", "heat", "grayscott"), default="tree")
     g.add_argument("--arity", "-p", type=int, default=3, help="p (branching factor; grid systems: band arity)")
     g.add_argument("--depth", "-L", type=int, default=None,
-                   help="levels L: N = p**L leaves (1-D) or p**L x p**L (2-D); default 6 (tree), 5 (grids)")
+                   help="levels L: N = p**L leaves (1-D) or p**L x p**L (2-D); default 6 (1-D tree/coupled), "
+                        "5 (grids, 2-D tree), 4 (2-D coupled)")
     g.add_argument("--size", type=int, default=None, help="leaves per axis instead of --depth (a power of p)")
     g.add_argument("--dims", type=int, choices=(1, 2), default=None, help="1-D or 2-D fields (grids: always 2)")
     g.add_argument("--batch", "-B", type=int, default=1)
@@ -96,7 +99,8 @@ def _field_shape(args):
         side = int(args.size)
         R.levels((side,), p, 1)          # ValueError naming the nearest valid sizes
     else:
-        depth = args.depth if args.depth is not None else (6 if args.system in ("tree", "coupled") else 5)
+        default = {"tree": 6 if dims == 1 else 5, "coupled": 6 if dims == 1 else 4}.get(args.system, 5)
+        depth = args.depth if args.depth is not None else default
         if depth < 1:
             raise SystemExit(f"vkbands rollout: --depth must be >= 1, got {depth}")
         side = p ** depth
@@ -227,9 +231,11 @@ def write_pictures(out, r, ctx=None):
             written.append("band_time.png")
     if r.snapshots is not None and len(r.snapshots):
         fields = [_member_field(r, s[0]) for s in r.snapshots]      # the CLI's x0 is always (B, ...)
-        vmax = robust_vmax(fields)
+        vmax = robust_vmax(fields[0])                                 # fixed over the rollout: decay shows
         frames = []
-        with SheetRenderer(fields[0].shape, r.arity, ctx=ctx) as sr:
+        # diffusions decay over decades: log colours; Gray-Scott patterns are O(1): diverging
+        cmap = "diverging" if r.system == "grayscott" else "log"
+        with SheetRenderer(fields[0].shape, r.arity, ctx=ctx, cmap=cmap) as sr:
             for t, f in zip(r.snapshot_steps, fields):
                 img = sr.render(f, vmax)
                 name = f"sheets_t{int(t):05d}.png"
