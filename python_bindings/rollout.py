@@ -305,12 +305,11 @@ def _run(sim, steps, every, snap_every, progress, chunk, t_setup):
 
     recs = []
     try:
-        # step 0: observables / snapshot of x0
-        if every or snap_every:
-            with ctx.recorder() as rec:
-                sysm.record(rec, sim.state, 0, observe_first=bool(every), snap_first=bool(snap_every),
-                            obs=obs, snap=snap)
-            collect(1 if every else 0, 1 if snap_every else 0, -1)
+        # step 0: observables / snapshot of x0 (tree: also the band state the replays start from)
+        with ctx.recorder() as rec:
+            sysm.record(rec, sim.state, 0, observe_first=bool(every), snap_first=bool(snap_every),
+                        obs=obs, snap=snap)
+        collect(1 if every else 0, 1 if snap_every else 0, -1)
         t_run = time.perf_counter()
         setup_s = t_run - t_setup
         full, rem = divmod(steps, K)
