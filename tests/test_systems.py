@@ -269,3 +269,38 @@ def test_replayed_recording_follows_reset(ctx):
             y = R.tree_step(y, rates, 3, dims=1)
         np.testing.assert_allclose(sim.read(), y, atol=1e-6)
         rec.close()
+
+
+@pytest.mark.parametrize("shape,dims", [((5, 729), 1), ((5, 243), 1), ((2, 81, 81), 2), ((3, 27, 27), 2)])
+def test_tree_every_kernel_layout_matches_reference(ctx, shape, dims):
+    """step_tree.comp's three reductions (one invocation per field / subgroup shuffles / shared memory)
+    give the reference result; which one runs depends on the field size and the subgroup size."""
+    x0 = init.random(shape, seed=len(shape))
+    p = 3
+    L = R.levels(shape, p, dims)
+    rates = R.tree_rates(p, L, tau=0.3)
+    sysm = make_system(ctx, "tree", shape, dims=dims, tau=0.3)
+    assert sysm._mode in (0, 1, 2)
+    sysm.close()
+    r = rollout("tree", x0, 30, every=3, snapshot_every=15, dims=dims, tau=0.3, ctx=ctx, progress=False)
+    x = x0.astype(np.float64)
+    for _ in range(30):
+        x = R.tree_step(x, rates, p, dims=dims)
+    np.testing.assert_allclose(r.final, x, atol=1e-6 * np.abs(x0).max())
+    o = R.observables(r.snapshots, p, dims=dims)
+    np.testing.assert_allclose(r.energies[::5], o["energies"], rtol=1e-4, atol=1e-9 * o["energies"].sum(-1).max())
+    np.testing.assert_allclose(r.min[::5], o["min"], atol=1e-6)
+    np.testing.assert_allclose(r.max[::5], o["max"], atol=1e-6)
+
+
+def test_coupled_long_run_729(ctx):
+    x0 = init.random((2, 729), seed=3)
+    C = R.coupling_matrix(6, seed=4)
+    r = rollout("coupled", x0, 300, every=1, dims=1, eps=0.02, phi="sign", C=C, tau=0.02, ctx=ctx, progress=False)
+    x = x0.astype(np.float64)
+    rates = R.tree_rates(3, 6, tau=0.02)
+    for _ in range(300):
+        x = R.coupled_step(x, rates, C, 0.02, "sign", 3, dims=1)
+    np.testing.assert_allclose(r.final, x, atol=1e-4 * np.abs(x).max())
+    E = R.energies(x, 3, dims=1)
+    np.testing.assert_allclose(r.energies[-1], E, rtol=1e-3, atol=1e-6 * E.sum())
