@@ -351,7 +351,7 @@ class TreeSystem(_System):
         per_snap = QM * (3 + nat) + LOC + 2 * M + 2 * UP + 4
         fixed = 2 * L + LOC + 2 * UP + 16 + (LOC + UP + 2) + per_snap          # coef load, coef + leaf store
         decompose = QM * (1 + nat) + LOC * (Q + 4) + TPF + ((TPF * Q) // max(Q - 1, 1)) * (Q + 2) + 2 * UP + 32
-        per_obs = 2 * LOC + 4 * M + 3 * UP + 2 * QM + (L + 3) * (TPF + 2) + 3 * L + 8
+        per_obs = LOC + 4 * M + 3 * UP + 2 * QM + (L + 3) * (TPF + 2) + 3 * L + 8
         return fixed + (0 if self._coef_valid else decompose), LOC + UP, 2 * (LOC + UP + M) + 4, per_obs, per_snap
 
     def _plan(self, n, every, snap_every, observe_first, snap_first):

@@ -94,19 +94,25 @@ void reconstruct() {
     for (uint k = 0u; k < UP; ++k) o += up[k];
     // value(level l, j) = value(level l+1, j / Q) + d^(l)[j], written into leaf[] from the top;
     // leaf[j / Q] is read before it is overwritten (descending j, j / Q <= j).
+    // Loops run over parent blocks with the Q children unrolled (fewer loop iterations: CPU
+    // drivers cap them per dispatch).
     uint n = Q, off = LOC - Q;
-    for (uint j = 0u; j < Q; ++j) leaf[j] = o + d[off + j];
+    for (uint c = 0u; c < Q; ++c) leaf[c] = o + d[off + c];
     for (uint l = M - 1u; l > 0u; --l) {
-        uint nn = n * Q;
-        off -= nn;
-        for (uint j = nn; j-- > 0u;) leaf[j] = leaf[j / Q] + d[off + j];
-        n = nn;
+        off -= n * Q;
+        for (uint p = n; p-- > 0u;) {
+            float v = leaf[p];
+            for (uint c = Q; c-- > 0u;) leaf[p * Q + c] = v + d[off + p * Q + c];
+        }
+        n *= Q;
     }
 }
 
 float combine(uint k, float a, float b) { return k < L ? a + b : k == L ? min(a, b) : max(a, b); }
 
-void observe(uint row, uint b, uint lt, uint parity) {
+// Band energies of this invocation's coefficients into part[0..L) (the step loop fuses the same
+// sums into its last multiply when a run ends in an observation).
+void band_energies() {
     uint n = QM, off = 0u;
     float w = 1.0;
     for (uint l = 0u; l < M; ++l) {
@@ -116,11 +122,17 @@ void observe(uint row, uint b, uint lt, uint parity) {
         off += n; n /= Q; w *= float(Q);
     }
     for (uint k = 0u; k < UP; ++k) part[M + k] = up[k] * up[k] * uw[k];
+}
+
+// part[0..L) must hold the band energies (band_energies() or the fused step loop).
+void observe(uint row, uint b, uint lt, uint parity) {
     reconstruct();
     float mn = 1.0 / 0.0, mx = -1.0 / 0.0, bad = 0.0;
-    for (uint j = 0u; j < QM; ++j) {
-        float v = leaf[j];
-        if (isnan(v) || isinf(v)) bad = 1.0; else { mn = min(mn, v); mx = max(mx, v); }
+    for (uint j = 0u; j < QM; j += Q) {
+        for (uint c = 0u; c < Q; ++c) {
+            float v = leaf[j + c];
+            if (isnan(v) || isinf(v)) bad = 1.0; else { mn = min(mn, v); mx = max(mx, v); }
+        }
     }
     part[L] = mn; part[L + 1u] = mx; part[L + 2u] = bad;
     uint o = (row * pc.batch + b) * KO;
@@ -247,7 +259,7 @@ void main() {
     uw[UP] = 0.0;
     uint n, off;
     uint orow = pc.row0, srow = pc.srow0, parity = 0u;
-    if (pc.observe_first != 0u) { observe(orow++, b, lt, parity); parity ^= 1u; }
+    if (pc.observe_first != 0u) { band_energies(); observe(orow++, b, lt, parity); parity ^= 1u; }
     if (pc.snap_first != 0u) write_leaves(b, lt, srow++, true);
     // Steps run in tight runs up to the next observation or snapshot.
     uint k = 0u;
@@ -258,21 +270,34 @@ void main() {
         if (pc.snap_every != 0u) stop = min(stop, (g / pc.snap_every + 1u) * pc.snap_every - pc.k0);
         // `run` steps, loops interchanged: each coefficient is multiplied `run` times in a register
         // (the same float32 roundings as step by step, one load/store per run).
+        // When the run ends in an observation the band energies are summed on the way.
         uint run = stop - k;
         n = QM; off = 0u;
+        float w = 1.0;
+        // The run loop is unrolled by 4 (same multiplications in the same order).
+        uint run4 = run / 4u, run1 = run % 4u;
         for (uint l = 0u; l < M; ++l) {
-            float f = lam[l];
-            for (uint j = 0u; j < n; ++j) {
-                float v = d[off + j];
-                for (uint s = 0u; s < run; ++s) v *= f;
-                d[off + j] = v;
+            float f = lam[l], e = 0.0;
+            for (uint j = 0u; j < n; j += Q) {
+                for (uint c = 0u; c < Q; ++c) {
+                    float v = d[off + j + c];
+                    if (run4 > 0u)
+                        for (uint s = 0u; s < run4; ++s) { v *= f; v *= f; v *= f; v *= f; }
+                    if (run1 > 0u) v *= f;
+                    if (run1 > 1u) v *= f;
+                    if (run1 > 2u) v *= f;
+                    d[off + j + c] = v;
+                    e += v * v;
+                }
             }
-            off += n; n /= Q;
+            part[l] = e * w;
+            off += n; n /= Q; w *= float(Q);
         }
         for (uint i = 0u; i < UP; ++i) {
             float v = up[i], f = lam[M + i];
             for (uint s = 0u; s < run; ++s) v *= f;
             up[i] = v;
+            part[M + i] = v * v * uw[i];
         }
         k = stop;
         g = pc.k0 + k;
