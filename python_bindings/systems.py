@@ -463,62 +463,22 @@ class CoupledSystem(TreeSystem):
         w = C.sum(axis=0)                # w_b = sum_{b' != b} C[b', b]
         return np.concatenate([self.rates, w]).astype(np.float32)
 
-    def _layout(self, ctx):
-        """step_coupled.comp: leaves and block means in shared memory, LOCAL_X invocations."""
-        q, N = self._q, self.n
-        self._spec = dict(P=self.arity, DIMS=self.dims, L=self.levels, Q=q, N=N,
-                          PYR=(N * q - 1) // (q - 1), SIDE=self.spatial[-1])
-        self._local = self._choose_local(ctx)
-        self._fpw = 1
-        return dict(self._spec, LOCAL_X=self._local)
-
-    def _shared_floats(self, local):
-        s = self._spec
-        return s["PYR"] + 2 * s["L"] + local * (s["L"] + 3) + s["L"] + 1
-
-    def _choose_local(self, ctx):
-        limit = int(ctx.limits.maxComputeSharedMemorySize)
-        max_inv = int(ctx.limits.maxComputeWorkGroupInvocations)
-        # enough invocations for the field (about 8 leaves each), a power of two in [32, 256]
-        local = 32
-        while local < 256 and local * 8 < self.n and local * 2 <= max_inv:
-            local *= 2
-        while local > 32 and 4 * self._shared_floats(local) > limit:
-            local //= 2
-        if 4 * self._shared_floats(local) > limit:
-            raise ValueError(
-                f"{self.name}: a field of {self.n} leaves needs {4 * self._shared_floats(local)} bytes of shared "
-                f"memory; this device allows {limit} (maxComputeSharedMemorySize). Use a smaller field "
-                f"(e.g. depth {self.levels - 1}); the multi-dispatch path for large tree fields is not built yet")
-        return local
-
     def _kernel_spec(self):
         return dict(self._spec, PHI=PHIS.index(self.phi))
 
     def _loop_costs(self):
-        """(fixed, per_step, per_run, per_obs, per_snap) loop iterations of step_coupled.comp."""
-        sp, loc = self._spec, self._local
-        L, Q, N = sp["L"], sp["Q"], sp["N"]
-        per_leaf = -(-N // loc)
-        nat = (L + 1) if self.dims == 2 else 1
-        means = sum(-(-(N // Q ** l) // loc) * (Q + 1) + 1 for l in range(1, L + 1)) + L
-        per_step = per_leaf * (L + 2) + 1 + means
-        per_obs = sum(-(-(N // Q ** l) // loc) + 1 for l in range(L)) + per_leaf + 2 * L \
-            + int(np.log2(loc) + 1) * (L + 4) + L + 8
-        per_snap = per_leaf * (nat + 1) + 2
-        fixed = 2 * L + per_leaf * nat * 2 + means + L + 8 + per_snap
-        return fixed, per_step, 2, per_obs, per_snap
+        """Tree costs, with a coupled step: new leaves top-down, decomposition, chain (per step)."""
+        fixed, per_step, per_run, per_obs, per_snap = super()._loop_costs()
+        if self.eps != 0.0:
+            sp = self._spec
+            LOC, QM, TPF, UP, Q = sp["LOC"], sp["QM"], sp["TPF"], sp["L"] - sp["M"], sp["Q"]
+            ups = sp["UPS"]
+            per_step = 4 * LOC + 2 * QM + 2 * TPF + ups * (Q + 2) + 4 * UP + 4 * sp["M"] + 16
+            per_run += LOC + 2 * sp["M"] + 2 * UP
+        return fixed, per_step, per_run, per_obs, per_snap
 
-    def _push(self, n, every, snap_every, observe_first, snap_first, load_coef, row0, srow0, k0, last):
-        return dict(batch=self.batch, steps=int(n), every=int(every or 0), snap_every=int(snap_every or 0),
-                    observe_first=int(bool(observe_first)), snap_first=int(bool(snap_first)), eps=self.eps,
-                    row0=int(row0), srow0=int(srow0), k0=int(k0))
-
-    def _extra(self, coef):
-        return ()
-
-    def _coef_array(self):
-        return None
+    def _push(self, *args):
+        return dict(super()._push(*args), eps=self.eps)
 
 
 # ----------------------------------------------------------------------------- grid systems

@@ -304,3 +304,26 @@ def test_coupled_long_run_729(ctx):
     np.testing.assert_allclose(r.final, x, atol=1e-4 * np.abs(x).max())
     E = R.energies(x, 3, dims=1)
     np.testing.assert_allclose(r.energies[-1], E, rtol=1e-3, atol=1e-6 * E.sum())
+
+
+@pytest.mark.parametrize("shape,dims", [((2, 729), 1), ((3, 243), 1), ((1, 81, 81), 2)])
+def test_coupled_every_kernel_layout_matches_reference(ctx, shape, dims):
+    x0 = init.random(shape, seed=7)
+    L = R.levels(shape, 3, dims)
+    C = R.coupling_matrix(L, seed=5)
+    rates = R.tree_rates(3, L, tau=0.2)
+    r = rollout("coupled", x0, 20, every=4, snapshot_every=10, dims=dims, eps=0.05, phi="tanh", C=C, tau=0.2,
+                ctx=ctx, progress=False)
+    x = x0.astype(np.float64)
+    snaps = [x]
+    for t in range(1, 21):
+        x = R.coupled_step(x, rates, C, 0.05, "tanh", 3, dims=dims)
+        if t % 10 == 0:
+            snaps.append(x)
+    scale = np.abs(x).max()
+    np.testing.assert_allclose(r.final, x, atol=2e-5 * scale)
+    np.testing.assert_allclose(r.snapshots, np.stack(snaps), atol=2e-5 * scale)
+    o = R.observables(r.snapshots, 3, dims=dims)
+    # observations at steps 0, 4, ..., 20: rows 0 and 5 are the snapshots at steps 0 and 20
+    np.testing.assert_allclose(r.energies[[0, 5]], o["energies"][[0, 2]], rtol=1e-3,
+                               atol=1e-6 * o["energies"].sum(-1).max())

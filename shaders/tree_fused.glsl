@@ -1,0 +1,360 @@
+// The fused tree kernels' body (step_tree.comp, and step_coupled.comp with COUPLED defined):
+// see step_tree.comp for the layout of the state and the reductions.
+#extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#include "common.glsl"
+
+layout(constant_id = 0) const uint LOCAL_X = 27;  // TPF * FPW
+layout(constant_id = 1) const uint P = 3;         // arity
+layout(constant_id = 2) const uint DIMS = 1;
+layout(constant_id = 3) const uint L = 6;         // levels
+layout(constant_id = 4) const uint Q = 3;         // P**DIMS
+layout(constant_id = 5) const uint N = 729;       // leaves per field
+layout(constant_id = 6) const uint SIDE = 729;    // P**L (row length of a 2-D field)
+layout(constant_id = 7) const uint M = 3;         // levels held inside one invocation (1..L)
+layout(constant_id = 8) const uint QM = 27;       // Q**M leaves per invocation
+layout(constant_id = 9) const uint LOC = 39;      // QM + QM/Q + ... + Q local details
+layout(constant_id = 10) const uint UPS = 40;     // TPF + TPF/Q + ... + 1 (upper pyramid)
+layout(constant_id = 11) const uint TPF = 27;     // invocations per field (N / QM)
+layout(constant_id = 12) const uint FPW = 1;      // fields per workgroup
+layout(constant_id = 13) const uint REDUCE = 2;   // 0 none, 1 subgroup shuffles, 2 shared memory
+layout(constant_id = 14) const uint PHI = 0;      // coupled: 0 tanh, 1 sign, 2 square
+layout(local_size_x_id = 0) in;
+
+const uint UP = L - M;
+const uint KO = L + 5u;        // observables row
+const uint RK = L + 3u;        // partials per invocation: E_0..E_{L-1}, min, max, nonfinite
+
+layout(std430, binding = 0) buffer X { float x[]; };                   // (B, N) natural layout, in place
+layout(std430, binding = 1) readonly buffer Rates { float rates[]; };  // (L); coupled: then w (L)
+layout(std430, binding = 2) writeonly buffer Obs { float obs[]; };     // (rows, B, L + 5)
+layout(std430, binding = 3) writeonly buffer Snap { float snap[]; };   // (rows, B, N)
+layout(std430, binding = 4) buffer Coef { float coef[]; };            // (B, TPF, LOC + UP + 1) band state
+
+layout(push_constant) uniform Push {
+    uint batch;          // fields
+    uint steps;          // steps in this dispatch
+    uint every;          // observe after step k when k % every == 0 (0: never)
+    uint snap_every;     // snapshot after step k when k % snap_every == 0 (0: never)
+    uint observe_first;  // 1: observables of the incoming state into row 0 first
+    uint snap_first;     // 1: snapshot of the incoming state into row 0 first
+    uint load_coef;      // 1: start from the band state in coef (exact), 0: decompose the leaves x
+    uint row0;           // first observables row of this dispatch
+    uint srow0;          // first snapshot row of this dispatch
+    uint k0;             // steps already done in this chunk: observe after local step k when (k0 + k) % every == 0
+    uint write_x;        // 1: write the leaves back to x at the end (the last dispatch of a recording)
+#ifdef COUPLED
+    float eps;           // coupling strength (0: exactly tree diffusion)
+#endif
+} pc;
+
+shared float sm[REDUCE == 2u ? 2u * TPF : 1u];             // subtree means (double-buffered)
+shared float red[REDUCE == 2u ? 2u * TPF * RK : 1u];       // double-buffered partials (mode 2)
+
+float d[LOC];           // local details, level 0 first
+float lam[L];           // rates
+#ifdef COUPLED
+float wcol[L];          // coupling weights w_b = sum_{b' != b} C[b', b]
+#endif
+float up[UP + 1u];      // ancestor details d^(M..L-1), then c
+float uw[UP + 1u];      // energy weight of up[k] in this invocation (Q**(M+k) or 0)
+float leaf[QM];         // scratch: leaf values of the subtree
+float part[RK];         // observables partials of this invocation
+
+// Natural (row-major) index of tree-order leaf position t.
+uint natural_index(uint t) {
+    if (DIMS == 1u) return t;
+    uint r = 0u, c = 0u, m = 1u;
+    for (uint k = 0u; k < L; ++k) {
+        uint digit = t % Q;
+        r += (digit / P) * m; c += (digit % P) * m;
+        t /= Q; m *= P;
+    }
+    return r * SIDE + c;
+}
+
+// leaf[] <- the subtree's leaf values (top-down: offset of the chain, then local details).
+void reconstruct() {
+    float o = up[UP];
+    for (uint k = 0u; k < UP; ++k) o += up[k];
+    // value(level l, j) = value(level l+1, j / Q) + d^(l)[j], written into leaf[] from the top;
+    // leaf[j / Q] is read before it is overwritten (descending j, j / Q <= j).
+    // Loops run over parent blocks with the Q children unrolled (fewer loop iterations: CPU
+    // drivers cap them per dispatch).
+    uint n = Q, off = LOC - Q;
+    for (uint c = 0u; c < Q; ++c) leaf[c] = o + d[off + c];
+    for (uint l = M - 1u; l > 0u; --l) {
+        off -= n * Q;
+        for (uint p = n; p-- > 0u;) {
+            float v = leaf[p];
+            for (uint c = Q; c-- > 0u;) leaf[p * Q + c] = v + d[off + p * Q + c];
+        }
+        n *= Q;
+    }
+}
+
+float combine(uint k, float a, float b) { return k < L ? a + b : k == L ? min(a, b) : max(a, b); }
+
+// Band energies of this invocation's coefficients into part[0..L) (the step loop fuses the same
+// sums into its last multiply when a run ends in an observation).
+void band_energies() {
+    uint n = QM, off = 0u;
+    float w = 1.0;
+    for (uint l = 0u; l < M; ++l) {
+        float s = 0.0;
+        for (uint j = 0u; j < n; ++j) s += d[off + j] * d[off + j];
+        part[l] = s * w;
+        off += n; n /= Q; w *= float(Q);
+    }
+    for (uint k = 0u; k < UP; ++k) part[M + k] = up[k] * up[k] * uw[k];
+}
+
+// part[0..L) must hold the band energies (band_energies() or the fused step loop).
+void observe(uint row, uint b, uint lt, uint parity) {
+    reconstruct();
+    float mn = 1.0 / 0.0, mx = -1.0 / 0.0, bad = 0.0;
+    for (uint j = 0u; j < QM; j += Q) {
+        for (uint c = 0u; c < Q; ++c) {
+            float v = leaf[j + c];
+            if (isnan(v) || isinf(v)) bad = 1.0; else { mn = min(mn, v); mx = max(mx, v); }
+        }
+    }
+    part[L] = mn; part[L + 1u] = mx; part[L + 2u] = bad;
+    uint o = (row * pc.batch + b) * KO;
+    float c = up[UP];
+    if (REDUCE == 1u) {                     // the field's TPF invocations are consecutive lanes
+        uint base = gl_SubgroupInvocationID - lt;
+        for (uint k = 0u; k < RK; ++k) {
+            float acc = part[k];
+            for (uint j = 1u; j < TPF; ++j)
+                acc = combine(k, acc, subgroupShuffle(part[k], base + (lt + j) % TPF));
+            part[k] = acc;
+        }
+    } else if (REDUCE == 2u) {
+        uint rb = (parity * TPF + lt) * RK;
+        for (uint k = 0u; k < RK; ++k) red[rb + k] = part[k];
+        barrier();
+        for (uint k = 0u; k < RK; ++k) {
+            uint r0 = parity * TPF * RK + k;
+            float acc = red[r0];
+            for (uint i = 1u; i < TPF; ++i) acc = combine(k, acc, red[r0 + i * RK]);
+            part[k] = acc;
+        }
+    }
+    if (lt == 0u) {
+        for (uint l = 0u; l < L; ++l) obs[o + l] = part[l];
+        obs[o + L] = float(N) * c * c;
+        obs[o + L + 1u] = float(N) * c;
+        obs[o + L + 2u] = part[L];
+        obs[o + L + 3u] = part[L + 1u];
+        obs[o + L + 4u] = max(part[L + 2u], (isnan(c) || isinf(c)) ? 1.0 : 0.0);
+    }
+}
+
+void write_leaves(uint b, uint lt, uint row, bool to_snap) {
+    reconstruct();
+    uint t0 = lt * QM;
+    for (uint j = 0u; j < QM; ++j) {
+        uint i = natural_index(t0 + j);
+        float v = leaf[j];
+        if (to_snap) snap[(row * pc.batch + b) * N + i] = v;
+        else x[b * N + i] = v;
+    }
+}
+
+// d[0..QM) holds the subtree's leaves: block means bottom-up (level l at its offset), then the
+// details in place, finest first: d^(l)[j] = A^(l)[j] - A^(l+1)[j / Q]. Returns the subtree mean.
+float decompose_local() {
+    const float invq = 1.0 / float(Q);
+    uint n = QM, off = 0u;
+    float mean = 0.0;
+    for (uint l = 0u; l < M; ++l) {
+        uint nn = n / Q;
+        if (l + 1u < M) {
+            for (uint j = 0u; j < nn; ++j) {
+                float s = 0.0;
+                for (uint c = 0u; c < Q; ++c) s += d[off + j * Q + c];
+                d[off + n + j] = s * invq;
+            }
+        } else {
+            float s = 0.0;
+            for (uint c = 0u; c < Q; ++c) s += d[off + c];
+            mean = s * invq;
+        }
+        off += n; n = nn;
+    }
+    n = QM; off = 0u;
+    for (uint l = 0u; l < M; ++l) {
+        if (l + 1u < M) {
+            for (uint j = 0u; j < n; j += Q) {
+                float parent = d[off + n + j / Q];
+                for (uint c = 0u; c < Q; ++c) d[off + j + c] -= parent;
+            }
+        } else {
+            for (uint c = 0u; c < Q; ++c) d[off + c] -= mean;
+        }
+        off += n; n /= Q;
+    }
+    return mean;
+}
+
+// up[] <- the chain above the subtree, from the TPF subtree means of the field (subgroup shuffles or
+// shared memory, buffer `parity` of sm). Also sets the energy weights uw[].
+void build_chain(float mean, uint lt, uint parity) {
+    const float invq = 1.0 / float(Q);
+    if (UP == 0u) {
+        up[UP] = mean;
+        uw[UP] = 0.0;
+        return;
+    }
+    float um[UPS];
+    if (REDUCE == 2u) {
+        sm[parity * TPF + lt] = mean;
+        barrier();
+        for (uint j = 0u; j < TPF; ++j) um[j] = sm[parity * TPF + j];
+    } else {
+        uint base = gl_SubgroupInvocationID - lt;
+        for (uint j = 0u; j < TPF; ++j) um[j] = subgroupShuffle(mean, base + j);
+    }
+    uint so = 0u, n = TPF;
+    for (uint k = 0u; k < UP; ++k) {
+        uint nn = n / Q;
+        for (uint j = 0u; j < nn; ++j) {
+            float s = 0.0;
+            for (uint c = 0u; c < Q; ++c) s += um[so + j * Q + c];
+            um[so + n + j] = s * invq;
+        }
+        so += n; n = nn;
+    }
+    so = 0u; n = TPF;
+    uint node = lt, qk = 1u;
+    for (uint k = 0u; k < UP; ++k) {
+        up[k] = um[so + node] - um[so + n + node / Q];
+        uw[k] = (lt % qk == 0u) ? float(QM * qk) : 0.0;
+        so += n; n /= Q; node /= Q; qk *= Q;
+    }
+    up[UP] = um[UPS - 1u];
+    uw[UP] = 0.0;
+}
+
+#ifdef COUPLED
+float phi(float v) {
+    if (PHI == 0u) return tanh(v);
+    if (PHI == 1u) return sign(v);
+    return v * v;
+}
+
+// New value of a band coefficient's contribution: g_b(x) = lam_b x + eps w_b phi(x) |lam_b x|.
+float gb(uint l, float v) {
+    float y = lam[l] * v;
+    return y + pc.eps * wcol[l] * phi(v) * abs(y);
+}
+
+// One band-coupled step (SPEC 3.2) of this invocation's subtree: the new leaves are
+// c + sum_b g_b(X_b), X_b = the band-b detail on the leaf's path (a sum separable over bands, so it is
+// accumulated top-down like reconstruct()); then the leaves are decomposed again.
+void coupled_step(uint lt, uint parity) {
+    float o = up[UP];
+    for (uint k = 0u; k < UP; ++k) o += gb(M + k, up[k]);
+    uint n = Q, off = LOC - Q;
+    for (uint c = 0u; c < Q; ++c) leaf[c] = o + gb(M - 1u, d[off + c]);
+    for (uint l = M - 1u; l > 0u; --l) {
+        off -= n * Q;
+        for (uint p = n; p-- > 0u;) {
+            float v = leaf[p];
+            for (uint c = Q; c-- > 0u;) leaf[p * Q + c] = v + gb(l - 1u, d[off + p * Q + c]);
+        }
+        n *= Q;
+    }
+    for (uint j = 0u; j < QM; ++j) d[j] = leaf[j];
+    build_chain(decompose_local(), lt, parity);
+}
+#endif
+
+void main() {
+    uint tid = gl_LocalInvocationID.x;
+    uint lt = tid % TPF;
+    uint b = flat_group_id() * FPW + tid / TPF;
+    if (REDUCE == 2u) {
+        if (b >= pc.batch) return;        // one field per workgroup: uniform
+    } else if (b >= pc.batch || tid >= TPF * FPW) {
+        return;                           // no barriers in modes 0/1: idle lanes just leave
+    }
+    for (uint l = 0u; l < L; ++l) lam[l] = rates[l];
+#ifdef COUPLED
+    for (uint l = 0u; l < L; ++l) wcol[l] = rates[L + l];
+#endif
+    const uint CS = LOC + UP + 1u;                 // band state floats per invocation
+    uint cbase = (b * TPF + lt) * CS;
+    if (pc.load_coef != 0u) {
+        for (uint i = 0u; i < LOC; ++i) d[i] = coef[cbase + i];
+        for (uint k = 0u; k <= UP; ++k) up[k] = coef[cbase + LOC + k];
+        uint qk = 1u;
+        for (uint k = 0u; k < UP; ++k) { uw[k] = (lt % qk == 0u) ? float(QM * qk) : 0.0; qk *= Q; }
+    } else {
+        // load the subtree's leaves and decompose them; the chain above it
+        uint t0 = lt * QM;
+        for (uint j = 0u; j < QM; ++j) d[j] = x[b * N + natural_index(t0 + j)];
+        build_chain(decompose_local(), lt, 0u);
+    }
+    uw[UP] = 0.0;
+    uint n, off;
+    uint orow = pc.row0, srow = pc.srow0, parity = 0u, cpar = 1u;
+    if (pc.observe_first != 0u) { band_energies(); observe(orow++, b, lt, parity); parity ^= 1u; }
+    if (pc.snap_first != 0u) write_leaves(b, lt, srow++, true);
+    // Steps run in tight runs up to the next observation or snapshot.
+    uint k = 0u;
+    while (k < pc.steps) {
+        uint stop = pc.steps;
+        uint g = pc.k0 + k;
+        if (pc.every != 0u) stop = min(stop, (g / pc.every + 1u) * pc.every - pc.k0);
+        if (pc.snap_every != 0u) stop = min(stop, (g / pc.snap_every + 1u) * pc.snap_every - pc.k0);
+#ifdef COUPLED
+        if (pc.eps != 0.0) {
+            for (uint r = k; r < stop; ++r) { coupled_step(lt, cpar); cpar ^= 1u; }
+            band_energies();
+        } else
+#endif
+        {
+            // `run` steps, loops interchanged: each coefficient is multiplied `run` times in a
+            // register (the same float32 roundings as step by step, one load/store per run). When the
+            // run ends in an observation the band energies are summed on the way.
+            uint run = stop - k;
+            n = QM; off = 0u;
+            float w = 1.0;
+            // The run loop is unrolled by 4 (same multiplications in the same order).
+            uint run4 = run / 4u, run1 = run % 4u;
+            for (uint l = 0u; l < M; ++l) {
+                float f = lam[l], e = 0.0;
+                for (uint j = 0u; j < n; j += Q) {
+                    for (uint c = 0u; c < Q; ++c) {
+                        float v = d[off + j + c];
+                        if (run4 > 0u)
+                            for (uint s = 0u; s < run4; ++s) { v *= f; v *= f; v *= f; v *= f; }
+                        if (run1 > 0u) v *= f;
+                        if (run1 > 1u) v *= f;
+                        if (run1 > 2u) v *= f;
+                        d[off + j + c] = v;
+                        e += v * v;
+                    }
+                }
+                part[l] = e * w;
+                off += n; n /= Q; w *= float(Q);
+            }
+            for (uint i = 0u; i < UP; ++i) {
+                float v = up[i], f = lam[M + i];
+                for (uint s = 0u; s < run; ++s) v *= f;
+                up[i] = v;
+                part[M + i] = v * v * uw[i];
+            }
+        }
+        k = stop;
+        g = pc.k0 + k;
+        if (pc.every != 0u && g % pc.every == 0u) { observe(orow++, b, lt, parity); parity ^= 1u; }
+        if (pc.snap_every != 0u && g % pc.snap_every == 0u) write_leaves(b, lt, srow++, true);
+    }
+    for (uint i = 0u; i < LOC; ++i) coef[cbase + i] = d[i];
+    for (uint k = 0u; k <= UP; ++k) coef[cbase + LOC + k] = up[k];
+    if (pc.steps > 0u && pc.write_x != 0u) write_leaves(b, lt, 0u, false);   // observe-only: x stays bit-exact
+}
