@@ -31,9 +31,17 @@ Systems and their parameters:
 For heat and Gray-Scott ``arity`` (used for the band energies) defaults to 3 when H and W are powers
 of 3, else 2.
 
-Tree and coupled steps run fused: one workgroup per field holds the field in shared memory and runs
-all ``n`` steps of a ``record`` in ONE dispatch, computing observables in shared memory. A field too
-large for the device's shared memory raises a ValueError naming the limit (no multi-dispatch path yet).
+Tree and coupled steps run fused (``step_tree.comp`` / ``step_coupled.comp``, body in
+``tree_fused.glsl``): the band coefficients of each field stay in private memory for all the steps of a
+dispatch, observables and snapshots are computed in the kernel, and the band state is kept in a device
+buffer between dispatches (exact: no re-decomposition round-off). The layout is chosen per device from
+a subgroup probe (``subgroup_probe.comp``): one invocation per field (CPU drivers, fields <= 1024
+leaves), a field's invocations inside one subgroup with shuffle reductions (GPUs: p=3, L=6 -> 27
+invocations of 27 leaves), or one workgroup per field with a shared-memory reduction (large fields;
+more than 4096 leaves per invocation is refused with a ValueError). On CPU devices (llvmpipe caps a
+shader invocation at 65535 loop iterations and silently leaves longer loops) a recording is split
+into dispatches under an estimated budget; GPUs run a recording as one dispatch.
+``invalidate()`` tells a tree/coupled system that its state buffer was written from outside.
 """
 from __future__ import annotations
 
@@ -220,7 +228,7 @@ class _System:
 
 # ----------------------------------------------------------------------------- tree and coupled
 class TreeSystem(_System):
-    """Tree diffusion (SPEC 3.1), fused multi-step kernel ``step_tree.comp``."""
+    """Tree diffusion (SPEC 3.1), fused multi-step kernel ``step_tree.comp`` (see the module docstring)."""
     name = "tree"
     fused = True
     shader = "step_tree.comp"
@@ -430,7 +438,8 @@ class TreeSystem(_System):
 
 
 class CoupledSystem(TreeSystem):
-    """Band-coupled tree operator (SPEC 3.2), fused multi-step kernel ``step_coupled.comp``."""
+    """Band-coupled tree operator (SPEC 3.2), fused multi-step kernel ``step_coupled.comp`` (the tree
+    kernel's state layout; eps = 0 runs the tree step itself, bit-exact)."""
     name = "coupled"
     shader = "step_coupled.comp"
     allowed = _COUPLED_PARAMS
