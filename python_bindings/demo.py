@@ -1,6 +1,7 @@
 """``vkbands demo`` (what ``make demo`` runs): two headless rollouts with all their files and pictures.
 
-1. Gray-Scott reaction-diffusion on a 243 x 243 grid (p = 3, preset "default"), sheet grid of v;
+1. Gray-Scott reaction-diffusion on a 243 x 243 grid (p = 3, SPEC default parameters, 10,000 steps:
+   the seeded patch grows into a field of spots), sheet grid of v;
 2. tree (p-adic) diffusion of a batch of 256 random 1-D fields, p = 3, depth 6 (729 leaves).
 
 Both write into a new ``out/demo-<timestamp>/`` (subfolders ``grayscott`` and ``tree``; see
@@ -14,8 +15,8 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run"]
 
-GS_ARGS = ["--system", "grayscott", "--arity", "3", "--depth", "5", "--steps", "4000", "--every", "20",
-           "--snapshot-every", "200", "--seed", "0"]
+GS_ARGS = ["--system", "grayscott", "--arity", "3", "--depth", "5", "--steps", "10000", "--every", "50",
+           "--snapshot-every", "500", "--seed", "0"]
 TREE_ARGS = ["--system", "tree", "--arity", "3", "--depth", "6", "--batch", "256", "--steps", "200",
              "--every", "1", "--snapshot-every", "10", "--init", "random", "--seed", "0"]
 

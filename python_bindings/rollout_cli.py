@@ -222,7 +222,7 @@ def write_pictures(out, r, ctx=None):
     """sheets_tNNNNN.png per snapshot, rollout.gif, energies.png, band_time.png (1-D). Returns names."""
     from .render import SheetRenderer, band_time_image, robust_vmax, save_energies_plot, save_gif, save_png
     written = []
-    title = f"{r.system}  p={r.arity} L={r.levels} B={r.batch}  member 0"
+    title = f"{r.system}  p={r.arity} L={r.levels} B={r.batch}  member 0" + ("  (bands of v)" if r.system == "grayscott" else "")
     if len(r.steps):
         save_energies_plot(out / "energies.png", r.steps, r.energies, closed_form=r.closed_form(), title=title)
         written.append("energies.png")
