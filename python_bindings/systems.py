@@ -38,7 +38,7 @@ buffer between dispatches (exact: no re-decomposition round-off). The layout is 
 a subgroup probe (``subgroup_probe.comp``): one invocation per field (CPU drivers, fields <= 1024
 leaves), a field's invocations inside one subgroup with shuffle reductions (GPUs: p=3, L=6 -> 27
 invocations of 27 leaves), or one workgroup per field with a shared-memory reduction (large fields;
-more than 4096 leaves per invocation is refused with a ValueError). On CPU devices (llvmpipe caps a
+more than 6561 leaves per invocation is refused with a ValueError; a 729 x 729 field runs). On CPU devices (llvmpipe caps a
 shader invocation at 65535 loop iterations and silently leaves longer loops) a recording is split
 into dispatches under an estimated budget; GPUs run a recording as one dispatch.
 ``invalidate()`` tells a tree/coupled system that its state buffer was written from outside.
@@ -273,17 +273,18 @@ class TreeSystem(_System):
         if mode is None:
             mode, fpw = 2, 1
 
-            def shared_bytes(m):       # subtree means + double-buffered partials
+            def shared_bytes(m, bufs):     # subtree means (2 buffers) + partials
                 tpf = N // q ** m
-                return 4 * ((tpf * q - 1) // (q - 1) + 2 * tpf * (L + 3))
+                return 4 * (2 * tpf + bufs * tpf * (L + 3))
 
             M = 1
             while M < L and q ** (M + 1) <= 32:
                 M += 1
-            while M < L and (N // q ** M > max_inv or shared_bytes(M) > shared_limit):
+            while M < L and (N // q ** M > max_inv or shared_bytes(M, 1) > shared_limit):
                 M += 1
+            red_bufs = 2 if shared_bytes(M, 2) <= shared_limit else 1
         QM = q ** M
-        if QM > 4096:
+        if QM > 6561:
             raise ValueError(f"{self.name}: a {self.spatial} field with arity {self.arity} needs {QM} leaves per "
                              f"invocation (device limit {max_inv} invocations per workgroup); use a smaller field")
         tpf = N // QM
@@ -293,7 +294,8 @@ class TreeSystem(_System):
         self._fpw = fpw
         self._mode = mode
         return dict(LOCAL_X=tpf * fpw, P=self.arity, DIMS=self.dims, L=L, Q=q, N=N, SIDE=self.spatial[-1], M=M,
-                    QM=QM, LOC=loc, UPS=ups, TPF=tpf, FPW=fpw, REDUCE=mode)
+                    QM=QM, LOC=loc, UPS=ups, TPF=tpf, FPW=fpw, REDUCE=mode,
+                    RED_BUFS=red_bufs if mode == 2 else 2)
 
     def _rates(self, params):
         L = self.levels

@@ -20,6 +20,8 @@ layout(constant_id = 11) const uint TPF = 27;     // invocations per field (N / 
 layout(constant_id = 12) const uint FPW = 1;      // fields per workgroup
 layout(constant_id = 13) const uint REDUCE = 2;   // 0 none, 1 subgroup shuffles, 2 shared memory
 layout(constant_id = 14) const uint PHI = 0;      // coupled: 0 tanh, 1 sign, 2 square
+layout(constant_id = 15) const uint RED_BUFS = 2; // mode 2: 2 = double-buffered partials (one barrier
+                                                  // per observation), 1 = single buffer (two)
 layout(local_size_x_id = 0) in;
 
 const uint UP = L - M;
@@ -50,7 +52,7 @@ layout(push_constant) uniform Push {
 } pc;
 
 shared float sm[REDUCE == 2u ? 2u * TPF : 1u];             // subtree means (double-buffered)
-shared float red[REDUCE == 2u ? 2u * TPF * RK : 1u];       // double-buffered partials (mode 2)
+shared float red[REDUCE == 2u ? RED_BUFS * TPF * RK : 1u];  // partials (mode 2), 1 or 2 buffers
 
 float d[LOC];           // local details, level 0 first
 float lam[L];           // rates
@@ -132,15 +134,26 @@ void observe(uint row, uint b, uint lt, uint parity) {
             part[k] = acc;
         }
     } else if (REDUCE == 2u) {
-        uint rb = (parity * TPF + lt) * RK;
+        // invocation k combines quantity k over the field and writes it
+        uint pb = RED_BUFS == 2u ? parity : 0u;
+        uint rb = (pb * TPF + lt) * RK;
         for (uint k = 0u; k < RK; ++k) red[rb + k] = part[k];
         barrier();
-        for (uint k = 0u; k < RK; ++k) {
-            uint r0 = parity * TPF * RK + k;
+        for (uint k = lt; k < RK; k += TPF) {
+            uint r0 = pb * TPF * RK + k;
             float acc = red[r0];
             for (uint i = 1u; i < TPF; ++i) acc = combine(k, acc, red[r0 + i * RK]);
-            part[k] = acc;
+            if (k < L) obs[o + k] = acc;
+            else if (k == L) obs[o + L + 2u] = acc;
+            else if (k == L + 1u) obs[o + L + 3u] = acc;
+            else obs[o + L + 4u] = max(acc, (isnan(c) || isinf(c)) ? 1.0 : 0.0);
         }
+        if (RED_BUFS == 1u) barrier();
+        if (lt == 0u) {
+            obs[o + L] = float(N) * c * c;
+            obs[o + L + 1u] = float(N) * c;
+        }
+        return;
     }
     if (lt == 0u) {
         for (uint l = 0u; l < L; ++l) obs[o + l] = part[l];

@@ -271,7 +271,8 @@ def test_replayed_recording_follows_reset(ctx):
         rec.close()
 
 
-@pytest.mark.parametrize("shape,dims", [((5, 729), 1), ((5, 243), 1), ((2, 81, 81), 2), ((3, 27, 27), 2)])
+@pytest.mark.parametrize("shape,dims", [((5, 729), 1), ((5, 243), 1), ((2, 81, 81), 2), ((3, 27, 27), 2),
+                                        ((1, 243, 243), 2)])
 def test_tree_every_kernel_layout_matches_reference(ctx, shape, dims):
     """step_tree.comp's three reductions (one invocation per field / subgroup shuffles / shared memory)
     give the reference result; which one runs depends on the field size and the subgroup size."""
