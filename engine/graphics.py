@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import vulkan as vk
 
-from .errors import ClosedError
+from .resource import Resource
 from .kernel import Kernel, _DESCRIPTOR_TYPES, _spec_bytes
 from .shaders import compile_glsl, shader_path
 from .spirv import reflect
@@ -26,7 +26,7 @@ from .spirv import reflect
 _STAGE_BITS = {"vertex": vk.VK_SHADER_STAGE_VERTEX_BIT, "fragment": vk.VK_SHADER_STAGE_FRAGMENT_BIT}
 
 
-class RenderPass:
+class RenderPass(Resource):
     """One colour attachment, one subpass: ``load`` is "clear" or "load"; ``final_layout`` is the
     attachment's layout after the pass (PRESENT_SRC_KHR for a swapchain)."""
 
@@ -34,7 +34,6 @@ class RenderPass:
                  load: str = "clear"):
         ctx._require_open()
         self.ctx, self.format, self.final_layout = ctx, color_format, final_layout
-        self._closed = True
         load_op = vk.VK_ATTACHMENT_LOAD_OP_CLEAR if load == "clear" else vk.VK_ATTACHMENT_LOAD_OP_LOAD
         initial = vk.VK_IMAGE_LAYOUT_UNDEFINED if load == "clear" else final_layout
         att = vk.VkAttachmentDescription(
@@ -56,29 +55,13 @@ class RenderPass:
         self.handle = vk.vkCreateRenderPass(ctx.device, vk.VkRenderPassCreateInfo(
             attachmentCount=1, pAttachments=atts, subpassCount=1, pSubpasses=subs,
             dependencyCount=1, pDependencies=deps), None)
-        self._closed = False
-        ctx._register(self)
+        self._adopt(ctx)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        if not self.ctx.closed:
-            vk.vkDestroyRenderPass(self.ctx.device, self.handle, None)
-        self.ctx._unregister(self)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    def _destroy(self):
+        vk.vkDestroyRenderPass(self.ctx.device, self.handle, None)
 
 
-class GraphicsPipeline:
+class GraphicsPipeline(Resource):
     """A graphics pipeline built from ``shaders/<vert>`` and ``shaders/<frag>``.
 
     Args:
@@ -100,7 +83,6 @@ class GraphicsPipeline:
         ctx._require_open()
         self.ctx = ctx
         self.name = f"{shader_path(vert).name}+{shader_path(frag).name}"
-        self._closed = True
         stages = [("vertex", vert), ("fragment", frag)]
         spirv = {st: compile_glsl(src, defines) for st, src in stages}
         refl = {st: reflect(code) for st, code in spirv.items()}
@@ -215,8 +197,7 @@ class GraphicsPipeline:
         except BaseException:
             self._destroy()
             raise
-        self._closed = False
-        ctx._register(self)
+        self._adopt(ctx)
         ctx.check()
 
     # -------------------------------------------------------------- helpers
@@ -269,14 +250,6 @@ class GraphicsPipeline:
             vk.vkFreeDescriptorSets(self.ctx.device, self._pool, 1, [dset])
 
     # -------------------------------------------------------------- lifetime
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _require_open(self):
-        if self._closed:
-            raise ClosedError(f"pipeline {self.name} is closed")
-
     def _destroy(self):
         dev = self.ctx.device
         if self._pool is not None:
@@ -292,32 +265,17 @@ class GraphicsPipeline:
         self._pool = self.pipeline = self.layout = self.set_layout = None
         self._modules = []
 
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        if not self.ctx.closed:
-            self._destroy()
-        self.ctx._unregister(self)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __repr__(self):
         return f"<vkbands.GraphicsPipeline {self.name}>"
 
 
-class Sampler:
+class Sampler(Resource):
     """A VkSampler: ``filter`` "nearest" or "linear"; ``address`` "clamp" (to edge) or "border"
     (transparent black outside [0, 1])."""
 
     def __init__(self, ctx, filter: str = "nearest", address: str = "clamp"):
         ctx._require_open()
         self.ctx = ctx
-        self._closed = True
         f = {"nearest": vk.VK_FILTER_NEAREST, "linear": vk.VK_FILTER_LINEAR}[filter]
         a = {"clamp": vk.VK_SAMPLER_ADDRESS_MODE_CLAMP_TO_EDGE,
              "border": vk.VK_SAMPLER_ADDRESS_MODE_CLAMP_TO_BORDER}[address]
@@ -325,17 +283,7 @@ class Sampler:
             magFilter=f, minFilter=f, mipmapMode=vk.VK_SAMPLER_MIPMAP_MODE_NEAREST,
             addressModeU=a, addressModeV=a, addressModeW=a, maxLod=0.0,
             borderColor=vk.VK_BORDER_COLOR_FLOAT_TRANSPARENT_BLACK), None)
-        self._closed = False
-        ctx._register(self)
+        self._adopt(ctx)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        if not self.ctx.closed:
-            vk.vkDestroySampler(self.ctx.device, self.handle, None)
-        self.ctx._unregister(self)
+    def _destroy(self):
+        vk.vkDestroySampler(self.ctx.device, self.handle, None)

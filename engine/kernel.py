@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import vulkan as vk
 
-from .errors import ClosedError
+from .resource import Resource
 from .shaders import compile_glsl, shader_path
 from .spirv import reflect
 
@@ -31,7 +31,7 @@ def _spec_bytes(value) -> bytes:
     return struct.pack("<i" if int(value) < 0 else "<I", int(value))
 
 
-class Kernel:
+class Kernel(Resource):
     """A compute pipeline built from ``shaders/<shader>``.
 
     Args:
@@ -63,7 +63,6 @@ class Kernel:
         self.bindings = refl.bindings
         self.push_members = {m.name: m for m in refl.push}
         self.push_size = refl.push_size
-        self._closed = True
         dev = ctx.device
         # Descriptor-set layout and pipeline layout (locals keep cffi arrays alive until the create returns).
         lb = [vk.VkDescriptorSetLayoutBinding(binding=b.binding, descriptorType=_DESCRIPTOR_TYPES[b.kind],
@@ -89,8 +88,7 @@ class Kernel:
                                                    pName="main", pSpecializationInfo=spec_info)
         pinfo = vk.VkComputePipelineCreateInfo(stage=stage, layout=self.layout)
         self.pipeline = vk.vkCreateComputePipelines(dev, ctx.pipeline_cache, 1, [pinfo], None)[0]
-        self._closed = False
-        ctx._register(self)
+        self._adopt(ctx)
         ctx.check()
 
     # -------------------------------------------------------------- helpers for dispatching
@@ -126,32 +124,12 @@ class Kernel:
         gy = -(-n_groups // max_x)
         return (-(-n_groups // gy), gy, 1)
 
-    # -------------------------------------------------------------- lifetime
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _require_open(self):
-        if self._closed:
-            raise ClosedError(f"kernel {self.name} is closed")
-
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        if not self.ctx.closed:
-            dev = self.ctx.device
-            vk.vkDestroyPipeline(dev, self.pipeline, None)
-            vk.vkDestroyShaderModule(dev, self.module, None)
-            vk.vkDestroyPipelineLayout(dev, self.layout, None)
-            vk.vkDestroyDescriptorSetLayout(dev, self.set_layout, None)
-        self.ctx._unregister(self)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    def _destroy(self):
+        dev = self.ctx.device
+        vk.vkDestroyPipeline(dev, self.pipeline, None)
+        vk.vkDestroyShaderModule(dev, self.module, None)
+        vk.vkDestroyPipelineLayout(dev, self.layout, None)
+        vk.vkDestroyDescriptorSetLayout(dev, self.set_layout, None)
 
     def __repr__(self):
         return f"<vkbands.Kernel {self.name} local_size={self.local_size}>"

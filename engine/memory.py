@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import vulkan as vk
 
-from .errors import ClosedError
+from .resource import Resource
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.uint32), np.dtype(np.uint8))
 _BUFFER_USAGE = (vk.VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | vk.VK_BUFFER_USAGE_TRANSFER_SRC_BIT
@@ -64,7 +64,7 @@ def as_host_array(data, dtype=None, name="array") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-class DeviceArray:
+class DeviceArray(Resource):
     """A typed array in Vulkan buffer memory.
 
     Attributes: ``shape`` (tuple), ``dtype`` (float32 / int32 / uint32 / uint8), ``size`` (elements),
@@ -81,7 +81,6 @@ class DeviceArray:
         self.dtype = check_dtype(dtype)
         self.size = int(np.prod(self.shape, dtype=np.int64))
         self.nbytes = self.size * self.dtype.itemsize
-        self._closed = True
         dev = ctx.device
         alloc_bytes = max(self.nbytes, 16)
         self.buffer = vk.vkCreateBuffer(dev, vk.VkBufferCreateInfo(
@@ -110,8 +109,7 @@ class DeviceArray:
         if self.mappable:
             raw = vk.vkMapMemory(dev, self.memory, 0, req.size, 0)
             self.host_view = np.frombuffer(raw, dtype=self.dtype, count=self.size).reshape(self.shape)
-        self._closed = False
-        ctx._register(self)
+        self._adopt(ctx)
         ctx.check()
 
     # ------------------------------------------------------------------ host <-> device
@@ -177,33 +175,13 @@ class DeviceArray:
         return _ArrayView(self, shape)
 
     # ------------------------------------------------------------------ lifetime
-    def _require_open(self):
-        if self._closed:
-            raise ClosedError("this DeviceArray is closed")
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self):
-        """Free the buffer and its memory (idempotent). The caller must not close arrays in use by
-        GPU work still running."""
-        if self._closed:
-            return
-        self._closed = True
+    def _destroy(self):
+        """Free the buffer and its memory. The caller must not close arrays in use by GPU work still running."""
         self.host_view = None
-        if not self.ctx.closed:
-            if self.mappable:
-                vk.vkUnmapMemory(self.ctx.device, self.memory)
-            vk.vkDestroyBuffer(self.ctx.device, self.buffer, None)
-            vk.vkFreeMemory(self.ctx.device, self.memory, None)
-        self.ctx._unregister(self)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        if self.mappable:
+            vk.vkUnmapMemory(self.ctx.device, self.memory)
+        vk.vkDestroyBuffer(self.ctx.device, self.buffer, None)
+        vk.vkFreeMemory(self.ctx.device, self.memory, None)
 
     def __len__(self):
         return self.shape[0] if self.shape else 0
@@ -243,7 +221,7 @@ _FORMATS = {
 }
 
 
-class StorageImage:
+class StorageImage(Resource):
     """A 2-D storage image (``format`` "rgba8" or "r32f"), usable as storage, sampled and copy source.
 
     Created in GENERAL layout and kept there by the recorder (``layout`` tracks the current one).
@@ -260,7 +238,6 @@ class StorageImage:
         self.ctx, self.height, self.width, self.format = ctx, height, width, format
         self.vk_format, self.dtype, self.channels = _FORMATS[format]
         self.nbytes = height * width * self.channels * np.dtype(self.dtype).itemsize
-        self._closed = True
         dev = ctx.device
         usage = (vk.VK_IMAGE_USAGE_STORAGE_BIT | vk.VK_IMAGE_USAGE_SAMPLED_BIT
                  | vk.VK_IMAGE_USAGE_TRANSFER_SRC_BIT | vk.VK_IMAGE_USAGE_TRANSFER_DST_BIT)
@@ -281,8 +258,7 @@ class StorageImage:
             image=self.image, viewType=vk.VK_IMAGE_VIEW_TYPE_2D, format=self.vk_format,
             subresourceRange=rng), None)
         self.layout = vk.VK_IMAGE_LAYOUT_UNDEFINED
-        self._closed = False
-        ctx._register(self)
+        self._adopt(ctx)
         with ctx.recorder() as rec:  # one-time transition to GENERAL, contents zeroed
             rec.clear(self)
         ctx.check()
@@ -300,29 +276,10 @@ class StorageImage:
         staging._sync_range(invalidate=True)
         return staging.host_view[: self.nbytes].view(self.dtype).reshape(self.shape).copy()
 
-    def _require_open(self):
-        if self._closed:
-            raise ClosedError("this StorageImage is closed")
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        if not self.ctx.closed:
-            vk.vkDestroyImageView(self.ctx.device, self.view, None)
-            vk.vkDestroyImage(self.ctx.device, self.image, None)
-            vk.vkFreeMemory(self.ctx.device, self.memory, None)
-        self.ctx._unregister(self)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    def _destroy(self):
+        vk.vkDestroyImageView(self.ctx.device, self.view, None)
+        vk.vkDestroyImage(self.ctx.device, self.image, None)
+        vk.vkFreeMemory(self.ctx.device, self.memory, None)
 
     def __repr__(self):
         return f"<vkbands.StorageImage {self.height}x{self.width} {self.format}>"

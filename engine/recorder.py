@@ -21,7 +21,7 @@ import threading
 
 import vulkan as vk
 
-from .errors import ClosedError
+from .resource import Resource
 from .memory import DeviceArray, StorageImage
 
 _COMPUTE = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT
@@ -53,7 +53,7 @@ def current():
     return stack[-1] if stack else None
 
 
-class Recorder:
+class Recorder(Resource):
     """Records commands into one command buffer; see the module docstring.
 
     Attributes: ``dispatch_count``, ``barrier_count`` (barriers inserted for hazards), ``submitted``.
@@ -64,7 +64,6 @@ class Recorder:
     def __init__(self, ctx):
         ctx._require_open()
         self.ctx = ctx
-        self._closed = True
         dev = ctx.device
         self.command_buffer = vk.vkAllocateCommandBuffers(dev, vk.VkCommandBufferAllocateInfo(
             commandPool=ctx.command_pool, level=vk.VK_COMMAND_BUFFER_LEVEL_PRIMARY, commandBufferCount=1))[0]
@@ -78,8 +77,7 @@ class Recorder:
         self.dispatch_count = self.barrier_count = 0
         self.submitted = 0
         self._recording, self._in_flight = True, False
-        self._closed = False
-        ctx._register(self)
+        self._adopt(ctx)
         vk.vkBeginCommandBuffer(self.command_buffer, vk.VkCommandBufferBeginInfo())
         # Everything submitted before this recording (earlier replays included) happens-before it.
         self._memory_barrier(vk.VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, _COMPUTE | _TRANSFER,
@@ -331,36 +329,26 @@ class Recorder:
             self.close()
 
     # ------------------------------------------------------------------ lifetime
-    def _require_open(self):
-        if self._closed:
-            raise ClosedError("this Recorder is closed")
-
     def _require_recording(self):
         self._require_open()
         if not self._recording:
             raise RuntimeError("this Recorder was already submitted; record into a new one")
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self):
         """Wait for in-flight work, free the command buffer, fence and descriptor pools (idempotent)."""
-        if self._closed:
-            return
         self.deactivate()
-        if not self.ctx.closed:
-            try:
-                self.wait()
-            finally:
-                dev = self.ctx.device
-                for pool in self._pools:
-                    vk.vkDestroyDescriptorPool(dev, pool, None)
-                vk.vkFreeCommandBuffers(dev, self.ctx.command_pool, 1, [self.command_buffer])
-                vk.vkDestroyFence(dev, self.fence, None)
-        self._closed = True
+        super().close()
         self._pools, self._sets, self._keepalive, self._images = [], {}, [], {}
-        self.ctx._unregister(self)
+
+    def _destroy(self):
+        try:
+            self.wait()
+        finally:
+            dev = self.ctx.device
+            for pool in self._pools:
+                vk.vkDestroyDescriptorPool(dev, pool, None)
+            vk.vkFreeCommandBuffers(dev, self.ctx.command_pool, 1, [self.command_buffer])
+            vk.vkDestroyFence(dev, self.fence, None)
 
     def __repr__(self):
         return (f"<vkbands.Recorder dispatches={self.dispatch_count} barriers={self.barrier_count} "
