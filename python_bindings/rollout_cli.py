@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_parser", "main", "run", "make_x0", "build_parser"]
+__all__ = ["add_parser", "add_setup_arguments", "SETUP_ARGS", "field_shape", "system_params", "main", "run", "make_x0", "build_parser"]
 
 _INITS = ("random", "impulse", "smooth", "band-pure")
 
@@ -38,9 +38,15 @@ def add_parser(sub):
     return p
 
 
-def _add_arguments(p):
+SETUP_ARGS = ("arity", "depth", "size", "dims", "batch", "init", "band", "style", "sparse_m", "mix_band",
+              "mix_eps", "seed", "rates", "tau", "alpha", "eps", "phi", "Du", "Dv", "F", "k", "dt", "preset")
+
+
+def add_setup_arguments(p, system="tree", params_note="defaults: SPEC"):
+    """The set-up options shared by ``vkbands rollout`` and ``vkbands view`` (names in SETUP_ARGS,
+    plus ``--system``): system, field shape, initial state, system parameters, seed."""
     g = p.add_argument_group("system and field")
-    g.add_argument("--system", choices=("tree", "coupled", "heat", "grayscott"), default="tree")
+    g.add_argument("--system", choices=("tree", "coupled", "heat", "grayscott"), default=system)
     g.add_argument("--arity", "-p", type=int, default=3, help="p (branching factor; grid systems: band arity)")
     g.add_argument("--depth", "-L", type=int, default=None,
                    help="levels L: N = p**L leaves (1-D) or p**L x p**L (2-D); default 6 (1-D tree/coupled), "
@@ -48,10 +54,7 @@ def _add_arguments(p):
     g.add_argument("--size", type=int, default=None, help="leaves per axis instead of --depth (a power of p)")
     g.add_argument("--dims", type=int, choices=(1, 2), default=None, help="1-D or 2-D fields (grids: always 2)")
     g.add_argument("--batch", "-B", type=int, default=1)
-    g = p.add_argument_group("rollout")
-    g.add_argument("--steps", type=int, default=200)
-    g.add_argument("--every", type=int, default=1, help="observables every k steps (0: none)")
-    g.add_argument("--snapshot-every", type=int, default=None, help="snapshots every k steps (default steps/10; 0: none)")
+    g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("initial state (tree/coupled/heat; Gray-Scott starts from its seeded patch)")
     g.add_argument("--init", choices=_INITS, default="random")
     g.add_argument("--band", type=int, default=0, help="band-pure: the band")
@@ -59,20 +62,24 @@ def _add_arguments(p):
     g.add_argument("--sparse-m", type=int, default=1)
     g.add_argument("--mix-band", type=int, default=None)
     g.add_argument("--mix-eps", type=float, default=0.1)
-    g = p.add_argument_group("system parameters (defaults: SPEC)")
+    g = p.add_argument_group(f"system parameters ({params_note})")
     g.add_argument("--rates", type=str, default=None, help="tree: per-level factors 'l0,l1,...' (or one value)")
     g.add_argument("--tau", type=float, default=None, help="tree: p-adic heat time scale")
     g.add_argument("--alpha", type=float, default=None, help="tree: profile exponent; heat: diffusion coefficient")
     g.add_argument("--eps", type=float, default=None, help="coupled: coupling strength")
     g.add_argument("--phi", choices=("tanh", "sign", "square"), default=None)
-    g.add_argument("--Du", type=float, default=None)
-    g.add_argument("--Dv", type=float, default=None)
-    g.add_argument("--F", type=float, default=None)
-    g.add_argument("--k", type=float, default=None)
-    g.add_argument("--dt", type=float, default=None)
+    for name in ("Du", "Dv", "F", "k", "dt"):
+        g.add_argument(f"--{name}", type=float, default=None, help="Gray-Scott" if name == "Du" else None)
     g.add_argument("--preset", default=None, help="Gray-Scott preset (reference.GRAYSCOTT_PRESETS)")
+
+
+def _add_arguments(p):
+    add_setup_arguments(p)
+    g = p.add_argument_group("rollout")
+    g.add_argument("--steps", type=int, default=200)
+    g.add_argument("--every", type=int, default=1, help="observables every k steps (0: none)")
+    g.add_argument("--snapshot-every", type=int, default=None, help="snapshots every k steps (default steps/10; 0: none)")
     g = p.add_argument_group("output")
-    g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", type=Path, default=None, help="output directory (new; never overwritten)")
     g.add_argument("--no-pictures", action="store_true", help="skip PNG/GIF files")
     g.add_argument("--quiet", "-q", action="store_true", help="only print the output directory")
@@ -89,7 +96,7 @@ def main(argv=None) -> int:
 
 
 # ----------------------------------------------------------------------------- set-up
-def _field_shape(args):
+def field_shape(args):
     from . import reference as R
     p = args.arity
     dims = 2 if args.system in ("heat", "grayscott") else (args.dims or 1)
@@ -125,7 +132,7 @@ def make_x0(args, spatial, dims):
                           mix_band=args.mix_band, mix_eps=args.mix_eps, dims=dims)
 
 
-def _system_params(args):
+def system_params(args):
     s = args.system
     out = {}
     if s in ("tree", "coupled"):
@@ -253,8 +260,8 @@ def run(args) -> int:
     from .rollout import NonFiniteError, rollout
 
     try:
-        dims, spatial = _field_shape(args)
-        params = _system_params(args)
+        dims, spatial = field_shape(args)
+        params = system_params(args)
     except ValueError as e:
         raise SystemExit(f"vkbands rollout: {e}")
     if args.batch < 1 or args.steps < 0:

@@ -10,37 +10,15 @@ from __future__ import annotations
 
 import sys
 
+from vkbands.rollout_cli import SETUP_ARGS, add_setup_arguments
+
 def add_parser(sub):
     p = sub.add_parser("view", help="live viewer: a rollout's band sheets in a window (GLFW + Vulkan + ImGui)",
                        description=__doc__.splitlines()[0])
-    # The set-up options are those of `vkbands rollout` (same names, same meaning, same defaults,
-    # except the system: the viewer opens on a 2-D Gray-Scott field).
-    g = p.add_argument_group("system and field (as vkbands rollout)")
-    g.add_argument("--system", choices=("tree", "coupled", "heat", "grayscott"), default="grayscott")
-    g.add_argument("--arity", "-p", type=int, default=3, help="p (branching factor; grid systems: band arity)")
-    g.add_argument("--depth", "-L", type=int, default=None,
-                   help="levels L: p**L leaves per axis (default 6 for tree/coupled, 5 for grids)")
-    g.add_argument("--size", type=int, default=None, help="leaves per axis instead of --depth (a power of p)")
-    g.add_argument("--dims", type=int, choices=(1, 2), default=None, help="1-D or 2-D fields (grids: always 2)")
-    g.add_argument("--batch", "-B", type=int, default=1)
-    g.add_argument("--member", type=int, default=0, help="batch member drawn")
-    g = p.add_argument_group("initial state (tree/coupled/heat; Gray-Scott starts from its seeded patch)")
-    g.add_argument("--init", choices=("random", "impulse", "smooth", "band-pure"), default="random")
-    g.add_argument("--band", type=int, default=0, help="band-pure: the band")
-    g.add_argument("--style", choices=("haar", "randphase", "sparse", "mix"), default="haar")
-    g.add_argument("--sparse-m", type=int, default=1)
-    g.add_argument("--mix-band", type=int, default=None)
-    g.add_argument("--mix-eps", type=float, default=0.1)
-    g.add_argument("--seed", type=int, default=0)
-    g = p.add_argument_group("system parameters (defaults: SPEC; live ones can be changed in the panel)")
-    g.add_argument("--rates", type=str, default=None, help="tree: per-level factors 'l0,l1,...' (or one value)")
-    g.add_argument("--tau", type=float, default=None, help="tree: p-adic heat time scale")
-    g.add_argument("--alpha", type=float, default=None, help="tree: profile exponent; heat: diffusion coefficient")
-    g.add_argument("--eps", type=float, default=None, help="coupled: coupling strength")
-    g.add_argument("--phi", choices=("tanh", "sign", "square"), default=None)
-    for name in ("Du", "Dv", "F", "k", "dt"):
-        g.add_argument(f"--{name}", type=float, default=None)
-    g.add_argument("--preset", default=None, help="Gray-Scott preset (reference.GRAYSCOTT_PRESETS)")
+    # The set-up options are those of `vkbands rollout` (same names, meaning and defaults), except
+    # the system: the viewer opens on a 2-D Gray-Scott field.
+    add_setup_arguments(p, system="grayscott", params_note="defaults: SPEC; live ones can be changed in the panel")
+    p.add_argument_group("drawn field").add_argument("--member", type=int, default=0, help="batch member drawn")
     d = p.add_argument_group("picture")
     d.add_argument("--cmap", default="diverging", choices=["grey", "diverging", "ternary", "log"])
     d.add_argument("--range", default="fixed", choices=["fixed", "symmetric", "per_band"],
@@ -65,10 +43,6 @@ def add_parser(sub):
     p.set_defaults(func=cmd_view)
 
 
-SETUP = ("arity", "depth", "size", "dims", "batch", "init", "band", "style", "sparse_m", "mix_band", "mix_eps",
-         "seed", "rates", "tau", "alpha", "eps", "phi", "Du", "Dv", "F", "k", "dt", "preset")
-
-
 def cmd_view(args) -> int:
     from .window import NoDisplayError, display_available
 
@@ -86,7 +60,7 @@ def cmd_view(args) -> int:
                    paused=args.paused, vsync=args.vsync, width=args.width, height=args.height,
                    show_ui=args.show_ui, frames=args.frames, screenshot=args.screenshot, out_dir=args.out_dir,
                    record=args.record, record_fps=args.record_fps, load=args.load, watch=args.watch,
-                   **{k: getattr(args, k) for k in SETUP})
+                   **{k: getattr(args, k) for k in SETUP_ARGS})
     except NoDisplayError as e:
         print(f"vkbands view: no usable display ({e}); for headless runs use `vkbands rollout`", file=sys.stderr)
         return 2

@@ -82,9 +82,9 @@ def initial_state(system, **setup):
         raise ValueError(f"init={args['init']!r}: choose one of {', '.join(INITS)}")
     ns = SimpleNamespace(system=system, **args)
     try:
-        dims, spatial = rollout_cli._field_shape(ns)
+        dims, spatial = rollout_cli.field_shape(ns)
         x0 = rollout_cli.make_x0(ns, spatial, dims)
-        params = rollout_cli._system_params(ns)
+        params = rollout_cli.system_params(ns)
     except SystemExit as e:   # the rollout CLI's argument errors, as a plain error here
         raise ValueError(str(e).replace("vkbands rollout: ", "")) from None
     if system == "coupled" and setup.get("coupling_seed") is None:
