@@ -267,6 +267,28 @@ class StorageImage(Resource):
     def shape(self):
         return (self.height, self.width, self.channels) if self.channels > 1 else (self.height, self.width)
 
+    def copy_region(self):
+        """The VkBufferImageCopy of the whole image to/from a tightly packed buffer."""
+        return vk.VkBufferImageCopy(
+            bufferOffset=0, bufferRowLength=0, bufferImageHeight=0,
+            imageSubresource=vk.VkImageSubresourceLayers(aspectMask=vk.VK_IMAGE_ASPECT_COLOR_BIT, mipLevel=0,
+                                                         baseArrayLayer=0, layerCount=1),
+            imageOffset=vk.VkOffset3D(x=0, y=0, z=0),
+            imageExtent=vk.VkExtent3D(width=self.width, height=self.height, depth=1))
+
+    def upload(self, pixels) -> "StorageImage":
+        """Copy host pixels (``self.shape``, uint8 for rgba8 / float32 for r32f) into the image."""
+        self._require_open()
+        data = np.ascontiguousarray(pixels, self.dtype)
+        if data.shape != self.shape:
+            raise ValueError(f"pixels have shape {data.shape}; this image needs {self.shape}")
+        staging = self.ctx.staging(self.nbytes)
+        staging.host_view[: self.nbytes] = data.reshape(-1).view(np.uint8)
+        staging._sync_range(invalidate=False)
+        with self.ctx.recorder() as rec:
+            rec.copy_buffer_to_image(staging, self)
+        return self
+
     def numpy(self) -> np.ndarray:
         """Read the image back: ``(H, W, 4) uint8`` (rgba8) or ``(H, W) float32`` (r32f)."""
         self._require_open()

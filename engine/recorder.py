@@ -206,13 +206,16 @@ class Recorder(Resource):
             raise ValueError(f"destination has {dst.nbytes} bytes; the image needs {image.nbytes}")
         self._general(image)
         self._access(_TRANSFER, [image], [dst])
-        region = vk.VkBufferImageCopy(
-            bufferOffset=0, bufferRowLength=0, bufferImageHeight=0,
-            imageSubresource=vk.VkImageSubresourceLayers(aspectMask=vk.VK_IMAGE_ASPECT_COLOR_BIT, mipLevel=0,
-                                                         baseArrayLayer=0, layerCount=1),
-            imageOffset=vk.VkOffset3D(x=0, y=0, z=0),
-            imageExtent=vk.VkExtent3D(width=image.width, height=image.height, depth=1))
-        vk.vkCmdCopyImageToBuffer(self.command_buffer, image.image, _GENERAL, dst.buffer, 1, [region])
+        vk.vkCmdCopyImageToBuffer(self.command_buffer, image.image, _GENERAL, dst.buffer, 1, [image.copy_region()])
+
+    def copy_buffer_to_image(self, src: DeviceArray, image: StorageImage):
+        """Record copying ``src`` (the whole image, tightly packed row-major) into ``image``."""
+        self._require_recording()
+        if src.nbytes < image.nbytes:
+            raise ValueError(f"source has {src.nbytes} bytes; the image needs {image.nbytes}")
+        self._general(image)
+        self._access(_TRANSFER, [src], [image])
+        vk.vkCmdCopyBufferToImage(self.command_buffer, src.buffer, image.image, _GENERAL, 1, [image.copy_region()])
 
     # ------------------------------------------------------------------ descriptors
     def _descriptor_set(self, kernel, resources):
@@ -264,9 +267,10 @@ class Recorder(Resource):
         """End recording (done by the first ``submit``); no more commands can be added."""
         if not self._recording:
             return
-        if self._wrote:  # make device writes visible to mapped-memory reads on the host
-            self._memory_barrier(self._stages_used, vk.VK_PIPELINE_STAGE_HOST_BIT,
-                                 _write_access(self._stages_used), vk.VK_ACCESS_HOST_READ_BIT)
+        if self._wrote:  # make the writes visible to host reads and to any later work (e.g. drawing)
+            self._memory_barrier(self._stages_used, vk.VK_PIPELINE_STAGE_HOST_BIT | vk.VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                                 _write_access(self._stages_used),
+                                 vk.VK_ACCESS_HOST_READ_BIT | vk.VK_ACCESS_MEMORY_READ_BIT | vk.VK_ACCESS_MEMORY_WRITE_BIT)
         for image, layout in self._images.items():
             image.layout = layout
         vk.vkEndCommandBuffer(self.command_buffer)

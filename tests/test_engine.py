@@ -200,3 +200,15 @@ def test_discrete_gpu_staging_path():
             np.testing.assert_array_equal(g.numpy(), big)
         a.fill(2.5)
         np.testing.assert_array_equal(a.numpy(), np.full(x.shape, 2.5, np.float32))
+
+
+@pytest.mark.parametrize("fmt", ["rgba8", "r32f"])
+def test_image_upload_roundtrip(ctx, fmt):
+    with ctx.image(6, 9, fmt) as img:
+        rng = np.random.default_rng(3)
+        px = (rng.integers(0, 256, img.shape).astype(np.uint8) if fmt == "rgba8"
+              else rng.standard_normal(img.shape).astype(np.float32))
+        img.upload(px)
+        np.testing.assert_array_equal(img.numpy(), px)
+        with pytest.raises(ValueError, match="needs"):
+            img.upload(np.zeros((2, 2, 4), np.uint8))

@@ -618,13 +618,8 @@ class Viewer:
                 continue
             image = self.source.image
             buf = self.ctx.empty((image.nbytes,), np.uint8, host=True)
-            region = vk.VkBufferImageCopy(
-                bufferOffset=0, bufferRowLength=0, bufferImageHeight=0,
-                imageSubresource=vk.VkImageSubresourceLayers(aspectMask=vk.VK_IMAGE_ASPECT_COLOR_BIT, mipLevel=0,
-                                                             baseArrayLayer=0, layerCount=1),
-                imageOffset=vk.VkOffset3D(x=0, y=0, z=0),
-                imageExtent=vk.VkExtent3D(width=image.width, height=image.height, depth=1))
-            vk.vkCmdCopyImageToBuffer(cb, image.image, vk.VK_IMAGE_LAYOUT_GENERAL, buf.buffer, 1, [region])
+            vk.vkCmdCopyImageToBuffer(cb, image.image, vk.VK_IMAGE_LAYOUT_GENERAL, buf.buffer, 1,
+                                      [image.copy_region()])
             self._captures[slot].append(_Capture(kind, want[0], buf, (image.height, image.width, 4),
                                                  callback=want[1]))
         if self._captures[slot]:

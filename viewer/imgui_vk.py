@@ -90,47 +90,8 @@ def pack_draw_data(draw_data, fb_size=None) -> PackedDrawData:
 
 
 def upload_image(ctx, image, pixels: np.ndarray):
-    """Copy ``pixels`` ((H, W, 4) uint8) into an rgba8 StorageImage (GENERAL layout) with a one-time
-    command buffer, and wait."""
-    data = np.ascontiguousarray(pixels, np.uint8).reshape(-1)
-    staging = ctx.staging(data.nbytes)
-    staging.host_view[: data.nbytes] = data
-    staging._sync_range(invalidate=False)
-    dev = ctx.device
-    cb = vk.vkAllocateCommandBuffers(dev, vk.VkCommandBufferAllocateInfo(
-        commandPool=ctx.command_pool, level=vk.VK_COMMAND_BUFFER_LEVEL_PRIMARY, commandBufferCount=1))[0]
-    fence = vk.vkCreateFence(dev, vk.VkFenceCreateInfo(), None)
-    try:
-        vk.vkBeginCommandBuffer(cb, vk.VkCommandBufferBeginInfo(
-            flags=vk.VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT))
-        rng = vk.VkImageSubresourceRange(aspectMask=vk.VK_IMAGE_ASPECT_COLOR_BIT, baseMipLevel=0, levelCount=1,
-                                         baseArrayLayer=0, layerCount=1)
-        old = image.layout
-        pre = vk.VkImageMemoryBarrier(
-            srcAccessMask=vk.VK_ACCESS_MEMORY_WRITE_BIT, dstAccessMask=vk.VK_ACCESS_TRANSFER_WRITE_BIT,
-            oldLayout=old, newLayout=vk.VK_IMAGE_LAYOUT_GENERAL, srcQueueFamilyIndex=vk.VK_QUEUE_FAMILY_IGNORED,
-            dstQueueFamilyIndex=vk.VK_QUEUE_FAMILY_IGNORED, image=image.image, subresourceRange=rng)
-        vk.vkCmdPipelineBarrier(cb, vk.VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, vk.VK_PIPELINE_STAGE_TRANSFER_BIT,
-                                0, 0, None, 0, None, 1, [pre])
-        region = vk.VkBufferImageCopy(
-            bufferOffset=0, bufferRowLength=0, bufferImageHeight=0,
-            imageSubresource=vk.VkImageSubresourceLayers(aspectMask=vk.VK_IMAGE_ASPECT_COLOR_BIT, mipLevel=0,
-                                                         baseArrayLayer=0, layerCount=1),
-            imageOffset=vk.VkOffset3D(x=0, y=0, z=0),
-            imageExtent=vk.VkExtent3D(width=image.width, height=image.height, depth=1))
-        vk.vkCmdCopyBufferToImage(cb, staging.buffer, image.image, vk.VK_IMAGE_LAYOUT_GENERAL, 1, [region])
-        post = vk.VkMemoryBarrier(srcAccessMask=vk.VK_ACCESS_TRANSFER_WRITE_BIT,
-                                  dstAccessMask=vk.VK_ACCESS_SHADER_READ_BIT)
-        vk.vkCmdPipelineBarrier(cb, vk.VK_PIPELINE_STAGE_TRANSFER_BIT, vk.VK_PIPELINE_STAGE_FRAGMENT_SHADER_BIT
-                                | vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, [post], 0, None, 0, None)
-        vk.vkEndCommandBuffer(cb)
-        cbs = [cb]
-        vk.vkQueueSubmit(ctx.queue, 1, [vk.VkSubmitInfo(commandBufferCount=1, pCommandBuffers=cbs)], fence)
-        ctx.wait_fence(fence)
-        image.layout = vk.VK_IMAGE_LAYOUT_GENERAL
-    finally:
-        vk.vkDestroyFence(dev, fence, None)
-        vk.vkFreeCommandBuffers(dev, ctx.command_pool, 1, [cb])
+    """Copy ``pixels`` ((H, W, 4) uint8) into an rgba8 StorageImage (``StorageImage.upload``)."""
+    image.upload(np.asarray(pixels, np.uint8).reshape(image.shape))
 
 
 class _Buffers:
