@@ -207,6 +207,12 @@ class Context:
         self.limits = self.properties.limits
         self.memory_properties = vk.vkGetPhysicalDeviceMemoryProperties(self.physical_device)
         self.unified_memory = self.info["unified"]
+        sg = vk.VkPhysicalDeviceSubgroupProperties()
+        vk.vkGetPhysicalDeviceProperties2(self.physical_device, vk.VkPhysicalDeviceProperties2(pNext=sg))
+        # Vulkan 1.1 subgroup properties: the default size and which operations compute shaders may use.
+        self.subgroup_size = int(sg.subgroupSize)
+        self.subgroup_shuffle = bool(sg.supportedOperations & vk.VK_SUBGROUP_FEATURE_SHUFFLE_BIT
+                                     and sg.supportedStages & vk.VK_SHADER_STAGE_COMPUTE_BIT)
 
     def _create_device(self, extensions):
         families = vk.vkGetPhysicalDeviceQueueFamilyProperties(self.physical_device)

@@ -71,7 +71,11 @@ _subgroup_sizes = {}
 
 def subgroup_size(ctx) -> int:
     """The device's subgroup size as seen by a compute shader (``subgroup_probe.comp``, run once per
-    context); 1 when a 32-invocation workgroup is not one subgroup or shuffles misbehave."""
+    context: drivers may compile compute shaders to another width than the reported default); 1 when
+    the device reports no subgroup shuffles in compute, a workgroup of that size is not one subgroup,
+    or shuffles misbehave."""
+    if not ctx.subgroup_shuffle:
+        return 1
     key = id(ctx)
     hit = _subgroup_sizes.get(key)
     if hit is not None and hit[0] is ctx:
