@@ -44,6 +44,8 @@ import numpy as np
 
 from vkbands.engine import DeviceArray, StorageImage, as_host_array, current, default_context
 
+from ._owner import Owner
+
 __all__ = ["ImageWriter", "render_image", "save_png", "layout", "CMAPS", "RANGES", "BACKGROUND",
            "NONFINITE", "GAP"]
 
@@ -129,7 +131,7 @@ def _style(cmap, range, vmin, vmax, tau, eps):
 
 
 # ----------------------------------------------------------------------------- the device renderer
-class ImageWriter:
+class ImageWriter(Owner):
     """Renders P panels of H x W float32 values into an rgba8 image of one fixed layout.
 
     Args:
@@ -161,7 +163,6 @@ class ImageWriter:
         n = self.H * self.W
         self._chunk = self._reduce.local_size[0] * _REDUCE_VALUES_PER_INVOCATION
         self._chunks = -(-n // self._chunk)
-        self._owned = []
         self._last_fade = 0.0
         try:
             self.acc = self._own(ctx.image(self.height, self.width, "r32f"))
@@ -171,10 +172,6 @@ class ImageWriter:
         except BaseException:
             self.close()
             raise
-
-    def _own(self, obj):
-        self._owned.append(obj)
-        return obj
 
     @property
     def shape(self):
@@ -240,7 +237,7 @@ class ImageWriter:
         (fading again from the accumulator). See the module docstring for the arguments."""
         style = _style(cmap, range, vmin, vmax, tau, eps)
         fade = _float("fade", fade, lo=0.0, hi=1.0, hi_open=True, allowed=" in [0, 1)")
-        if self._owned and self.acc.closed:
+        if self.closed:
             raise ValueError("this ImageWriter is closed")
         self._check(panels, image)
         scale = self._panel_max
@@ -254,17 +251,6 @@ class ImageWriter:
         d = self._draw
         rec.dispatch(d, d.groups(self.width, self.height), panels, scale, self.acc, image, push=push)
         return image
-
-    def close(self):
-        """Free the accumulator and scratch buffers (idempotent; kernels stay cached in the context)."""
-        for obj in reversed(self._owned):
-            obj.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return (f"<vkbands.ImageWriter P={self.P} panels {self.H}x{self.W} cols={self.cols} "

@@ -20,6 +20,7 @@ import numpy as np
 
 from vkbands.engine import default_context
 
+from ._owner import Owner
 from .image import ImageWriter, save_png
 
 __all__ = ["SheetRenderer", "band_time_image", "save_energies_plot", "save_gif", "save_png"]
@@ -31,7 +32,7 @@ def _default_scale(spatial, target=192):
     return max(1, target // max(spatial))
 
 
-class SheetRenderer:
+class SheetRenderer(Owner):
     """Sheet-grid pictures of fields of ``spatial`` shape ((N,) or (H, W)) with ``arity``.
 
     ``render(field, vmax)`` -> ``(H', W', 4) uint8``; ``field`` is one field (NumPy). The colour map
@@ -45,7 +46,6 @@ class SheetRenderer:
         self.ctx = ctx = ctx or default_context()
         self.spatial = tuple(int(n) for n in spatial)
         self.cmap, self.eps = cmap, eps
-        self._owned = []
         try:
             self.plan = self._own(BandPlan(ctx, self.spatial, arity, batch=1))
             L = self.levels = self.plan.levels
@@ -63,10 +63,6 @@ class SheetRenderer:
         except BaseException:
             self.close()
             raise
-
-    def _own(self, obj):
-        self._owned.append(obj)
-        return obj
 
     def _recording(self, vmax):
         rec = self._recs.get(vmax)
@@ -87,16 +83,6 @@ class SheetRenderer:
         self._recording(vmax).submit()
         return self.image.numpy()
 
-    def close(self):
-        for obj in reversed(self._owned):
-            obj.close()
-        self._owned = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def robust_vmax(fields, q=99.5) -> float:

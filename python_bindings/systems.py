@@ -50,6 +50,7 @@ import math
 import numpy as np
 
 from . import reference as R
+from ._owner import Owner
 
 __all__ = ["SYSTEMS", "make_system", "ObsBuffers", "resolve_shape", "default_arity"]
 
@@ -196,35 +197,25 @@ class ObsBuffers:
                 a.close()
 
 
-class _System:
+class _System(Owner):
     name = "?"
     fused = False
 
     def __init__(self, ctx, B, spatial, dims, **params):
         self.ctx, self.batch, self.spatial, self.dims = ctx, int(B), tuple(spatial), int(dims)
-        self._owned = []
         self._dummy = None
 
     def _dummy_array(self):
         if self._dummy is None:
-            self._dummy = self.ctx.zeros((4,))
-            self._owned.append(self._dummy)
+            self._dummy = self._own(self.ctx.zeros((4,)))
         return self._dummy
 
     def invalidate(self):
         """The state was written from outside (nothing cached for this system)."""
 
     def close(self):
-        for a in self._owned:
-            a.close()
-        self._owned = []
+        super().close()
         self._dummy = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return f"<vkbands {self.name} system B={self.batch} spatial={self.spatial} p={self.arity} L={self.levels}>"
@@ -342,7 +333,7 @@ class TreeSystem(_System):
         vals = self._param_values()
         if self._param_buf is None or self._param_buf.size != vals.size:
             self._param_buf = self.ctx.array(vals)
-            self._owned.append(self._param_buf)
+            self._own(self._param_buf)
         else:
             self._param_buf.upload(vals)
         self.kernel = self.ctx.kernel(self.shader, spec=self._kernel_spec())
@@ -408,7 +399,7 @@ class TreeSystem(_System):
         if self._coef is None:
             sp = self._spec
             self._coef = self.ctx.zeros((self.batch * sp["TPF"] * (sp["LOC"] + sp["L"] - sp["M"] + 1),))
-            self._owned.append(self._coef)
+            self._own(self._coef)
         return self._coef
 
     def invalidate(self):
@@ -515,7 +506,7 @@ class _GridSystem(_System):
         inv = (-(-W // 4)) * (-(-H // _GRID_RY)) * self.batch
         self._groups = self.kernel.grid(-(-inv // _GRID_LOCAL))
         self._other = ctx.zeros(self.state_shape)
-        self._owned.append(self._other)
+        self._own(self._other)
         # observables: NaN/Inf, mass, min, max (field_stats.comp), band energies (BandPlan)
         self._stats1 = ctx.kernel("field_stats.comp", spec={"LOCAL_X": _STATS_LOCAL,
                                                             "PER_INVOCATION": _STATS_PER_INVOCATION})
@@ -523,7 +514,7 @@ class _GridSystem(_System):
         self._n = H * W
         self._sgroups = -(-self._n // (_STATS_LOCAL * _STATS_PER_INVOCATION))
         self._part = ctx.zeros((self.fields, self._sgroups, 4))
-        self._owned.append(self._part)
+        self._own(self._part)
         self._plan = None
         self.params, self._raw = {}, {}
         self.set_params(**params)
