@@ -33,6 +33,11 @@ the sheet pyramid on first use). ``.levels`` is L.
   ``x`` (DeviceArray float32 holding ``(batch, *spatial)``) into ``out`` (DeviceArray float32 viewed
   as ``(rows, batch, L+1)``) at row ``row``. ``row`` is a push constant: recording many rows (one
   per rollout step) allocates nothing. Shapes are checked by element count only.
+- ``plan.record_observables(rec, x, energies_out, stats_out, row=0)``: the energies as
+  ``record_energies`` (bit for bit) and, from the same passes (one read of ``x``), ``[mass, min, max,
+  nonfinite]`` per field into row ``row`` of ``stats_out`` (viewed as ``(rows, batch, 4)``): min / max
+  over the finite values, nonfinite 1.0 when any value is NaN/Inf, mass = N * c (NaN/Inf for a
+  non-finite field). What a heat / Gray-Scott observation records (``vkbands.systems``).
 - ``plan.record_sheets(rec, x, out, member=0)``: writes the ``(2L+1, *spatial)`` leaf-resolution
   panel stack ``[s^(0), ..., s^(L), D^(0), ..., D^(L-1)]`` of batch member ``member`` of ``x``
   into ``out`` (the sheet grid of SPEC §6).
@@ -48,6 +53,8 @@ fields of 729 leaves one. ``decompose`` runs the same passes and also writes eve
 registers that formed it (no pyramid is kept); ``record_sheets`` writes the pyramid of one field and
 expands it (``bands_sheets.comp``); leaf-resolution bands, cumulative sheets and the reconstruction
 come from ``bands_synth.comp``; rectangular fields sum their p^L x p^L squares (``bands_rowsum.comp``).
+``record_observables`` runs the energies passes compiled with ``STATS``: the first pass also takes
+min / max / NaN-Inf flag of the leaves it loads, every pass reduces them with the sums.
 Accuracy: each d is formed from its own node's children (no long cancellation) and every sum is a
 short serial sum of such terms followed by trees; errors vs the float64 reference are ~1e-7 relative.
 """
@@ -115,7 +122,7 @@ class _Geometry:
 
 
 class _Pass:
-    __slots__ = ("kernel", "push", "groups", "src", "pin", "dst", "pout", "bands")
+    __slots__ = ("kernel", "push", "groups", "src", "pin", "dst", "pout", "bands", "st")
 
 
 class BandPlan:
@@ -142,6 +149,7 @@ class BandPlan:
         self._sheet_pyr = self._sheet_scratch = None
         self._rowsum = (ctx.kernel("bands_rowsum.comp", spec={"LOCAL_X": 64, "NV": g.L + 1})
                         if g.r > 1 else None)
+        self._obs_sched = self._obs_scratch = None
         self._sheets_kernel = ctx.kernel("bands_sheets.comp", spec={
             "LOCAL_X": _ELEMENTWISE_LOCAL, "P": g.p, "DIMS": g.dims})
 
@@ -171,9 +179,10 @@ class BandPlan:
             m += 1
         return m
 
-    def _kmax(self, m):
+    def _kmax(self, m, ns=0):
         """Levels per pass: m in registers plus as many shared-memory levels as keep the micro-tiles
-        of a tile <= _NODE_MAX and the shared memory within the device limit."""
+        of a tile <= _NODE_MAX and the shared memory within the device limit (ns: statistics
+        reduced alongside the L+1 energies)."""
         g = self.geo
         smem = int(self.ctx.limits.maxComputeSharedMemorySize) // 4
         s = 0
@@ -181,17 +190,20 @@ class BandPlan:
             nm = g.p ** ((s + 1) * g.dims)
             sh = sum(g.p ** (i * g.dims) for i in range(s + 2))
             lpt = min(256, _pow2_at_least(nm))   # the most invocations per tile any policy uses
-            if nm > _NODE_MAX or sh + (g.L + 1) * (lpt + 8) > smem:
+            if nm > _NODE_MAX or sh + (g.L + 1 + ns) * (lpt + 8) > smem:
                 return m + s
             s += 1
 
     def _schedule(self, nb, mode):
-        """Passes for nb fields. mode: "energies" (tile means in scratch), "pyramid" (levels 1..L to
-        a pyramid buffer: levels layout of nb fields starting at level 1) or "bands" (d^(0..L-1) and
-        c to a bands buffer, levels layout). Returns (passes, scratch floats)."""
+        """Passes for nb fields. mode: "energies" (tile means in scratch), "observables" (the same,
+        plus [mass, min, max, nonfinite] per field: ``STATS`` kernels), "pyramid" (levels 1..L to a
+        pyramid buffer: levels layout of nb fields starting at level 1) or "bands" (d^(0..L-1) and c
+        to a bands buffer, levels layout). Returns (passes, scratch floats)."""
         g, p, d = self.geo, self.geo.p, self.geo.dims
+        stats = mode == "observables"
+        ns = 3 if stats else 0      # min, max, flag reduced with the sums (mass comes from the coarse)
         micro = self._micro_levels()
-        kmax = self._kmax(micro)
+        kmax = self._kmax(micro, ns)
         lev_off = g.level_offsets(nb)
         pyramid = mode == "pyramid"
         passes, a, scratch = [], 0, 0
@@ -208,13 +220,13 @@ class BandPlan:
             nm = p ** ((k - m) * d)
             nv = a + k + (1 if final else 0)
             sh = sum(p ** (i * d) for i in range(k - m + 1))
-            lpt, tpw = self._threads(nm, ntiles, sh, nv)
+            lpt, tpw = self._threads(nm, ntiles, sh, nv + ns)
             spec = {"LOCAL_X": lpt * tpw, "LPT": lpt, "TPW": tpw, "P": p, "DIMS": d, "K": k, "M": m,
                     "NPREV": a, "FINAL": int(final), "WRITE_PYR": int(pyramid),
                     "WRITE_BANDS": int(mode == "bands"), "C": p ** d, "T": T, "SM": p ** m,
                     "CM": p ** (m * d), "NM": nm, "SH": sh, "NV": nv}
             ps = _Pass()
-            ps.kernel = self.ctx.kernel("bands_pyramid.comp", spec=spec)
+            ps.kernel = self.ctx.kernel("bands_pyramid.comp", spec=spec, defines={"STATS": 1} if stats else None)
             ps.groups = ps.kernel.grid(-(-ntiles // tpw))
             push = {"nb": nb, "h": h, "w": w, "L": g.L, "src_off": 0, "src_bstride": h * w,
                     "pin_off": 0, "dst_off": 0, "pout_off": 0, "bands_off": lev_off[a]}
@@ -222,6 +234,10 @@ class BandPlan:
             ps.pin = "scratch"
             ps.dst = "pyr" if pyramid else "scratch"
             ps.bands = "bands" if mode == "bands" else "scratch"
+            ps.st = None
+            if stats:
+                push["stats_off"] = 0
+                ps.st = "scratch"
             if a > 0:
                 push["src_off"] = (lev_off[a] - lev_off[1]) if pyramid else prev[0]
                 push["pin_off"] = prev[1]
@@ -235,13 +251,18 @@ class BandPlan:
                     ps.pout = "scratch"
                     push["pout_off"] = rowsum_src = scratch
                     scratch += ntiles * nv
+                    if stats:          # the squares' statistics rows, combined by bands_rowsum
+                        push["stats_off"] = scratch
+                        scratch += ntiles * 4
                 else:
                     ps.pout = "out"
+                    if stats:
+                        ps.st = "stats"
             else:
                 ps.pout = "scratch"
                 push["pout_off"] = scratch
                 prev = (push["dst_off"], scratch)
-                scratch += ntiles * nv
+                scratch += ntiles * (nv + ns)
             ps.push = push
             passes.append(ps)
             a += k
@@ -250,8 +271,8 @@ class BandPlan:
         return passes, scratch
 
     # ------------------------------------------------------------------ recording
-    def _record(self, rec, passes, x, x_off, pyr, scratch, out, out_off, nb, bands=None):
-        res = {"x": x, "pyr": pyr, "scratch": scratch, "out": out, "bands": bands}
+    def _record(self, rec, passes, x, x_off, pyr, scratch, out, out_off, nb, bands=None, stats=None, stats_off=0):
+        res = {"x": x, "pyr": pyr, "scratch": scratch, "out": out, "bands": bands, "stats": stats}
         g = self.geo
         for ps in passes:
             push = {k: v for k, v in ps.push.items() if not k.startswith("_")}
@@ -260,12 +281,21 @@ class BandPlan:
                 push["src_bstride"] = g.N
             if ps.pout == "out":
                 push["pout_off"] = out_off
+            if ps.st == "stats":
+                push["stats_off"] = stats_off
+            extra = (res[ps.st],) if ps.st is not None else ()
             rec.dispatch(ps.kernel, ps.groups, res[ps.src], res[ps.pin], res[ps.dst], res[ps.pout], res[ps.bands],
-                         push=push)
-        rs = passes[-1].push["_rowsum_src"]
-        if rs is not None:
+                         *extra, push=push)
+        last = passes[-1]
+        rs = last.push["_rowsum_src"]
+        if rs is not None and last.st is None:
             k = self._rowsum
             rec.dispatch(k, k.grid(nb), scratch, out, push={"nb": nb, "r": g.r, "src_off": rs, "out_off": out_off})
+        elif rs is not None:
+            k = self._rowsum_stats
+            rec.dispatch(k, k.grid(nb), scratch, out, stats,
+                         push={"nb": nb, "r": g.r, "src_off": rs, "out_off": out_off,
+                               "stats_src_off": last.push["stats_off"], "stats_off": stats_off})
 
     def _check_array(self, name, arr, need, multiple=False):
         if not isinstance(arr, DeviceArray):
@@ -293,6 +323,33 @@ class BandPlan:
                              f"{self.batch} x {g.L + 1}), got {row!r}")
         self._record(rec, self._energy_sched, x, 0, self._scratch, self._scratch, out,
                      int(row) * per_row, self.batch)
+
+    def record_observables(self, rec, x, energies_out, stats_out, row: int = 0):
+        """Record the observables of SPEC §5 of every field of ``x`` (batch, *spatial) in one read of
+        the field: ``[E_0..E_{L-1}, E_c]`` into row ``row`` of ``energies_out`` (viewed as ``(rows,
+        batch, L+1)``) and ``[mass, min, max, nonfinite]`` into row ``row`` of ``stats_out`` (viewed
+        as ``(rows, batch, 4)``), all float32. The passes are those of :meth:`record_energies`
+        (``bands_pyramid.comp`` with ``STATS``): min / max are over the finite values (+Inf / -Inf
+        when there are none), ``nonfinite`` is 1.0 when any value is NaN/Inf, else 0.0, and mass is
+        ``N * c`` (the coarse mean times the leaf count: a tree sum; NaN/Inf in a non-finite field)."""
+        self._require_open()
+        g = self.geo
+        self._check_array("x", x, self.batch * g.N)
+        per_row = self.batch * (g.L + 1)
+        self._check_array("energies_out", energies_out, per_row, multiple=True)
+        self._check_array("stats_out", stats_out, self.batch * 4, multiple=True)
+        rows = min(energies_out.size // per_row, stats_out.size // (self.batch * 4))
+        if not R._is_int(row) or not 0 <= row < rows:
+            raise ValueError(f"row must be an integer in 0..{rows - 1} (energies_out / stats_out hold {rows} rows "
+                             f"of {self.batch} fields), got {row!r}")
+        if self._obs_sched is None:
+            self._obs_sched, n_scratch = self._schedule(self.batch, "observables")
+            self._obs_scratch = self.ctx.empty((max(n_scratch, 1),), np.float32)
+            if g.r > 1:
+                self._rowsum_stats = self.ctx.kernel("bands_rowsum.comp", spec={"LOCAL_X": 64, "NV": g.L + 1},
+                                                     defines={"STATS": 1})
+        self._record(rec, self._obs_sched, x, 0, self._obs_scratch, self._obs_scratch, energies_out,
+                     int(row) * per_row, self.batch, stats=stats_out, stats_off=int(row) * self.batch * 4)
 
     def record_sheets(self, rec, x, out, member: int = 0):
         """Record the ``(2L+1, *spatial)`` panel stack ``[s^(0..L), D^(0..L-1)]`` of field
@@ -340,7 +397,8 @@ class BandPlan:
         if self._closed:
             return
         self._closed = True
-        for a in (self._scratch, self._sheet_pyr, self._sheet_scratch, getattr(self, "_decomp_scratch", None)):
+        for a in (self._scratch, self._sheet_pyr, self._sheet_scratch, self._obs_scratch,
+                  getattr(self, "_decomp_scratch", None)):
             if a is not None:
                 a.close()
 

@@ -62,8 +62,6 @@ _HEAT_PARAMS = {"alpha"}
 _GS_PARAMS = {"Du", "Dv", "F", "k", "dt", "preset"}
 _GRID_RY = 8          # rows per invocation of the stencil kernels
 _GRID_LOCAL = 64
-_STATS_LOCAL = 256
-_STATS_PER_INVOCATION = 16
 _LOOP_BUDGET = 50000  # loop iterations per invocation per dispatch on CPU devices (llvmpipe caps 65535)
 
 
@@ -156,8 +154,10 @@ class ObsBuffers:
     """Device buffers for ``rows`` observation rows of ``B`` fields.
 
     Fused systems write one array ``(rows, B, L + 5)``: ``[E_0..E_{L-1}, E_c, mass, min, max,
-    nonfinite]``; grid systems write ``energies (rows, F, L + 1)`` (BandPlan) and ``stats (rows, F, 4)``
-    ``[mass, min, max, nonfinite]`` for F observed fields (F = 2B for Gray-Scott: u and v).
+    nonfinite]``; grid systems write ``energies (rows, F, L + 1)`` and ``stats (rows, F, 4)``
+    ``[mass, min, max, nonfinite]`` for F observed fields (F = 2B for Gray-Scott: u and v), both from
+    ``BandPlan.record_observables`` (one read of the fields per observation; min / max over the finite
+    values, mass = N * coarse mean).
     ``read(n)`` returns the first n rows as a dict of NumPy arrays: ``energies (n, B, L+1)``,
     ``mass``, ``min``, ``max`` (n, B) float64 and ``nonfinite`` (n, B) bool.
     """
@@ -507,14 +507,8 @@ class _GridSystem(_System):
         self._groups = self.kernel.grid(-(-inv // _GRID_LOCAL))
         self._other = ctx.zeros(self.state_shape)
         self._own(self._other)
-        # observables: NaN/Inf, mass, min, max (field_stats.comp), band energies (BandPlan)
-        self._stats1 = ctx.kernel("field_stats.comp", spec={"LOCAL_X": _STATS_LOCAL,
-                                                            "PER_INVOCATION": _STATS_PER_INVOCATION})
-        self._stats2 = ctx.kernel("field_stats.comp", defines={"FINAL": 1}, spec={"LOCAL_X": _STATS_LOCAL})
-        self._n = H * W
-        self._sgroups = -(-self._n // (_STATS_LOCAL * _STATS_PER_INVOCATION))
-        self._part = ctx.zeros((self.fields, self._sgroups, 4))
-        self._own(self._part)
+        # observables: band energies, mass, min, max, NaN/Inf flag in one read of the fields
+        # (BandPlan.record_observables)
         self._plan = None
         self.params, self._raw = {}, {}
         self.set_params(**params)
@@ -530,11 +524,7 @@ class _GridSystem(_System):
 
     def _observe(self, rec, x, obs, row):
         flat = x.reshape(self.fields, *self.spatial)
-        self._bandplan().record_energies(rec, flat, obs.energies, row=row)
-        rec.dispatch(self._stats1, self._stats1.grid(self.fields * self._sgroups), flat, self._part,
-                     push=dict(fields=self.fields, n=self._n, groups=self._sgroups))
-        rec.dispatch(self._stats2, self._stats2.grid(self.fields), self._part, obs.stats,
-                     push=dict(fields=self.fields, groups=self._sgroups, row=row))
+        self._bandplan().record_observables(rec, flat, obs.energies, obs.stats, row=row)
 
     def record(self, rec, state, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
                snap=None):

@@ -18,6 +18,13 @@
 // WRITE_PYR: also store every level a+1..a+K into dst (levels layout, see bands_common.glsl, level
 //            a+1 at dst_off). WRITE_BANDS: store d^(a..a+K-1) (own resolution) and, in the FINAL
 //            pass, the coarse A^(L) into bands (levels layout, level a at bands_off).
+// STATS (a define): the same passes also give the field statistics of SPEC §5, so an observation
+//            reads the field once: the first pass (NPREV == 0) takes min / max of the finite leaves
+//            it loads and a NaN/Inf flag; later passes read them back from pin (planes NPREV ..
+//            NPREV+2) and every pass reduces them with the sums (3 more values per tile: planes
+//            NV .. NV+2 of pout when not FINAL). The FINAL pass writes
+//            st[stats_off + tile * 4 + 0..3] = [mass, min, max, nonfinite] with mass = P^(L*DIMS) *
+//            A^(L) (the coarse mean times the leaves under it: a tree sum, NaN/Inf when the field is).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -46,6 +53,13 @@ layout(std430, binding = 1) readonly buffer Pin { float pin[]; };
 layout(std430, binding = 2) writeonly buffer Dst { float dst[]; };
 layout(std430, binding = 3) writeonly buffer Pout { float pout[]; };
 layout(std430, binding = 4) writeonly buffer Bands { float bands[]; };
+#ifdef STATS
+layout(std430, binding = 5) writeonly buffer Stats { float st[]; };
+const uint NS = 3u;                                  // min, max, nonfinite flag
+#else
+const uint NS = 0u;
+#endif
+const uint NR = NV + NS;                             // values reduced per tile
 
 layout(push_constant) uniform Push {
     uint nb;          // fields processed
@@ -58,12 +72,18 @@ layout(push_constant) uniform Push {
     uint pout_off;    // element offset of the partials / energies written here
     uint bands_off;   // element offset of level a in bands (WRITE_BANDS)
     uint L;           // total levels of the field
+#ifdef STATS
+    uint stats_off;   // element offset of this pass's [mass, min, max, nonfinite] rows in st (FINAL)
+#endif
 } pc;
 
 const uint R1 = (LPT < 8u) ? LPT : 8u;               // reduction: chunks per value
 shared float lev[TPW * SH];
-shared float red[TPW * NV * LPT];
-shared float red2[TPW * NV * R1];
+shared float red[TPW * NR * LPT];
+shared float red2[TPW * NR * R1];
+
+// Reduction of value v: the sums (v < NV), min (v == NV), max (min/max and the 0/1 flag).
+float combine(uint v, float a, float b) { return v < NV ? a + b : (v == NV ? min(a, b) : max(a, b)); }
 
 void main() {
     const uint lid = gl_LocalInvocationID.x;
@@ -78,15 +98,20 @@ void main() {
     const bool live = tile0 + slot < ntiles;  // invocations of a missing tile only take part in barriers
     const uint tile = live ? tile0 + slot : tile0;
     const uint LB = slot * SH;                  // this tile's shared levels
-    const uint RB = slot * NV * LPT;            // this tile's reduction slots
+    const uint RB = slot * NR * LPT;            // this tile's reduction slots
     const uint b = tile / tpm;
     const uint t = tile - b * tpm;
     const uint ty = t / tiles_x;
     const uint tx = t - ty * tiles_x;
     const uint plane = pc.nb * pc.h * pc.w;
 
-    float acc[NV];
+    float acc[NR];
     for (uint v = 0u; v < NV; ++v) acc[v] = 0.0;
+#ifdef STATS
+    acc[NV] = uintBitsToFloat(0x7f800000u);        // min of no values: +Inf
+    acc[NV + 1u] = uintBitsToFloat(0xff800000u);   // max of no values: -Inf
+    acc[NV + 2u] = 0.0;                            // nonfinite flag
+#endif
 
     // ---- levels a+1 .. a+M in registers, one micro-tile per iteration.
     const uint SMT = T / SM;  // micro-tiles per tile side
@@ -102,6 +127,19 @@ void main() {
             uint idx = (row + r) * pc.w + col + q;
             v[c] = src[pc.src_off + b * pc.src_bstride + idx];
             for (uint m = 0u; m < NPREV; ++m) acc[m] += pin[pc.pin_off + m * plane + b * pc.h * pc.w + idx];
+#ifdef STATS
+            if (NPREV == 0u) {        // leaves: branch-free; an ordered compare is false for NaN
+                bool ok = abs(v[c]) <= 3.40282347e38;
+                acc[NV] = min(acc[NV], ok ? v[c] : acc[NV]);
+                acc[NV + 1u] = max(acc[NV + 1u], ok ? v[c] : acc[NV + 1u]);
+                acc[NV + 2u] = ok ? acc[NV + 2u] : 1.0;
+            } else {                  // the previous pass's per-tile statistics
+                uint pi = pc.pin_off + NPREV * plane + b * pc.h * pc.w + idx;
+                acc[NV] = min(acc[NV], pin[pi]);
+                acc[NV + 1u] = max(acc[NV + 1u], pin[pi + plane]);
+                acc[NV + 2u] = max(acc[NV + 2u], pin[pi + 2u * plane]);
+            }
+#endif
         }
         uint side = SM, hj = pc.h, wj = pc.w, boff = pc.bands_off, poff = pc.dst_off;
         for (uint j = 0u; j < M; ++j) {
@@ -187,23 +225,36 @@ void main() {
         const float top = lev[LB + base_in];  // A^(a+K) of this tile
         if (FINAL != 0u) acc[NV - 1u] = top * top;
         if (FINAL != 0u && WRITE_BANDS != 0u) bands[boff + tile] = top;
+#ifdef STATS
+        if (FINAL != 0u) {
+            float leaves = 1.0;   // P^(L*DIMS) leaves under the top node
+            for (uint l = 0u; l < pc.L; ++l) leaves *= float(C);
+            st[pc.stats_off + tile * 4u] = top * leaves;
+        }
+#endif
         if (FINAL == 0u && WRITE_PYR == 0u) dst[pc.dst_off + tile] = top;
     }
 
-    // ---- reduction of the NV sums per tile: chunks of LPT / R1, then R1 chunks (2 barriers).
-    for (uint v = 0u; v < NV; ++v) red[RB + v * LPT + tid] = acc[v];
+    // ---- reduction of the NR values per tile: chunks of LPT / R1, then R1 chunks (2 barriers).
+    for (uint v = 0u; v < NR; ++v) red[RB + v * LPT + tid] = acc[v];
     barrier();
     const uint CL = LPT / R1;
-    for (uint qv = tid; qv < NV * R1; qv += LPT) {
+    for (uint qv = tid; qv < NR * R1; qv += LPT) {
         uint v = qv / R1, c = qv - (qv / R1) * R1;
-        float s = 0.0;
-        for (uint i = 0u; i < CL; ++i) s += red[RB + v * LPT + c * CL + i];
-        red2[slot * NV * R1 + qv] = s;
+        float s = red[RB + v * LPT + c * CL];
+        for (uint i = 1u; i < CL; ++i) s = combine(v, s, red[RB + v * LPT + c * CL + i]);
+        red2[slot * NR * R1 + qv] = s;
     }
     barrier();
-    for (uint v = tid; v < (live ? NV : 0u); v += LPT) {
-        float total = 0.0;
-        for (uint c = 0u; c < R1; ++c) total += red2[slot * NV * R1 + v * R1 + c];
+    for (uint v = tid; v < (live ? NR : 0u); v += LPT) {
+        float total = red2[slot * NR * R1 + v * R1];
+        for (uint c = 1u; c < R1; ++c) total = combine(v, total, red2[slot * NR * R1 + v * R1 + c]);
+#ifdef STATS
+        if (FINAL != 0u && v >= NV) {
+            st[pc.stats_off + tile * 4u + 1u + (v - NV)] = total;
+            continue;
+        }
+#endif
         if (FINAL != 0u) {
             float wgt = 1.0;  // P^(v*DIMS) (levels) and P^(L*DIMS) (coarse, v == L)
             for (uint l = 0u; l < v; ++l) wgt *= float(C);

@@ -90,6 +90,14 @@ def test_other_tilings(monkeypatch, node_max, micro_max, threads, min_passes):
         if node_max == 9:
             assert max(ps.kernel.spec["M"] for ps in plan._energy_sched) >= 2
         _close_energies(VB.energies(x, p, dims), R.energies(x, p, dims), x, dims)
+        ctx = vkbands.default_context()
+        xs = (x if batch else x[None]).copy()
+        xs[-1].flat[len(xs[-1].flat) // 2] = np.nan
+        X, E, S = ctx.array(xs), ctx.empty((batch, plan.levels + 1)), ctx.empty((batch, 4))
+        with ctx.recorder() as rec:
+            plan.record_observables(rec, X, E, S)
+        _check_observables(xs, E.numpy(), S.numpy(), p, dims)
+        X.close(), E.close(), S.close()
         b = VB.decompose(x, p, dims)
         for l in range(b.levels):
             _close(b.detail(l), R.detail(x, p, l, dims), x)
@@ -183,6 +191,62 @@ def test_plan_record_energies_rows(ctx, spatial, p, batch):
         with pytest.raises(ValueError, match="elements"):
             plan.record_energies(ctx.recorder(), ctx.empty((batch + 1,) + spatial), out)
         X0.close(), X1.close(), out.close()
+
+
+def _check_observables(x, E, S, p, dims):
+    """E (batch, L+1), S (batch, 4) = [mass, min, max, nonfinite] from record_observables vs the
+    reference: energies / mass of the finite fields, min / max over finite values, the flag of all."""
+    o = R.observables(np.where(np.isfinite(x), x, 0.0), p, dims)
+    bad = ~np.isfinite(x).reshape(x.shape[0], -1).all(axis=1)
+    np.testing.assert_array_equal(S[:, 3], np.where(bad, 1.0, 0.0))
+    ax = tuple(range(1, 1 + dims))
+    finite = np.where(np.isfinite(x), x, np.nan)
+    np.testing.assert_array_equal(S[:, 1], np.nanmin(finite, axis=ax).astype(np.float32))
+    np.testing.assert_array_equal(S[:, 2], np.nanmax(finite, axis=ax).astype(np.float32))
+    ok = ~bad
+    if ok.any():
+        _close_energies(E[ok], o["energies"][ok], x[ok], dims)
+        np.testing.assert_allclose(S[ok, 0], o["mass"][ok], rtol=1e-5,
+                                   atol=1e-6 * float(np.abs(x[ok]).sum(axis=ax).max()))
+    assert not np.isfinite(S[bad, 0]).any()          # mass = N * c carries the NaN / Inf
+
+
+@pytest.mark.parametrize("spatial,p,batch", [((27, 27), 3, 4), ((32, 32), 2, 4), ((243,), 3, 4), ((64,), 2, 4),
+                                             ((9, 27), 3, 4), ((8, 32), 2, 4), ((128, 128), 2, 4), ((81, 81), 3, 4)])
+def test_plan_record_observables(ctx, spatial, p, batch):
+    """record_observables: energies, mass, min, max and the NaN/Inf flag of every field in one read,
+    into the requested row; NaN, +Inf and -Inf injected into members 0..2 (member 3 stays finite)."""
+    dims = len(spatial)
+    x0 = _field(spatial, batch, seed=7) + 3.0     # mass well away from 0: relative 1e-5 means something
+    x1 = _field(spatial, batch, seed=8) * 2.0 - 1.0
+    n = int(np.prod(spatial))
+    for m, (where, value) in enumerate([(n // 3, np.nan), (n - 1, np.inf), (0, -np.inf)]):
+        x1[m].flat[where] = value
+    with VB.BandPlan(ctx, spatial, p, batch=batch) as plan:
+        L = plan.levels
+        X0, X1 = ctx.array(x0), ctx.array(x1)
+        E = ctx.empty((3, batch, L + 1)).fill(-7.0)
+        S = ctx.empty((3, batch, 4)).fill(-7.0)
+        rec = ctx.recorder()
+        plan.record_observables(rec, X0, E, S, row=0)
+        plan.record_observables(rec, X1, E, S, row=2)
+        rec.submit()
+        rec.submit()  # replay: same result
+        e, st = E.numpy(), S.numpy()
+        rec.close()
+        _check_observables(x0, e[0], st[0], p, dims)
+        _check_observables(x1, e[2], st[2], p, dims)
+        assert np.all(e[1] == -7.0) and np.all(st[1] == -7.0)
+        # the energies are those of record_energies, bit for bit
+        E2 = ctx.empty((1, batch, L + 1))
+        with ctx.recorder() as r2:
+            plan.record_energies(r2, X0, E2)
+        np.testing.assert_array_equal(E2.numpy()[0], e[0])
+        with pytest.raises(ValueError, match="row"):
+            plan.record_observables(ctx.recorder(), X0, E, S, row=3)
+        with pytest.raises(ValueError, match="elements"):
+            plan.record_observables(ctx.recorder(), X0, E, ctx.empty((batch, 3)))
+        X0.close(), X1.close(), E.close(), S.close(), E2.close()
 
 
 @pytest.mark.parametrize("spatial,p,batch", [((27, 27), 3, 3), ((64,), 2, 2), ((9, 27), 3, 2), ((25, 25), 5, 1)])

@@ -178,6 +178,28 @@ def test_grayscott_500_steps_matches_reference(ctx, side):
     np.testing.assert_allclose(r.mass[-1], x[:, 1].sum((-2, -1)), rtol=1e-4)
 
 
+def test_grid_observables_one_read_with_nonfinite_values(ctx):
+    """Heat / Gray-Scott observations (BandPlan.record_observables): energies and mass of the finite
+    members, min / max over finite values, and the NaN/Inf flag (Gray-Scott: of u or v; the rest of v)."""
+    uv = R.grayscott_init((3, 27, 27), seed=4)
+    uv[0, 0, 3, 5] = np.nan          # u of member 0: flagged, v's statistics unaffected
+    uv[1, 1, 26, 26] = np.inf        # v of member 1
+    hx = init.smooth((2, 32, 32), arity=2, seed=5) + 2.0
+    hx[0, 7, 9] = -np.inf
+    for system, x0, v in (("grayscott", uv, uv[:, 1]), ("heat", hx, hx)):
+        with Simulation(ctx, system, x0) as sim:
+            o = sim.observe()
+        bad = ~np.isfinite(x0.reshape(x0.shape[0], -1)).all(axis=1)
+        np.testing.assert_array_equal(o["nonfinite"], bad)
+        finite = np.where(np.isfinite(v), v, np.nan).astype(np.float64)
+        np.testing.assert_array_equal(o["min"], np.nanmin(finite, axis=(-2, -1)))
+        np.testing.assert_array_equal(o["max"], np.nanmax(finite, axis=(-2, -1)))
+        ref = R.observables(v[~bad], 3 if system == "grayscott" else 2)
+        np.testing.assert_allclose(o["mass"][~bad], ref["mass"], rtol=1e-5)
+        np.testing.assert_allclose(o["energies"][~bad], ref["energies"], rtol=1e-5,
+                                   atol=1e-7 * ref["energies"].sum(-1).max())
+
+
 def test_grayscott_preset_forms_a_pattern(ctx):
     uv0 = R.grayscott_init((128, 128), seed=0)
     r = rollout("grayscott", uv0, 5000, every=500, snapshot_every=2500, preset="spots", ctx=ctx, progress=False)
