@@ -226,7 +226,10 @@ class BandPlan:
                     "WRITE_BANDS": int(mode == "bands"), "C": p ** d, "T": T, "SM": p ** m,
                     "CM": p ** (m * d), "NM": nm, "SH": sh, "NV": nv}
             ps = _Pass()
-            ps.kernel = self.ctx.kernel("bands_pyramid.comp", spec=spec, defines={"STATS": 1} if stats else None)
+            defs = {"STATS": 1} if stats else {}
+            if a == 0 and p % 2 == 0:   # leaves in vec2 pairs: N, member offsets and micro-tile columns are even
+                defs["PAIRS"] = 1
+            ps.kernel = self.ctx.kernel("bands_pyramid.comp", spec=spec, defines=defs or None)
             ps.groups = ps.kernel.grid(-(-ntiles // tpw))
             push = {"nb": nb, "h": h, "w": w, "L": g.L, "src_off": 0, "src_bstride": h * w,
                     "pin_off": 0, "dst_off": 0, "pout_off": 0, "bands_off": lev_off[a]}
