@@ -10,14 +10,14 @@ class Owner:
 
     @property
     def closed(self) -> bool:
-        return self.__dict__.get("_owner_closed", False)
+        return self.__dict__.get("_closed", False)
 
     def close(self):
         """Close every owned object, newest first (idempotent)."""
         owned = self.__dict__.get("_owned", [])
         while owned:
             owned.pop().close()
-        self._owner_closed = True
+        self._closed = True
 
     def __enter__(self):
         return self

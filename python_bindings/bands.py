@@ -68,6 +68,7 @@ from vkbands.engine import DeviceArray
 
 from . import reference as R
 from ._call import Call
+from ._owner import Owner
 
 __all__ = ["Bands", "BandPlan", "decompose", "reconstruct", "energies", "leakage"]
 
@@ -125,7 +126,7 @@ class _Pass:
     __slots__ = ("kernel", "push", "groups", "src", "pin", "dst", "pout", "bands", "st")
 
 
-class BandPlan:
+class BandPlan(Owner):
     """Planned band passes for fields of ``spatial_shape`` with ``batch`` members; owns its scratch.
 
     See the module docstring for the contracts of :meth:`record_energies` and :meth:`record_sheets`.
@@ -405,12 +406,6 @@ class BandPlan:
             if a is not None:
                 a.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __repr__(self):
         return (f"<vkbands.BandPlan spatial={self.spatial_shape} arity={self.arity} L={self.levels} "
                 f"batch={self.batch}>")
@@ -456,7 +451,7 @@ def energies(x, arity=3, dims=None):
     return call.result(out)
 
 
-class Bands:
+class Bands(Owner):
     """A tree-Haar decomposition (SPEC §2) of a batch of fields. Made by :func:`decompose`.
 
     Stores the detail bands at their own resolution and the coarse part in one flat buffer (the
@@ -567,12 +562,6 @@ class Bands:
         if self.device:
             for a in [self._buf, self._energies] + self._scratch:
                 a.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         kind = "device" if self.device else "numpy"

@@ -197,6 +197,14 @@ class ObsBuffers:
                 a.close()
 
 
+def _check_buffers(every, snap_every, observe_first, snap_first, obs, snap):
+    """The buffers a ``record`` call needs for the observations and snapshots it was asked for."""
+    if (every or observe_first) and obs is None:
+        raise ValueError("observables requested but no obs buffers given")
+    if (snap_every or snap_first) and snap is None:
+        raise ValueError("snapshots requested but no snapshot buffer given")
+
+
 class _System(Owner):
     name = "?"
     fused = False
@@ -414,10 +422,7 @@ class TreeSystem(_System):
 
     def record(self, rec, state, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
                snap=None):
-        if (every or observe_first) and obs is None:
-            raise ValueError("observables requested but no obs buffers given")
-        if (snap_every or snap_first) and snap is None:
-            raise ValueError("snapshots requested but no snapshot buffer given")
+        _check_buffers(every, snap_every, observe_first, snap_first, obs, snap)
         dummy = self._dummy_array()
         groups = self.kernel.grid(-(-self.batch // self._fpw))
         coef = self._coef_array()
@@ -528,10 +533,7 @@ class _GridSystem(_System):
 
     def record(self, rec, state, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
                snap=None):
-        if (every or observe_first) and obs is None:
-            raise ValueError("observables requested but no obs buffers given")
-        if (snap_every or snap_first) and snap is None:
-            raise ValueError("snapshots requested but no snapshot buffer given")
+        _check_buffers(every, snap_every, observe_first, snap_first, obs, snap)
         orow = srow = 0
         if observe_first:
             self._observe(rec, state, obs, orow)
