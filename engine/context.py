@@ -20,7 +20,7 @@ import threading
 import numpy as np
 import vulkan as vk
 
-from .errors import ClosedError, NoDeviceError, ValidationError
+from .errors import ClosedError, NoDeviceError, ValidationError, vulkan_errors
 
 log = logging.getLogger("vkbands")
 
@@ -93,9 +93,11 @@ def describe_devices(instance=None) -> list[dict]:
             heaps = [(int(mem.memoryHeaps[h].size), bool(mem.memoryHeaps[h].flags & vk.VK_MEMORY_HEAP_DEVICE_LOCAL_BIT))
                      for h in range(mem.memoryHeapCount)]
             kind = _DEVICE_TYPE_NAMES.get(p.deviceType, "other")
+            ids = vk.VkPhysicalDeviceIDProperties()
+            vk.vkGetPhysicalDeviceProperties2(pd, vk.VkPhysicalDeviceProperties2(pNext=ids))
             out.append(dict(index=i, name=p.deviceName, type=kind, api=_version_str(p.apiVersion),
                             driver=_driver_version_str(p), vendor_id=p.vendorID, heaps=heaps,
-                            unified=_is_unified(mem, kind)))
+                            unified=_is_unified(mem, kind), uuid=bytes(ids.deviceUUID).hex()))
         return out
     finally:
         if own:
@@ -147,19 +149,36 @@ class Context:
         validation: enable the Khronos validation layer; default ``$VKBANDS_VALIDATION``.
         instance_extensions / device_extensions: extra extensions (the viewer passes GLFW's surface
             extensions and ``VK_KHR_swapchain``).
+        surface: ``make_surface(instance) -> VkSurfaceKHR`` for a context that presents (the viewer);
+            the device and queue family are then chosen among those that can present to it, and the
+            context owns the surface (``ctx.surface``, destroyed before the instance). A compute-only
+            context (the default) never asks for presentation support.
+
+    Device facts used by vkbands (all queried, none assumed): ``limits`` (VkPhysicalDeviceLimits),
+    ``max_storage_buffer_range``, ``min_storage_buffer_offset_alignment``, ``non_coherent_atom_size``,
+    ``driver_id`` / ``driver_name``, ``device_uuid`` (hex, equals the CUDA UUID on NVIDIA),
+    ``loop_iteration_cap`` (65535 on llvmpipe, which silently leaves longer shader loops; else None),
+    ``subgroup_size`` / ``subgroup_shuffle``, and ``subgroup_size_control`` (pipelines may require a
+    subgroup size in ``[min_subgroup_size, max_subgroup_size]`` with full subgroups).
     """
 
     def __init__(self, device: int | str | None = None, validation: bool | None = None,
-                 instance_extensions=(), device_extensions=()):
+                 instance_extensions=(), device_extensions=(), surface=None):
         self._closed = True
         self._id = next(_ids)
-        self._children: dict[int, object] = {}
+        self._tracked: dict = {}          # serial -> engine.resource.TrackedEntry, creation order
+        self._graveyard: list = []         # serials of dropped objects, freed at the next safe point
+        self._serials = itertools.count(1)
         self._validation_errors: list[str] = []
         self.validation_log: list[str] = []  # every validation error seen (tests assert it stays empty)
         self._lock = threading.Lock()
         self.validation = _env_flag("VKBANDS_VALIDATION") if validation is None else bool(validation)
+        self.surface = None
+        self._probes: dict = {}
         self._create_instance(list(instance_extensions))
         try:
+            if surface is not None:
+                self.surface = surface(self.instance)
             self._pick_device(os.environ.get("VKBANDS_DEVICE") if device is None else str(device))
             self._create_device(list(device_extensions))
         except BaseException:
@@ -200,25 +219,76 @@ class Context:
 
     def _pick_device(self, selector):
         self.devices = describe_devices(self.instance)
-        self.device_index = choose_device(self.devices, selector)
-        self.physical_device = vk.vkEnumeratePhysicalDevices(self.instance)[self.device_index]
+        physical = vk.vkEnumeratePhysicalDevices(self.instance)
+        candidates = self.devices
+        if self.surface is not None:
+            candidates = [d for d in self.devices if self._present_families(physical[d["index"]])]
+            if not candidates:
+                names = ", ".join(d["name"] for d in self.devices) or "none"
+                raise NoDeviceError(f"no Vulkan device can present to this window's surface (devices: {names}); "
+                                    "headless GPU nodes usually cannot present to a virtual display")
+            if selector:
+                chosen = self.devices[choose_device(self.devices, selector)]
+                if chosen not in candidates:
+                    raise NoDeviceError(f"VKBANDS_DEVICE={selector!r} selects {chosen['name']!r}, which cannot "
+                                        f"present to this window's surface; devices that can: "
+                                        f"{', '.join(d['name'] for d in candidates)}")
+        self.device_index = choose_device(candidates, selector) if not selector or self.surface is None \
+            else choose_device(self.devices, selector)
+        self.physical_device = physical[self.device_index]
         self.info = self.devices[self.device_index]
         self.properties = vk.vkGetPhysicalDeviceProperties(self.physical_device)
-        self.limits = self.properties.limits
+        self.limits = lim = self.properties.limits
+        self.max_storage_buffer_range = int(lim.maxStorageBufferRange)
+        self.min_storage_buffer_offset_alignment = int(lim.minStorageBufferOffsetAlignment)
+        self.non_coherent_atom_size = int(lim.nonCoherentAtomSize)
         self.memory_properties = vk.vkGetPhysicalDeviceMemoryProperties(self.physical_device)
         self.unified_memory = self.info["unified"]
-        sg = vk.VkPhysicalDeviceSubgroupProperties()
-        vk.vkGetPhysicalDeviceProperties2(self.physical_device, vk.VkPhysicalDeviceProperties2(pNext=sg))
-        # Vulkan 1.1 subgroup properties: the default size and which operations compute shaders may use.
+        ext_names = {e.extensionName for e in vk.vkEnumerateDeviceExtensionProperties(self.physical_device, None)}
+        self.available_device_extensions = ext_names
+        # Vulkan 1.1/1.2 properties: subgroups, driver identity, device UUID; subgroup size control
+        # (VK_EXT_subgroup_size_control) where the driver offers it.
+        m3 = vk.VkPhysicalDeviceMaintenance3Properties()
+        sg = vk.VkPhysicalDeviceSubgroupProperties(pNext=m3)
+        drv = vk.VkPhysicalDeviceDriverProperties(pNext=sg)
+        ids = vk.VkPhysicalDeviceIDProperties(pNext=drv)
+        has_ssc = "VK_EXT_subgroup_size_control" in ext_names
+        ssc = vk.VkPhysicalDeviceSubgroupSizeControlProperties(pNext=ids) if has_ssc else None
+        vk.vkGetPhysicalDeviceProperties2(self.physical_device, vk.VkPhysicalDeviceProperties2(pNext=ssc or ids))
         self.subgroup_size = int(sg.subgroupSize)
         self.subgroup_shuffle = bool(sg.supportedOperations & vk.VK_SUBGROUP_FEATURE_SHUFFLE_BIT
                                      and sg.supportedStages & vk.VK_SHADER_STAGE_COMPUTE_BIT)
+        self.max_memory_allocation_size = int(m3.maxMemoryAllocationSize)
+        mem = self.memory_properties
+        self.largest_device_heap = max((int(mem.memoryHeaps[h].size) for h in range(mem.memoryHeapCount)
+                                        if mem.memoryHeaps[h].flags & vk.VK_MEMORY_HEAP_DEVICE_LOCAL_BIT), default=0)
+        self.driver_id = int(drv.driverID)
+        self.driver_name = vk.ffi.string(drv.driverName).decode("utf-8", "replace")
+        self.device_uuid = bytes(ids.deviceUUID).hex()
+        self.loop_iteration_cap = 65535 if self.driver_id == vk.VK_DRIVER_ID_MESA_LLVMPIPE else None
+        self.subgroup_size_control = False
+        self.min_subgroup_size = self.max_subgroup_size = self.subgroup_size
+        if ssc is not None and ssc.requiredSubgroupSizeStages & vk.VK_SHADER_STAGE_COMPUTE_BIT:
+            feats = vk.VkPhysicalDeviceSubgroupSizeControlFeatures()
+            vk.vkGetPhysicalDeviceFeatures2(self.physical_device, vk.VkPhysicalDeviceFeatures2(pNext=feats))
+            if feats.subgroupSizeControl and feats.computeFullSubgroups:
+                self.subgroup_size_control = True
+                self.min_subgroup_size, self.max_subgroup_size = int(ssc.minSubgroupSize), int(ssc.maxSubgroupSize)
+
+    def _present_families(self, physical) -> list[int]:
+        """Queue families of ``physical`` with compute, graphics and presentation to ``self.surface``."""
+        support = vk.vkGetInstanceProcAddr(self.instance, "vkGetPhysicalDeviceSurfaceSupportKHR")
+        want = vk.VK_QUEUE_COMPUTE_BIT | vk.VK_QUEUE_GRAPHICS_BIT
+        return [i for i, f in enumerate(vk.vkGetPhysicalDeviceQueueFamilyProperties(physical))
+                if (f.queueFlags & want) == want and support(physical, i, self.surface)]
 
     def _create_device(self, extensions):
         families = vk.vkGetPhysicalDeviceQueueFamilyProperties(self.physical_device)
         want = vk.VK_QUEUE_COMPUTE_BIT | vk.VK_QUEUE_GRAPHICS_BIT
         ranked = sorted(range(len(families)), key=lambda i: (
             (families[i].queueFlags & want) != want, not families[i].queueFlags & vk.VK_QUEUE_COMPUTE_BIT))
+        if self.surface is not None:
+            ranked = self._present_families(self.physical_device)
         self.queue_family = ranked[0]
         if not families[self.queue_family].queueFlags & vk.VK_QUEUE_COMPUTE_BIT:
             raise NoDeviceError(f"device {self.info['name']!r} has no compute queue")
@@ -227,9 +297,15 @@ class Context:
         qinfo = vk.VkDeviceQueueCreateInfo(queueFamilyIndex=self.queue_family, queueCount=1,
                                            pQueuePriorities=priorities)
         qinfos = [qinfo]
-        dinfo = vk.VkDeviceCreateInfo(pQueueCreateInfos=qinfos, queueCreateInfoCount=1,
+        features = None
+        if self.subgroup_size_control:
+            extensions = extensions + ["VK_EXT_subgroup_size_control"]
+            features = vk.VkPhysicalDeviceSubgroupSizeControlFeatures(subgroupSizeControl=vk.VK_TRUE,
+                                                                      computeFullSubgroups=vk.VK_TRUE)
+        dinfo = vk.VkDeviceCreateInfo(pNext=features, pQueueCreateInfos=qinfos, queueCreateInfoCount=1,
                                       ppEnabledExtensionNames=extensions)
-        self.device = vk.vkCreateDevice(self.physical_device, dinfo, None)
+        with vulkan_errors(f"creating a device on {self.info['name']!r}"):
+            self.device = vk.vkCreateDevice(self.physical_device, dinfo, None)
         self.device_extensions = extensions
         self.queue = vk.vkGetDeviceQueue(self.device, self.queue_family, 0)
         pinfo = vk.VkCommandPoolCreateInfo(queueFamilyIndex=self.queue_family,
@@ -238,22 +314,59 @@ class Context:
         self.pipeline_cache = vk.vkCreatePipelineCache(self.device, vk.VkPipelineCacheCreateInfo(), None)
         self.check()
 
-    # ---------------------------------------------------------------- bookkeeping
-    def _register(self, obj):
-        self._require_open()
-        self._children[id(obj)] = obj
-        return obj
+    def probe(self, key, measure):
+        """A device fact measured once per context: ``measure(ctx)`` on first use, cached under
+        ``key`` until the context closes (e.g. the subgroup size a compute pipeline really gets)."""
+        if key not in self._probes:
+            self._probes[key] = measure(self)
+        return self._probes[key]
 
-    def _unregister(self, obj):
-        self._children.pop(id(obj), None)
+    # ---------------------------------------------------------------- bookkeeping
+    def _track(self, obj, release, waits=False):
+        """Register a Resource (see ``engine.resource``); returns its entry. A safe point: handles
+        of dropped objects are freed here first."""
+        from .resource import TrackedEntry
+        self._require_open()
+        self.collect()
+        serial = next(self._serials)
+        entry = self._tracked[serial] = TrackedEntry(self, obj, release, waits, serial)
+        return entry
+
+    def _untrack(self, serial):
+        self._tracked.pop(serial, None)
+
+    def collect(self) -> int:
+        """Free the handles of objects the program dropped without ``close()`` (recorders first:
+        they wait for their own GPU work). Called at every safe point; returns how many were freed."""
+        if not self._graveyard or self._closed:
+            return 0
+        buried, self._graveyard[:] = list(self._graveyard), []
+        entries = [self._tracked[s] for s in buried if s in self._tracked]
+        entries.sort(key=lambda e: (not e.waits, -e.serial))
+        for e in entries:
+            e.release_now()
+        return len(entries)
 
     def _require_open(self):
         if self._closed:
             raise ClosedError("this vkbands Context is closed")
 
     def live_objects(self) -> int:
-        """Number of open children (arrays, images, kernels, recorders): flat across create/close cycles."""
-        return len(self._children)
+        """Number of live device objects (arrays, images, kernels, recorders, ...), after freeing the
+        ones that were dropped: flat across create/close (or create/drop) cycles."""
+        self.collect()
+        return len(self._tracked)
+
+    def live_object_kinds(self) -> dict:
+        """``{type name: count}`` of the live device objects (diagnostics; the context's own staging
+        buffer is listed as ``"staging"``)."""
+        self.collect()
+        out = {}
+        staging = self._staging._entry if self._staging is not None else None
+        for e in self._tracked.values():
+            kind = "staging" if e is staging else e.kind
+            out[kind] = out.get(kind, 0) + 1
+        return out
 
     def check(self):
         """Raise :class:`ValidationError` if the validation layer reported errors since the last check."""
@@ -316,22 +429,31 @@ class Context:
         from .recorder import Recorder
         return Recorder(self)
 
+    STAGING_BYTES = 32 << 20   # the staging buffer never grows past this; larger copies are chunked
+
     def staging(self, nbytes: int):
-        """The context's reused, persistently mapped host buffer, grown to at least ``nbytes``."""
-        if self._staging is None or self._staging.nbytes < nbytes:
-            if self._staging is not None:
-                self._staging.close()
-            size = max(nbytes, 1 << 20, 0 if self._staging is None else 2 * self._staging.nbytes)
+        """The context's reused, persistently mapped host buffer: at least ``min(nbytes,
+        STAGING_BYTES)`` bytes. Copies larger than that go through it in chunks
+        (``DeviceArray.upload`` / ``numpy``)."""
+        want = min(int(nbytes), self.STAGING_BYTES)
+        if self._staging is None or self._staging.nbytes < want:
+            old, self._staging = self._staging, None
+            if old is not None:
+                old.close()
+            size = min(max(want, 1 << 20, 0 if old is None else 2 * old.nbytes), self.STAGING_BYTES)
             self._staging = self.empty((size,), np.uint8, host=True)
         return self._staging
 
-    def wait_fence(self, fence, timeout_s: float = 120.0):
-        """Block on ``fence``; a GPU hang becomes a TimeoutError instead of a freeze."""
+    def wait_fence(self, fence, timeout_s: float = 120.0, what: str = "GPU work"):
+        """Block on ``fence``; a GPU hang becomes a TimeoutError instead of a freeze, a lost device a
+        :class:`DeviceLostError` naming ``what``. A safe point (dropped objects are freed after)."""
         try:
-            vk.vkWaitForFences(self.device, 1, [fence], vk.VK_TRUE, int(timeout_s * 1e9))
+            with vulkan_errors(lambda: f"waiting for {what}"):
+                vk.vkWaitForFences(self.device, 1, [fence], vk.VK_TRUE, int(timeout_s * 1e9))
         except vk.VkTimeout:
-            raise TimeoutError(f"GPU work did not finish within {timeout_s} s") from None
+            raise TimeoutError(f"{what} did not finish within {timeout_s} s") from None
         self.check()
+        self.collect()
 
     def wait_idle(self):
         if not self._closed:
@@ -343,18 +465,22 @@ class Context:
         return self._closed
 
     def close(self):
-        """Wait for the device, close every child newest first, then destroy device and instance.
-        Idempotent."""
+        """Wait for the device, free every object it still tracks newest first (dropped ones
+        included), then destroy device and instance. Idempotent."""
         if self._closed:
             return
         try:
             vk.vkDeviceWaitIdle(self.device)
+        except vk.VkError:
+            pass                      # a lost device: free what we can
         finally:
             self._staging = None
-            for obj in reversed(list(self._children.values())):
-                obj.close()
-            self._children.clear()
+            self.collect()
+            for entry in reversed(list(self._tracked.values())):
+                entry.release_now()
+            self._tracked.clear()
             self._kernels.clear()
+            self._probes.clear()
             vk.vkDestroyPipelineCache(self.device, self.pipeline_cache, None)
             vk.vkDestroyCommandPool(self.device, self.command_pool, None)
             vk.vkDestroyDevice(self.device, None)
@@ -362,6 +488,10 @@ class Context:
             self._destroy_instance()
 
     def _destroy_instance(self):
+        if self.surface is not None:
+            destroy = vk.vkGetInstanceProcAddr(self.instance, "vkDestroySurfaceKHR")
+            destroy(self.instance, self.surface, None)
+            self.surface = None
         if self._messenger is not None:
             destroy = vk.vkGetInstanceProcAddr(self.instance, "vkDestroyDebugUtilsMessengerEXT")
             destroy(self.instance, self._messenger, None)

@@ -51,14 +51,20 @@ class RenderPass(Resource):
             dstStageMask=vk.VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT,
             srcAccessMask=0,
             dstAccessMask=vk.VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT | vk.VK_ACCESS_COLOR_ATTACHMENT_READ_BIT)
-        atts, subs, deps = [att], [sub], [dep]
+        # After the pass: its colour writes are made available to what follows in the queue (a
+        # screenshot's transfer read of the attachment; sampling it as a texture).
+        out = vk.VkSubpassDependency(
+            srcSubpass=0, dstSubpass=vk.VK_SUBPASS_EXTERNAL,
+            srcStageMask=vk.VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT,
+            dstStageMask=vk.VK_PIPELINE_STAGE_TRANSFER_BIT | vk.VK_PIPELINE_STAGE_FRAGMENT_SHADER_BIT,
+            srcAccessMask=vk.VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT,
+            dstAccessMask=vk.VK_ACCESS_TRANSFER_READ_BIT | vk.VK_ACCESS_SHADER_READ_BIT)
+        atts, subs, deps = [att], [sub], [dep, out]
         self.handle = vk.vkCreateRenderPass(ctx.device, vk.VkRenderPassCreateInfo(
             attachmentCount=1, pAttachments=atts, subpassCount=1, pSubpasses=subs,
-            dependencyCount=1, pDependencies=deps), None)
-        self._adopt(ctx)
-
-    def _destroy(self):
-        vk.vkDestroyRenderPass(self.ctx.device, self.handle, None)
+            dependencyCount=len(deps), pDependencies=deps), None)
+        dev, handle = ctx.device, self.handle
+        self._adopt(ctx, lambda: vk.vkDestroyRenderPass(dev, handle, None))
 
 
 class GraphicsPipeline(Resource):
@@ -195,9 +201,10 @@ class GraphicsPipeline(Resource):
                     flags=vk.VK_DESCRIPTOR_POOL_CREATE_FREE_DESCRIPTOR_SET_BIT, maxSets=max_sets,
                     poolSizeCount=len(sizes), pPoolSizes=sizes), None)
         except BaseException:
-            self._destroy()
+            _pipeline_release(dev, self._pool, self.pipeline, self._modules, self.layout, self.set_layout)()
             raise
-        self._adopt(ctx)
+        self._adopt(ctx, _pipeline_release(dev, self._pool, self.pipeline, list(self._modules), self.layout,
+                                           self.set_layout))
         ctx.check()
 
     # -------------------------------------------------------------- helpers
@@ -246,24 +253,8 @@ class GraphicsPipeline(Resource):
             vk.vkUpdateDescriptorSets(self.ctx.device, len(writes), writes, 0, None)
 
     def free_set(self, dset):
-        if not self._closed and not self.ctx.closed:
+        if not self.closed and not self.ctx.closed:
             vk.vkFreeDescriptorSets(self.ctx.device, self._pool, 1, [dset])
-
-    # -------------------------------------------------------------- lifetime
-    def _destroy(self):
-        dev = self.ctx.device
-        if self._pool is not None:
-            vk.vkDestroyDescriptorPool(dev, self._pool, None)
-        if self.pipeline is not None:
-            vk.vkDestroyPipeline(dev, self.pipeline, None)
-        for m in self._modules:
-            vk.vkDestroyShaderModule(dev, m, None)
-        if self.layout is not None:
-            vk.vkDestroyPipelineLayout(dev, self.layout, None)
-        if self.set_layout is not None:
-            vk.vkDestroyDescriptorSetLayout(dev, self.set_layout, None)
-        self._pool = self.pipeline = self.layout = self.set_layout = None
-        self._modules = []
 
     def __repr__(self):
         return f"<vkbands.GraphicsPipeline {self.name}>"
@@ -283,7 +274,21 @@ class Sampler(Resource):
             magFilter=f, minFilter=f, mipmapMode=vk.VK_SAMPLER_MIPMAP_MODE_NEAREST,
             addressModeU=a, addressModeV=a, addressModeW=a, maxLod=0.0,
             borderColor=vk.VK_BORDER_COLOR_FLOAT_TRANSPARENT_BLACK), None)
-        self._adopt(ctx)
+        dev, handle = ctx.device, self.handle
+        self._adopt(ctx, lambda: vk.vkDestroySampler(dev, handle, None))
 
-    def _destroy(self):
-        vk.vkDestroySampler(self.ctx.device, self.handle, None)
+
+def _pipeline_release(dev, pool, pipeline, modules, layout, set_layout):
+    """Frees a GraphicsPipeline's handles (any of them may be None when creation failed part-way)."""
+    def release():
+        if pool is not None:
+            vk.vkDestroyDescriptorPool(dev, pool, None)
+        if pipeline is not None:
+            vk.vkDestroyPipeline(dev, pipeline, None)
+        for m in modules:
+            vk.vkDestroyShaderModule(dev, m, None)
+        if layout is not None:
+            vk.vkDestroyPipelineLayout(dev, layout, None)
+        if set_layout is not None:
+            vk.vkDestroyDescriptorSetLayout(dev, set_layout, None)
+    return release

@@ -11,6 +11,7 @@ import struct
 import numpy as np
 import vulkan as vk
 
+from .errors import LimitError, vulkan_errors
 from .resource import Resource
 from .shaders import compile_glsl, shader_path
 from .spirv import reflect
@@ -38,11 +39,15 @@ class Kernel(Resource):
         shader: file name in ``shaders/`` (or a path), e.g. ``"add.comp"``.
         defines: GLSL ``#define`` values (change the SPIR-V; compiled and cached per set).
         spec: specialization-constant values by GLSL name (e.g. ``{"LOCAL_X": 128}``).
+        subgroup_size: require this subgroup size with full subgroups (VK_EXT_subgroup_size_control;
+            the workgroup's x size must be a multiple of it). Only where ``ctx.subgroup_size_control``
+            and ``ctx.min_subgroup_size <= subgroup_size <= ctx.max_subgroup_size``.
     Attributes: ``bindings`` (reflected, in binding order), ``push_members``, ``push_size``,
     ``local_size`` (ints, after specialization), ``name``.
     """
 
-    def __init__(self, ctx, shader, defines=None, spec=None, stage_flags=vk.VK_SHADER_STAGE_COMPUTE_BIT):
+    def __init__(self, ctx, shader, defines=None, spec=None, stage_flags=vk.VK_SHADER_STAGE_COMPUTE_BIT,
+                 subgroup_size: int | None = None):
         ctx._require_open()
         self.ctx = ctx
         self.name = shader_path(shader).name
@@ -60,6 +65,7 @@ class Kernel(Resource):
         if int(np.prod(self.local_size)) > ctx.limits.maxComputeWorkGroupInvocations:
             raise ValueError(f"{self.name}: workgroup size {self.local_size} exceeds this device's "
                              f"maxComputeWorkGroupInvocations={ctx.limits.maxComputeWorkGroupInvocations}")
+        required, flags = self._subgroup_request(ctx, subgroup_size)
         self.bindings = refl.bindings
         self.push_members = {m.name: m for m in refl.push}
         self.push_size = refl.push_size
@@ -84,12 +90,35 @@ class Kernel(Resource):
         blob = vk.ffi.new("char[]", data or b"\0")
         spec_info = vk.VkSpecializationInfo(mapEntryCount=len(entries), pMapEntries=entries,
                                             dataSize=len(data), pData=blob) if entries else None
-        stage = vk.VkPipelineShaderStageCreateInfo(stage=vk.VK_SHADER_STAGE_COMPUTE_BIT, module=self.module,
-                                                   pName="main", pSpecializationInfo=spec_info)
+        stage = vk.VkPipelineShaderStageCreateInfo(pNext=required, flags=flags, stage=vk.VK_SHADER_STAGE_COMPUTE_BIT,
+                                                   module=self.module, pName="main", pSpecializationInfo=spec_info)
         pinfo = vk.VkComputePipelineCreateInfo(stage=stage, layout=self.layout)
-        self.pipeline = vk.vkCreateComputePipelines(dev, ctx.pipeline_cache, 1, [pinfo], None)[0]
-        self._adopt(ctx)
+        try:
+            with vulkan_errors(f"creating the pipeline of {self.name}"):
+                self.pipeline = vk.vkCreateComputePipelines(dev, ctx.pipeline_cache, 1, [pinfo], None)[0]
+        except BaseException:
+            vk.vkDestroyShaderModule(dev, self.module, None)
+            vk.vkDestroyPipelineLayout(dev, self.layout, None)
+            vk.vkDestroyDescriptorSetLayout(dev, self.set_layout, None)
+            raise
+        self.subgroup_size = subgroup_size
+        self._adopt(ctx, _kernel_release(dev, self.pipeline, self.module, self.layout, self.set_layout))
         ctx.check()
+
+    def _subgroup_request(self, ctx, size):
+        """(pNext struct, stage flags) requiring ``size``-wide full subgroups, or (None, 0)."""
+        if size is None:
+            return None, 0
+        size = int(size)
+        if not ctx.subgroup_size_control or not ctx.min_subgroup_size <= size <= ctx.max_subgroup_size:
+            raise ValueError(f"{self.name}: subgroup_size={size} cannot be required on this device "
+                             f"(subgroup size control: {ctx.subgroup_size_control}, sizes "
+                             f"{ctx.min_subgroup_size}..{ctx.max_subgroup_size})")
+        if self.local_size[0] % size:
+            raise ValueError(f"{self.name}: workgroup x size {self.local_size[0]} is not a multiple of the "
+                             f"required subgroup size {size}")
+        req = vk.VkPipelineShaderStageRequiredSubgroupSizeCreateInfo(requiredSubgroupSize=size)
+        return req, vk.VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT_EXT
 
     # -------------------------------------------------------------- helpers for dispatching
     def pack(self, values: dict | None) -> bytes:
@@ -119,17 +148,23 @@ class Kernel(Resource):
         the flat index with ``flat_group_id()`` from ``common.glsl`` and skip ids >= n_groups."""
         n_groups = int(n_groups)
         max_x = int(self.ctx.limits.maxComputeWorkGroupCount[0])
+        max_y = int(self.ctx.limits.maxComputeWorkGroupCount[1])
         if n_groups <= max_x:
             return (n_groups, 1, 1)
         gy = -(-n_groups // max_x)
+        if gy > max_y:
+            raise LimitError(f"{self.name}: {n_groups} workgroups exceed this device's "
+                             f"maxComputeWorkGroupCount x*y = {max_x}*{max_y}")
         return (-(-n_groups // gy), gy, 1)
-
-    def _destroy(self):
-        dev = self.ctx.device
-        vk.vkDestroyPipeline(dev, self.pipeline, None)
-        vk.vkDestroyShaderModule(dev, self.module, None)
-        vk.vkDestroyPipelineLayout(dev, self.layout, None)
-        vk.vkDestroyDescriptorSetLayout(dev, self.set_layout, None)
 
     def __repr__(self):
         return f"<vkbands.Kernel {self.name} local_size={self.local_size}>"
+
+
+def _kernel_release(device, pipeline, module, layout, set_layout):
+    def release():
+        vk.vkDestroyPipeline(device, pipeline, None)
+        vk.vkDestroyShaderModule(device, module, None)
+        vk.vkDestroyPipelineLayout(device, layout, None)
+        vk.vkDestroyDescriptorSetLayout(device, set_layout, None)
+    return release

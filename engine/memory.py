@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import vulkan as vk
 
+from .errors import LimitError, OutOfDeviceMemoryError, _human, vulkan_errors
 from .resource import Resource
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.uint32), np.dtype(np.uint8))
@@ -72,6 +73,8 @@ class DeviceArray(Resource):
     staging buffer uses that); ``host_view`` is then a zero-copy NumPy view of the mapped bytes.
     """
 
+    offset = 0          # byte offset in ``buffer`` (non-zero only for range views, see ``rows``)
+
     def __init__(self, ctx, shape, dtype=np.float32, host: bool = False):
         ctx._require_open()
         self.ctx = ctx
@@ -82,19 +85,24 @@ class DeviceArray(Resource):
         self.size = int(np.prod(self.shape, dtype=np.int64))
         self.nbytes = self.size * self.dtype.itemsize
         dev = ctx.device
-        alloc_bytes = max(self.nbytes, 16)
-        self.buffer = vk.vkCreateBuffer(dev, vk.VkBufferCreateInfo(
-            size=alloc_bytes, usage=_BUFFER_USAGE, sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE), None)
+        # Rounded up to whole 32-bit words: vkCmdFillBuffer(VK_WHOLE_SIZE) then reaches every byte.
+        alloc_bytes = max(-(-self.nbytes // 4) * 4, 16)
+        what = f"a {'staging ' if host else ''}array of shape {self.shape} {self.dtype}"
+        _check_allocation(ctx, what, alloc_bytes)
+        with vulkan_errors(f"creating {what}", alloc_bytes):
+            self.buffer = vk.vkCreateBuffer(dev, vk.VkBufferCreateInfo(
+                size=alloc_bytes, usage=_BUFFER_USAGE, sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE), None)
         req = vk.vkGetBufferMemoryRequirements(dev, self.buffer)
-        if host:
-            mtype = ctx.memory_type(req.memoryTypeBits, _HOST, _COHERENT | _CACHED)
-        elif ctx.unified_memory:
-            mtype = ctx.memory_type(req.memoryTypeBits, _HOST | _LOCAL, _COHERENT | _CACHED)
-        else:
-            mtype = ctx.memory_type(req.memoryTypeBits, _LOCAL)
         try:
-            self.memory = vk.vkAllocateMemory(dev, vk.VkMemoryAllocateInfo(
-                allocationSize=req.size, memoryTypeIndex=mtype), None)
+            if host:
+                mtype = ctx.memory_type(req.memoryTypeBits, _HOST, _COHERENT | _CACHED)
+            elif ctx.unified_memory:
+                mtype = ctx.memory_type(req.memoryTypeBits, _HOST | _LOCAL, _COHERENT | _CACHED)
+            else:
+                mtype = ctx.memory_type(req.memoryTypeBits, _LOCAL)
+            with vulkan_errors(f"allocating {what}", req.size):
+                self.memory = vk.vkAllocateMemory(dev, vk.VkMemoryAllocateInfo(
+                    allocationSize=req.size, memoryTypeIndex=mtype), None)
         except BaseException:
             vk.vkDestroyBuffer(dev, self.buffer, None)
             raise
@@ -109,12 +117,21 @@ class DeviceArray(Resource):
         if self.mappable:
             raw = vk.vkMapMemory(dev, self.memory, 0, req.size, 0)
             self.host_view = np.frombuffer(raw, dtype=self.dtype, count=self.size).reshape(self.shape)
-        self._adopt(ctx)
+        self._adopt(ctx, _buffer_release(dev, self.buffer, self.memory, self.mappable))
         ctx.check()
 
     # ------------------------------------------------------------------ host <-> device
+    def invalidate(self):
+        """Make device writes visible to host reads of ``host_view`` (a no-op on HOST_COHERENT
+        memory). Call after the GPU work that wrote this array has finished."""
+        self._sync_range(invalidate=True)
+
+    def flush(self):
+        """Make host writes to ``host_view`` visible to the device (a no-op on HOST_COHERENT memory)."""
+        self._sync_range(invalidate=False)
+
     def _sync_range(self, invalidate: bool):
-        if self._coherent:
+        if self._coherent or not self.mappable:
             return
         rng = vk.VkMappedMemoryRange(memory=self.memory, offset=0, size=_WHOLE_SIZE)
         (vk.vkInvalidateMappedMemoryRanges if invalidate else vk.vkFlushMappedMemoryRanges)(
@@ -129,15 +146,16 @@ class DeviceArray(Resource):
                              f"{self.size} (shape {self.shape})")
         if self.nbytes == 0:
             return self
+        src = host.reshape(-1).view(np.uint8)
         if self.mappable:
-            self.host_view.reshape(-1)[:] = host.reshape(-1)
-            self._sync_range(invalidate=False)
-        else:
-            staging = self.ctx.staging(self.nbytes)
-            staging.host_view[: self.nbytes] = host.reshape(-1).view(np.uint8)
-            staging._sync_range(invalidate=False)
+            self.host_view.reshape(-1).view(np.uint8)[:] = src
+            self.flush()
+            return self
+        for start, stop, staging in _staged_chunks(self.ctx, self.nbytes):
+            staging.host_view[: stop - start] = src[start:stop]
+            staging.flush()
             with self.ctx.recorder() as rec:
-                rec.copy(staging, self, nbytes=self.nbytes)
+                rec.copy(staging, self, nbytes=stop - start, dst_offset=start)
         return self
 
     def numpy(self) -> np.ndarray:
@@ -146,13 +164,16 @@ class DeviceArray(Resource):
         if self.nbytes == 0:
             return np.empty(self.shape, self.dtype)
         if self.mappable:
-            self._sync_range(invalidate=True)
+            self.invalidate()
             return self.host_view.copy()
-        staging = self.ctx.staging(self.nbytes)
-        with self.ctx.recorder() as rec:
-            rec.copy(self, staging, nbytes=self.nbytes)
-        staging._sync_range(invalidate=True)
-        return staging.host_view[: self.nbytes].view(self.dtype).reshape(self.shape).copy()
+        out = np.empty(self.shape, self.dtype)
+        dst = out.reshape(-1).view(np.uint8)
+        for start, stop, staging in _staged_chunks(self.ctx, self.nbytes):
+            with self.ctx.recorder() as rec:
+                rec.copy(self, staging, nbytes=stop - start, src_offset=start)
+            staging.invalidate()
+            dst[start:stop] = staging.host_view[: stop - start]
+        return out
 
     def fill(self, value) -> "DeviceArray":
         """Set every element to ``value`` on the device (vkCmdFillBuffer, no host copy)."""
@@ -174,14 +195,18 @@ class DeviceArray(Resource):
             raise ValueError(f"cannot reshape array of shape {self.shape} into {shape}")
         return _ArrayView(self, shape)
 
-    # ------------------------------------------------------------------ lifetime
-    def _destroy(self):
-        """Free the buffer and its memory. The caller must not close arrays in use by GPU work still running."""
-        self.host_view = None
-        if self.mappable:
-            vk.vkUnmapMemory(self.ctx.device, self.memory)
-        vk.vkDestroyBuffer(self.ctx.device, self.buffer, None)
-        vk.vkFreeMemory(self.ctx.device, self.memory, None)
+    def rows(self, start: int, stop: int) -> "DeviceArray":
+        """A view of ``self[start:stop]`` along the leading axis, without a copy: same buffer, bound
+        from byte ``offset``. Kernels see the view as a whole array. For binding, ``offset`` must be
+        a multiple of the device's ``min_storage_buffer_offset_alignment`` (checked when bound)."""
+        if not self.shape:
+            raise ValueError("rows() needs an array with a leading axis")
+        n = self.shape[0]
+        start, stop = int(start), int(stop)
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"rows({start}, {stop}): out of range for a leading axis of length {n}")
+        row_bytes = (self.nbytes // n) if n else 0
+        return _ArrayView(self, (stop - start,) + self.shape[1:], byte_offset=start * row_bytes)
 
     def __len__(self):
         return self.shape[0] if self.shape else 0
@@ -191,28 +216,68 @@ class DeviceArray(Resource):
         return len(self.shape)
 
     def __repr__(self):
-        state = "closed" if self._closed else ("host" if self.mappable and not self.ctx.unified_memory else "device")
+        state = "closed" if self.closed else ("host" if self.mappable and not self.ctx.unified_memory else "device")
         return f"<vkbands.DeviceArray shape={self.shape} dtype={self.dtype} ({state})>"
 
 
 class _ArrayView(DeviceArray):
-    """A reshaped view of a :class:`DeviceArray`: same buffer, different shape; closing it is a no-op."""
+    """A view of a :class:`DeviceArray` (``reshape``, ``rows``): same buffer, another shape and
+    possibly a byte offset; it keeps its base alive, and closing it is a no-op."""
 
-    def __init__(self, base: DeviceArray, shape):  # noqa: super().__init__ deliberately not called
+    def __init__(self, base: DeviceArray, shape, byte_offset: int = 0):  # noqa: no super().__init__
         base._require_open()
         self.base = base
         self.ctx, self.dtype, self.buffer, self.memory = base.ctx, base.dtype, base.buffer, base.memory
         self.shape = tuple(int(s) for s in shape)
-        self.size, self.nbytes = base.size, base.nbytes
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.nbytes = self.size * self.dtype.itemsize
+        self.offset = base.offset + int(byte_offset)
         self.mappable, self._coherent = base.mappable, base._coherent
-        self.host_view = None if base.host_view is None else base.host_view.reshape(self.shape)
+        self.host_view = None
+        if base.host_view is not None:
+            flat = base.host_view.reshape(-1).view(np.uint8)
+            start = int(byte_offset)
+            self.host_view = flat[start:start + self.nbytes].view(self.dtype).reshape(self.shape)
 
-    @property
-    def _closed(self):
-        return self.base._closed
+    def _is_closed(self) -> bool:
+        return self.base._is_closed()
+
+    def _sync_range(self, invalidate: bool):
+        self.base._sync_range(invalidate)
 
     def close(self):
         pass
+
+
+def _buffer_release(device, buffer, memory, mapped):
+    """The release function of a DeviceArray (references handles only, never the array)."""
+    def release():
+        if mapped:
+            vk.vkUnmapMemory(device, memory)
+        vk.vkDestroyBuffer(device, buffer, None)
+        vk.vkFreeMemory(device, memory, None)
+    return release
+
+
+def _staged_chunks(ctx, nbytes):
+    """``(start, stop, staging)`` byte ranges of a host<->device copy through the context's staging
+    buffer, each at most its size (Context.STAGING_BYTES)."""
+    staging = ctx.staging(nbytes)
+    step = staging.nbytes
+    for start in range(0, nbytes, step):
+        yield start, min(start + step, nbytes), staging
+
+
+def _check_allocation(ctx, what, nbytes):
+    """Refuse (before asking the driver) an allocation larger than the device allows."""
+    limit = ctx.max_memory_allocation_size
+    if limit and nbytes > limit:
+        raise OutOfDeviceMemoryError(f"creating {what}", "over maxMemoryAllocationSize", nbytes,
+                                     f"this device allows at most {_human(limit)} in one allocation")
+    heap = ctx.largest_device_heap
+    if heap and nbytes > heap:
+        raise OutOfDeviceMemoryError(f"creating {what}", "over the device's memory", nbytes,
+                                     f"its largest memory heap holds {_human(heap)}")
 
 
 _FORMATS = {
@@ -235,6 +300,9 @@ class StorageImage(Resource):
         if height < 1 or width < 1:
             raise ValueError(f"image size {height}x{width}: height and width must be >= 1")
         ctx._require_open()
+        limit = int(ctx.limits.maxImageDimension2D)
+        if height > limit or width > limit:
+            raise LimitError(f"image size {height}x{width}: over this device's maxImageDimension2D={limit}")
         self.ctx, self.height, self.width, self.format = ctx, height, width, format
         self.vk_format, self.dtype, self.channels = _FORMATS[format]
         self.nbytes = height * width * self.channels * np.dtype(self.dtype).itemsize
@@ -246,11 +314,18 @@ class StorageImage(Resource):
             extent=vk.VkExtent3D(width=width, height=height, depth=1), mipLevels=1, arrayLayers=1,
             samples=vk.VK_SAMPLE_COUNT_1_BIT, tiling=vk.VK_IMAGE_TILING_OPTIMAL, usage=usage,
             sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE, initialLayout=vk.VK_IMAGE_LAYOUT_UNDEFINED)
-        self.image = vk.vkCreateImage(dev, info, None)
+        what = f"a {height}x{width} {format} image"
+        with vulkan_errors(f"creating {what}", self.nbytes):
+            self.image = vk.vkCreateImage(dev, info, None)
         req = vk.vkGetImageMemoryRequirements(dev, self.image)
-        mtype = ctx.memory_type(req.memoryTypeBits, _LOCAL)
-        self.memory = vk.vkAllocateMemory(dev, vk.VkMemoryAllocateInfo(allocationSize=req.size,
-                                                                      memoryTypeIndex=mtype), None)
+        try:
+            mtype = ctx.memory_type(req.memoryTypeBits, _LOCAL)
+            with vulkan_errors(f"allocating {what}", req.size):
+                self.memory = vk.vkAllocateMemory(dev, vk.VkMemoryAllocateInfo(allocationSize=req.size,
+                                                                              memoryTypeIndex=mtype), None)
+        except BaseException:
+            vk.vkDestroyImage(dev, self.image, None)
+            raise
         vk.vkBindImageMemory(dev, self.image, self.memory, 0)
         rng = vk.VkImageSubresourceRange(aspectMask=vk.VK_IMAGE_ASPECT_COLOR_BIT, baseMipLevel=0,
                                          levelCount=1, baseArrayLayer=0, layerCount=1)
@@ -258,7 +333,7 @@ class StorageImage(Resource):
             image=self.image, viewType=vk.VK_IMAGE_VIEW_TYPE_2D, format=self.vk_format,
             subresourceRange=rng), None)
         self.layout = vk.VK_IMAGE_LAYOUT_UNDEFINED
-        self._adopt(ctx)
+        self._adopt(ctx, _image_release(dev, self.image, self.view, self.memory))
         with ctx.recorder() as rec:  # one-time transition to GENERAL, contents zeroed
             rec.clear(self)
         ctx.check()
@@ -267,14 +342,27 @@ class StorageImage(Resource):
     def shape(self):
         return (self.height, self.width, self.channels) if self.channels > 1 else (self.height, self.width)
 
-    def copy_region(self):
-        """The VkBufferImageCopy of the whole image to/from a tightly packed buffer."""
+    @property
+    def row_bytes(self) -> int:
+        return self.width * self.channels * np.dtype(self.dtype).itemsize
+
+    def copy_region(self, y0: int = 0, rows: int | None = None, buffer_offset: int = 0):
+        """The VkBufferImageCopy of rows ``y0 .. y0+rows`` (default: all) to/from a tightly packed buffer
+        starting at ``buffer_offset``."""
+        rows = self.height - y0 if rows is None else rows
         return vk.VkBufferImageCopy(
-            bufferOffset=0, bufferRowLength=0, bufferImageHeight=0,
+            bufferOffset=buffer_offset, bufferRowLength=0, bufferImageHeight=0,
             imageSubresource=vk.VkImageSubresourceLayers(aspectMask=vk.VK_IMAGE_ASPECT_COLOR_BIT, mipLevel=0,
                                                          baseArrayLayer=0, layerCount=1),
-            imageOffset=vk.VkOffset3D(x=0, y=0, z=0),
-            imageExtent=vk.VkExtent3D(width=self.width, height=self.height, depth=1))
+            imageOffset=vk.VkOffset3D(x=0, y=int(y0), z=0),
+            imageExtent=vk.VkExtent3D(width=self.width, height=int(rows), depth=1))
+
+    def _row_chunks(self):
+        """``(y0, rows, staging)`` bands of rows that fit the context's staging buffer."""
+        staging = self.ctx.staging(self.nbytes)
+        per = max(1, staging.nbytes // self.row_bytes)
+        for y0 in range(0, self.height, per):
+            yield y0, min(per, self.height - y0), staging
 
     def upload(self, pixels) -> "StorageImage":
         """Copy host pixels (``self.shape``, uint8 for rgba8 / float32 for r32f) into the image."""
@@ -282,26 +370,33 @@ class StorageImage(Resource):
         data = np.ascontiguousarray(pixels, self.dtype)
         if data.shape != self.shape:
             raise ValueError(f"pixels have shape {data.shape}; this image needs {self.shape}")
-        staging = self.ctx.staging(self.nbytes)
-        staging.host_view[: self.nbytes] = data.reshape(-1).view(np.uint8)
-        staging._sync_range(invalidate=False)
-        with self.ctx.recorder() as rec:
-            rec.copy_buffer_to_image(staging, self)
+        src = data.reshape(self.height, -1).view(np.uint8)
+        for y0, rows, staging in self._row_chunks():
+            staging.host_view[: rows * self.row_bytes] = src[y0:y0 + rows].reshape(-1)
+            staging.flush()
+            with self.ctx.recorder() as rec:
+                rec.copy_buffer_to_image(staging, self, y0=y0, rows=rows)
         return self
 
     def numpy(self) -> np.ndarray:
         """Read the image back: ``(H, W, 4) uint8`` (rgba8) or ``(H, W) float32`` (r32f)."""
         self._require_open()
-        staging = self.ctx.staging(self.nbytes)
-        with self.ctx.recorder() as rec:
-            rec.copy_image_to_buffer(self, staging)
-        staging._sync_range(invalidate=True)
-        return staging.host_view[: self.nbytes].view(self.dtype).reshape(self.shape).copy()
-
-    def _destroy(self):
-        vk.vkDestroyImageView(self.ctx.device, self.view, None)
-        vk.vkDestroyImage(self.ctx.device, self.image, None)
-        vk.vkFreeMemory(self.ctx.device, self.memory, None)
+        out = np.empty(self.shape, self.dtype)
+        dst = out.reshape(self.height, -1).view(np.uint8)
+        for y0, rows, staging in self._row_chunks():
+            with self.ctx.recorder() as rec:
+                rec.copy_image_to_buffer(self, staging, y0=y0, rows=rows)
+            staging.invalidate()
+            dst[y0:y0 + rows] = staging.host_view[: rows * self.row_bytes].reshape(rows, -1)
+        return out
 
     def __repr__(self):
         return f"<vkbands.StorageImage {self.height}x{self.width} {self.format}>"
+
+
+def _image_release(device, image, view, memory):
+    def release():
+        vk.vkDestroyImageView(device, view, None)
+        vk.vkDestroyImage(device, image, None)
+        vk.vkFreeMemory(device, memory, None)
+    return release

@@ -142,7 +142,6 @@ class BandPlan(Owner):
         self.geo = g = _Geometry(spatial, arity, len(spatial))
         self.arity, self.levels, self.dims, self.batch = g.p, g.L, g.dims, int(batch)
         self.spatial_shape = spatial
-        self._closed = False
         # energies schedule (batch fields) and its scratch
         self._energy_sched, n_scratch = self._schedule(self.batch, "energies")
         self._scratch = ctx.empty((max(n_scratch, 1),), np.float32)
@@ -394,13 +393,10 @@ class BandPlan(Owner):
 
     # ------------------------------------------------------------------ lifetime
     def _require_open(self):
-        if self._closed:
+        if self.closed:
             raise ValueError("this BandPlan is closed")
 
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
+    def _close_now(self):
         for a in (self._scratch, self._sheet_pyr, self._sheet_scratch, self._obs_scratch,
                   getattr(self, "_decomp_scratch", None)):
             if a is not None:
@@ -421,7 +417,7 @@ def _plan(ctx, spatial, p, batch) -> BandPlan:
     plans = _PLANS.setdefault(ctx, {})
     key = (tuple(spatial), int(p), int(batch))
     plan = plans.get(key)
-    if plan is None or plan._closed or plan._scratch.closed:
+    if plan is None or plan.closed or plan._scratch.closed:
         plan = plans[key] = BandPlan(ctx, spatial, p, batch)
     return plan
 
@@ -557,8 +553,9 @@ class Bands(Owner):
         c = buf[self._offsets[self.levels]:].reshape(shape).copy()
         return details, (c[()] if c.ndim == 0 else c)
 
-    def close(self):
-        """Free the device memory of device-backed Bands (idempotent; no-op for NumPy-backed)."""
+    def _close_now(self):
+        """Free the device memory of device-backed Bands (``close()``: idempotent; NumPy-backed Bands
+        hold no device memory)."""
         if self.device:
             for a in [self._buf, self._energies] + self._scratch:
                 a.close()

@@ -49,6 +49,7 @@ import numpy as np
 from vkbands.engine import as_host_array, default_context
 
 from . import reference as R
+from ._owner import Owner
 from .systems import SYSTEMS, make_system
 
 __all__ = ["rollout", "Rollout", "Simulation", "NonFiniteError"]
@@ -70,7 +71,7 @@ class NonFiniteError(FloatingPointError):
 
 
 # ----------------------------------------------------------------------------- Simulation
-class Simulation:
+class Simulation(Owner):
     """An evolving batch of fields on the device (see the module docstring).
 
     Attributes: ``ctx``, ``system`` (the :mod:`vkbands.systems` object), ``name``, ``state``
@@ -84,10 +85,10 @@ class Simulation:
             raise ValueError(f"system={system!r}: choose one of {', '.join(SYSTEMS)}")
         x0 = as_host_array(x0, np.float32, "x0")
         self.name, self.shape = system, x0.shape
-        self.system = make_system(self.ctx, system, x0.shape, dims=dims, **params)
+        self.system = self._own(make_system(self.ctx, system, x0.shape, dims=dims, **params))
         self.batched = x0.ndim == len(self.system.state_shape)
         self._x0 = x0.copy()
-        self.state = self.ctx.array(x0.reshape(self.system.state_shape))
+        self.state = self._own(self.ctx.array(x0.reshape(self.system.state_shape)))
         self.step = 0
         self._obs1 = None
 
@@ -117,7 +118,7 @@ class Simulation:
         """Observables of the current state: ``energies (B, L+1)``, ``mass``, ``min``, ``max`` (B,)
         float64, ``nonfinite`` (B,) bool."""
         if self._obs1 is None:
-            self._obs1 = self.system.new_obs(1)
+            self._obs1 = self._own(self.system.new_obs(1))
         with self.ctx.recorder() as rec:
             self.system.record(rec, self.state, 0, observe_first=True, obs=self._obs1)
         return {k: v[0] for k, v in self._obs1.read(1).items()}
@@ -144,18 +145,6 @@ class Simulation:
         self.step = 0
         return self
 
-    def close(self):
-        if self._obs1 is not None:
-            self._obs1.close()
-            self._obs1 = None
-        self.system.close()
-        self.state.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ----------------------------------------------------------------------------- results

@@ -150,7 +150,7 @@ def make_system(ctx, system, shape, dims=None, **params):
 
 
 # ----------------------------------------------------------------------------- observation buffers
-class ObsBuffers:
+class ObsBuffers(Owner):
     """Device buffers for ``rows`` observation rows of ``B`` fields.
 
     Fused systems write one array ``(rows, B, L + 5)``: ``[E_0..E_{L-1}, E_c, mass, min, max,
@@ -166,13 +166,13 @@ class ObsBuffers:
         self.rows, self.B, self.L = int(rows), int(B), int(L)
         self.pick = pick                     # for F = 2B: which of (u, v) to report
         if fields is None:
-            self.fused = ctx.zeros((self.rows, B, L + 5))
+            self.fused = self._own(ctx.zeros((self.rows, B, L + 5)))
             self.energies = self.stats = None
         else:
             self.fused = None
             self.fields = fields
-            self.energies = ctx.zeros((self.rows, fields, L + 1))
-            self.stats = ctx.zeros((self.rows, fields, 4))
+            self.energies = self._own(ctx.zeros((self.rows, fields, L + 1)))
+            self.stats = self._own(ctx.zeros((self.rows, fields, 4)))
 
     def read(self, n=None):
         n = self.rows if n is None else int(n)
@@ -190,11 +190,6 @@ class ObsBuffers:
             flag = flag.reshape(n, self.B, k).any(axis=2)
             S = S.reshape(n, self.B, k, 4)[:, :, self.pick]
         return dict(energies=E, mass=S[..., 0], min=S[..., 1], max=S[..., 2], nonfinite=flag)
-
-    def close(self):
-        for a in (self.fused, self.energies, self.stats):
-            if a is not None:
-                a.close()
 
 
 def _check_buffers(every, snap_every, observe_first, snap_first, obs, snap):

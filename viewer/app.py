@@ -696,8 +696,9 @@ class Viewer:
         if self.ctx is not None and not self.ctx.closed:
             # What is still open now is only what the context caches itself (compiled kernels);
             # tests assert that (everything the viewer made was freed by its owner).
-            self.open_at_close = sorted(type(o).__name__ for o in self.ctx._children.values()
-                                        if o is not self.ctx._staging)
+            kinds = self.ctx.live_object_kinds()
+            kinds.pop("staging", None)
+            self.open_at_close = sorted(k for k, n in kinds.items() for _ in range(n))
             self.window.destroy_surface()  # after the swapchain, before the instance
             self.ctx.close()
         self.window.close()
