@@ -38,5 +38,8 @@ def fresh_ctx():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "allow_validation_errors: the test provokes validation errors on purpose")
-    if os.environ.get("CI") and os.environ.get("VKBANDS_VALIDATION") != "1":
-        raise pytest.UsageError("CI must run the suite with VKBANDS_VALIDATION=1 (use `make test`)")
+    if os.environ.get("CI") and (os.environ.get("VKBANDS_VALIDATION") != "1"
+                                 or "SYNCHRONIZATION_VALIDATION" not in os.environ.get("VK_LAYER_ENABLES", "")):
+        raise pytest.UsageError("CI must run the suite with VKBANDS_VALIDATION=1 and synchronization validation "
+                                "(VK_LAYER_ENABLES=VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT); "
+                                "use `make test`")
