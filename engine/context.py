@@ -414,14 +414,15 @@ class Context:
         from .memory import StorageImage
         return StorageImage(self, height, width, format)
 
-    def kernel(self, shader: str, defines: dict | None = None, spec: dict | None = None):
+    def kernel(self, shader: str, defines: dict | None = None, spec: dict | None = None,
+               subgroup_size: int | None = None):
         """The compute :class:`Kernel` for a GLSL file in ``shaders/`` (cached per context by
-        shader, defines and specialisation constants)."""
+        shader, defines, specialisation constants and required subgroup size)."""
         from .kernel import Kernel
-        key = (shader, tuple(sorted((defines or {}).items())), tuple(sorted((spec or {}).items())))
+        key = (shader, tuple(sorted((defines or {}).items())), tuple(sorted((spec or {}).items())), subgroup_size)
         k = self._kernels.get(key)
         if k is None or k.closed:
-            k = self._kernels[key] = Kernel(self, shader, defines=defines, spec=spec)
+            k = self._kernels[key] = Kernel(self, shader, defines=defines, spec=spec, subgroup_size=subgroup_size)
         return k
 
     def recorder(self):
