@@ -28,6 +28,7 @@
 // PAIRS (a define; even P, a pass reading the leaves with src_off and src_bstride even): micro-tile
 //            rows are loaded as vec2 (adjacent invocations then read adjacent 8-byte pairs;
 //            lavapipe: energies of 1024^2, p = 2, 6.75 -> 6.59 ms, an observation 7.8 -> 7.15 ms).
+// vkbands: variants STATS PAIRS   (every subset is compiled into the wheel; see engine/shaders.py)
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 

@@ -5,6 +5,7 @@
 // into out[out_off + b * NV + v].
 // STATS (a define): also combine the squares' [mass, min, max, nonfinite] rows (4 values each, at
 // stats_src_off in src; sum, min, max, max) into st[stats_off + b * 4 + 0..3].
+// vkbands: variants STATS   (compiled into the wheel with and without; see engine/shaders.py)
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 

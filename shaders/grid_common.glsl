@@ -3,6 +3,8 @@
 // field. Columns are taken modulo W, so a partial last segment (W % 4 != 0) wraps consistently and
 // only its valid cells are written. With ALIGNED (W % 4 == 0) the segment is one vec4 load/store.
 // The including shader declares src/src4 (binding 0), dst/dst4 (binding 1) and push constants H, W.
+// vkbands: variants ALIGNED   (every shader including this file is compiled into the wheel with and
+// without it; see engine/shaders.py)
 #ifndef VKBANDS_GRID_COMMON_GLSL
 #define VKBANDS_GRID_COMMON_GLSL
 
