@@ -5,6 +5,8 @@ import numpy as np
 
 from vkbands.engine import DeviceArray, as_host_array, default_context
 
+from vkbands.engine.limits import row_ranges
+
 from ._call import Call
 
 _ADD_VEC4_PER_INVOCATION = 4
@@ -36,7 +38,17 @@ def add(a, b):
             raise TypeError(f"{name}: dtype {arr.dtype} not supported by add; allowed: float32")
     out = call.empty(A.shape, np.float32)
     kernel = call.ctx.kernel("add.comp", spec={"VEC_PER_INVOCATION": _ADD_VEC4_PER_INVOCATION})
-    n = A.size
     per_group = kernel.local_size[0] * _ADD_VEC4_PER_INVOCATION * 4
-    call.rec.dispatch(kernel, kernel.grid(max(1, -(-n // per_group))), A, B, out, push={"n": n})
+    flat = [arr.reshape(-1) for arr in (A, B, out)]
+    # arrays over maxStorageBufferRange are added in aligned ranges of whole vec4s (no copy)
+    for start, stop in _vec4_ranges(call.ctx, A.size):
+        a, b, c = (f.rows(start, stop) for f in flat)
+        n = stop - start
+        call.rec.dispatch(kernel, kernel.grid(max(1, -(-n // per_group))), a, b, c, push={"n": n})
     return call.result(out)
+
+
+def _vec4_ranges(ctx, n):
+    """Element ranges of ``add`` within the binding limits; all but the last hold whole vec4s."""
+    ranges = row_ranges(ctx, -(-n // 4), 16, what="add")
+    return [(4 * s, min(4 * e, n)) for s, e in ranges]

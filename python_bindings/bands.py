@@ -65,6 +65,7 @@ import weakref
 import numpy as np
 
 from vkbands.engine import DeviceArray
+from vkbands.engine.limits import row_ranges
 
 from . import reference as R
 from ._call import Call
@@ -443,7 +444,11 @@ def energies(x, arity=3, dims=None):
     X = _float32_input(call)
     out = call.empty(g.batch_shape + (g.L + 1,), np.float32)
     if g.B:
-        _plan(call.ctx, g.spatial, g.p, g.B).record_energies(call.rec, X, out)
+        # batches over maxStorageBufferRange run in member ranges (aligned row views, no copy)
+        xs, outs = X.reshape((g.B,) + g.spatial), out.reshape(g.B, g.L + 1)
+        for start, stop in row_ranges(call.ctx, g.B, g.N * 4, (g.L + 1) * 4, what="energies: x"):
+            _plan(call.ctx, g.spatial, g.p, stop - start).record_energies(
+                call.rec, xs.rows(start, stop), outs.rows(start, stop))
     return call.result(out)
 
 

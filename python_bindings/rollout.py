@@ -47,10 +47,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vkbands.engine import as_host_array, default_context
+from vkbands.engine.errors import LimitError, _human
 
 from . import reference as R
 from ._owner import Owner
-from .systems import SYSTEMS, make_system
+from .systems import SYSTEMS, make_system, resolve_shape
 
 __all__ = ["rollout", "Rollout", "Simulation", "NonFiniteError"]
 
@@ -70,6 +71,16 @@ class NonFiniteError(FloatingPointError):
                          f"{prev}. Unstable parameters (step size, rates > 1, coupling eps) or a non-finite x0?")
 
 
+def _check_state_fits(ctx, system, x0, batch):
+    """Refuse, before any allocation or recording, a state the step kernels cannot bind whole."""
+    limit = ctx.max_storage_buffer_range
+    if x0.nbytes > limit:
+        per_member = max(1, x0.nbytes // max(batch, 1))
+        raise LimitError(f"{system}: x0 of shape {x0.shape} float32 is {_human(x0.nbytes)} ({x0.nbytes} bytes), over "
+                         f"this device's maxStorageBufferRange of {_human(limit)} ({limit} bytes): run at most "
+                         f"{limit // per_member} batch members per rollout")
+
+
 # ----------------------------------------------------------------------------- Simulation
 class Simulation(Owner):
     """An evolving batch of fields on the device (see the module docstring).
@@ -85,6 +96,7 @@ class Simulation(Owner):
             raise ValueError(f"system={system!r}: choose one of {', '.join(SYSTEMS)}")
         x0 = as_host_array(x0, np.float32, "x0")
         self.name, self.shape = system, x0.shape
+        _check_state_fits(self.ctx, system, x0, resolve_shape(system, x0.shape, dims)[1])
         self.system = self._own(make_system(self.ctx, system, x0.shape, dims=dims, **params))
         self.batched = x0.ndim == len(self.system.state_shape)
         self._x0 = x0.copy()

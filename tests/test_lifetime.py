@@ -45,3 +45,63 @@ def test_context_cycles_close_children():
             rec = ctx.recorder()
             assert ctx.live_objects() == 2
         assert a.closed and rec.closed and ctx.live_objects() == 0
+
+
+def test_dropped_results_are_freed():
+    """NumPy-style use never calls close(): 200 rounds of ``c = vkbands.add(a, b)`` keep the live
+    object count flat (0.1.0 kept every result alive until the context closed: 401 objects)."""
+    import vkbands
+    with Context() as ctx:
+        x = np.arange(1000, dtype=np.float32)
+        a, b = ctx.array(x), ctx.array(2 * x)
+        c = vkbands.add(a, b)
+        live = ctx.live_objects()
+        for _ in range(200):
+            c = vkbands.add(a, b)
+        np.testing.assert_array_equal(c.numpy(), 3 * x)
+        assert ctx.live_objects() <= live + 1, ctx.live_object_kinds()
+
+
+def test_dropped_recorder_in_flight_waits_before_freeing(fresh_ctx):
+    """A recorder dropped while its work runs is freed only after that work finished, and the arrays
+    it binds stay alive until then (the recording holds them)."""
+    ctx = fresh_ctx
+    n = 1 << 16
+    k = ctx.kernel("add.comp")
+    a = ctx.array(np.ones(n, np.float32))
+    out = ctx.empty(n)
+    rec = ctx.recorder()
+    rec.dispatch(k, k.grid(-(-n // (k.local_size[0] * 16))), a, a, out, push={"n": n})
+    rec.submit(wait=False)
+    del rec, a                                 # the input array is referenced by the recording only
+    gc.collect()
+    assert ctx.collect() >= 1                  # recorder (waits for its fence) then the array
+    np.testing.assert_array_equal(out.numpy(), np.full(n, 2, np.float32))
+    assert ctx.live_object_kinds().get("Recorder", 0) == 0
+
+
+def test_one_lifetime_protocol_for_owners():
+    """Python-side owners (Bands, BandPlan, Simulation) report ``closed`` after close(), like arrays."""
+    import vkbands
+    with Context() as ctx:
+        x = ctx.array(np.random.default_rng(0).standard_normal((9, 27)).astype(np.float32))
+        bands = vkbands.decompose(x, arity=3, dims=1)
+        assert not bands.closed
+        bands.close()
+        assert bands.closed
+        bands.close()                          # idempotent
+        sim = vkbands.Simulation(ctx, "heat", np.zeros((8, 8), np.float32))
+        state = sim.state
+        sim.close()
+        assert sim.closed and state.closed
+
+
+def test_context_close_frees_dropped_and_live_objects():
+    ctx = Context()
+    keep = ctx.empty(16)
+    for _ in range(5):
+        ctx.empty(16)                          # dropped at once
+    gc.collect()
+    assert ctx.live_objects() == 1
+    ctx.close()
+    assert keep.closed and ctx.live_objects() == 0
