@@ -39,6 +39,7 @@ _VALIDATION_LAYER = "VK_LAYER_KHRONOS_validation"
 _live_contexts: dict[int, "Context"] = {}
 _ids = itertools.count(1)
 _error_count = 0
+_warning_count = 0
 
 
 def validation_error_count() -> int:
@@ -47,8 +48,13 @@ def validation_error_count() -> int:
     return _error_count
 
 
+def validation_warning_count() -> int:
+    """Validation-type warnings reported in this process so far (the test suite fails on these too)."""
+    return _warning_count
+
+
 def _debug_callback(severity, types, callback_data, user_data):
-    global _error_count
+    global _error_count, _warning_count
     ctx = _live_contexts.get(int(vk.ffi.cast("uintptr_t", user_data)))
     msg = vk.ffi.string(callback_data.pMessage).decode("utf-8", "replace")
     if severity & vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT:
@@ -58,6 +64,8 @@ def _debug_callback(severity, types, callback_data, user_data):
             ctx._validation_errors.append(msg)
             ctx.validation_log.append(msg)
     elif severity & vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT:
+        if types & vk.VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT:
+            _warning_count += 1
         log.warning("vulkan: %s", msg)
     return vk.VK_FALSE
 
@@ -175,12 +183,15 @@ class Context:
         self.validation = _env_flag("VKBANDS_VALIDATION") if validation is None else bool(validation)
         self.surface = None
         self._probes: dict = {}
-        self._create_instance(list(instance_extensions))
+        with vulkan_errors("creating the Vulkan instance (is a Vulkan driver installed? "
+                           "Debian: apt-get install mesa-vulkan-drivers)"):
+            self._create_instance(list(instance_extensions))
         try:
-            if surface is not None:
-                self.surface = surface(self.instance)
-            self._pick_device(os.environ.get("VKBANDS_DEVICE") if device is None else str(device))
-            self._create_device(list(device_extensions))
+            with vulkan_errors("choosing and opening a Vulkan device"):
+                if surface is not None:
+                    self.surface = surface(self.instance)
+                self._pick_device(os.environ.get("VKBANDS_DEVICE") if device is None else str(device))
+                self._create_device(list(device_extensions))
         except BaseException:
             self._destroy_instance()
             raise

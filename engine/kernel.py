@@ -82,7 +82,8 @@ class Kernel(Resource):
             setLayoutCount=1, pSetLayouts=set_layouts, pushConstantRangeCount=len(ranges),
             pPushConstantRanges=ranges), None)
         code = self.spirv
-        self.module = vk.vkCreateShaderModule(dev, vk.VkShaderModuleCreateInfo(codeSize=len(code), pCode=code), None)
+        with vulkan_errors(f"creating the shader module of {self.name}"):
+            self.module = vk.vkCreateShaderModule(dev, vk.VkShaderModuleCreateInfo(codeSize=len(code), pCode=code), None)
         entries, data = [], b""
         for nm, sid in refl.spec_ids.items():
             entries.append(vk.VkSpecializationMapEntry(constantID=sid, offset=len(data), size=4))

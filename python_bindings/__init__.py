@@ -3,12 +3,16 @@
 NumPy in, NumPy out; device arrays in, device arrays out (no readback). See README.md.
 
 - arrays:    ``asarray``, ``add``, ``DeviceArray``, ``Context``, ``default_context``
+- errors:    ``VkbandsError``; ``OutOfDeviceMemoryError`` (a MemoryError), ``DeviceLostError``,
+             ``LimitError`` (a ValueError: work over a device limit that cannot be split),
+             ``VulkanError``, ``ValidationError``, ``ShaderCompileError``
 - bands:     ``decompose`` -> ``Bands``, ``reconstruct``, ``energies``, ``leakage``, ``BandPlan``
 - rollouts:  ``rollout`` -> ``Rollout``, ``Simulation``, ``NonFiniteError``
 - pictures:  ``render_image``, ``save_png``, ``ImageWriter``
 - modules:   ``vkbands.init`` (initial states), ``vkbands.reference`` (pure-NumPy reference of the spec)
 """
-from vkbands.engine import Context, DeviceArray, Recorder, ShaderCompileError, ValidationError, default_context
+from vkbands.engine import (Context, DeviceArray, DeviceLostError, LimitError, OutOfDeviceMemoryError, Recorder,
+                            ShaderCompileError, ValidationError, VkbandsError, VulkanError, default_context)
 
 from . import init, reference
 from .api import add, asarray
@@ -19,6 +23,7 @@ from .rollout import NonFiniteError, Rollout, Simulation, rollout
 __version__ = "0.1.0"
 
 __all__ = ["Context", "DeviceArray", "Recorder", "ShaderCompileError", "ValidationError", "default_context",
+           "VkbandsError", "VulkanError", "OutOfDeviceMemoryError", "DeviceLostError", "LimitError",
            "add", "asarray", "BandPlan", "Bands", "decompose", "energies", "leakage", "reconstruct",
            "ImageWriter", "render_image", "save_png", "NonFiniteError", "Rollout", "Simulation", "rollout",
            "init", "reference"]

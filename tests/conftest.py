@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from vkbands.engine import Context, default_context, validation_error_count
+from vkbands.engine import Context, default_context, validation_error_count, validation_warning_count
 
 
 def pytest_report_header(config):
@@ -21,11 +21,13 @@ def ctx():
 
 @pytest.fixture(autouse=True)
 def no_validation_errors(request):
-    before = validation_error_count()
+    """Any validation message (error, or warning of the validation type) fails the test that caused it."""
+    before = validation_error_count(), validation_warning_count()
     yield
-    after = validation_error_count()
+    errors, warnings = validation_error_count() - before[0], validation_warning_count() - before[1]
     if request.node.get_closest_marker("allow_validation_errors") is None:
-        assert after == before, f"{after - before} Vulkan validation error(s) during this test (see log)"
+        assert errors == 0 and warnings == 0, \
+            f"{errors} Vulkan validation error(s) and {warnings} warning(s) during this test (see log)"
 
 
 @pytest.fixture
