@@ -101,11 +101,16 @@ def describe_devices(instance=None) -> list[dict]:
             heaps = [(int(mem.memoryHeaps[h].size), bool(mem.memoryHeaps[h].flags & vk.VK_MEMORY_HEAP_DEVICE_LOCAL_BIT))
                      for h in range(mem.memoryHeapCount)]
             kind = _DEVICE_TYPE_NAMES.get(p.deviceType, "other")
-            ids = vk.VkPhysicalDeviceIDProperties()
+            sg = vk.VkPhysicalDeviceSubgroupProperties()
+            drv = vk.VkPhysicalDeviceDriverProperties(pNext=sg)
+            ids = vk.VkPhysicalDeviceIDProperties(pNext=drv)
             vk.vkGetPhysicalDeviceProperties2(pd, vk.VkPhysicalDeviceProperties2(pNext=ids))
             out.append(dict(index=i, name=p.deviceName, type=kind, api=_version_str(p.apiVersion),
                             driver=_driver_version_str(p), vendor_id=p.vendorID, heaps=heaps,
-                            unified=_is_unified(mem, kind), uuid=bytes(ids.deviceUUID).hex()))
+                            unified=_is_unified(mem, kind), uuid=bytes(ids.deviceUUID).hex(),
+                            driver_name=vk.ffi.string(drv.driverName).decode("utf-8", "replace"),
+                            subgroup_size=int(sg.subgroupSize),
+                            max_storage_buffer_range=int(p.limits.maxStorageBufferRange)))
         return out
     finally:
         if own:

@@ -31,8 +31,10 @@ def cmd_devices(args) -> int:
         mark = "*" if d["index"] == chosen else " "
         heaps = ", ".join(f"{_fmt_bytes(size)}{' device-local' if local else ''}" for size, local in d["heaps"])
         print(f"{mark} [{d['index']}] {d['name']}\n"
-              f"      type: {d['type']}   driver: {d['driver']}   Vulkan: {d['api']}   "
-              f"unified memory: {'yes' if d['unified'] else 'no'}\n      heaps: {heaps}")
+              f"      type: {d['type']}   driver: {d['driver_name']} {d['driver']}   Vulkan: {d['api']}   "
+              f"unified memory: {'yes' if d['unified'] else 'no'}\n      heaps: {heaps}\n"
+              f"      subgroup size: {d['subgroup_size']}   maxStorageBufferRange: "
+              f"{_fmt_bytes(d['max_storage_buffer_range'])}   UUID: {d['uuid']}")
     print(f"\n* = the device vkbands uses (override with VKBANDS_DEVICE=<index or name substring>)")
     return 0
 
