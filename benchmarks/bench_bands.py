@@ -1,6 +1,8 @@
 """Benchmark: tree-Haar band decomposition (issue 3). One run prints one table.
 
     .venv/bin/python -m vkbands.benchmarks.bench_bands      (or: python benchmarks/bench_bands.py)
+    [--quick] [--out DIR]    (--quick: each timing runs >= 0.15 s / 3 times instead of 0.6 s / 7;
+                              --out DIR: also write the output to DIR/bench_bands.md)
 
 Rows: full decomposition (all detail bands at own resolution + energies) of a 729 x 729 field (p = 3)
 and a 1024 x 1024 field (p = 2); energies only of the same fields and of a batch of 4096 1-D fields
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -25,12 +28,18 @@ import vkbands.bands as VB
 import vkbands.reference as R
 from vkbands.engine import default_context
 
-REPEATS_MIN_S = 0.6     # each timing runs at least this long (and at least 7 times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import Report, bench_args  # noqa: E402
+
+REPEATS_MIN_S = 0.6     # each timing runs at least this long (and at least MIN_RUNS times)
+MIN_RUNS = 7
 
 
-def _median_ms(fn, min_runs=7, min_s=REPEATS_MIN_S, cpu=False):
+def _median_ms(fn, min_runs=None, min_s=None, cpu=False):
     """Median wall time of fn() in ms; with cpu=True also the median process CPU time (all threads,
     lavapipe's workers included)."""
+    min_runs = MIN_RUNS if min_runs is None else min_runs
+    min_s = REPEATS_MIN_S if min_s is None else min_s
     fn()  # warm-up
     times, cpus, t_end = [], [], time.perf_counter() + min_s
     while len(times) < min_runs or time.perf_counter() < t_end:
@@ -135,7 +144,7 @@ def vk_recording(ctx, x, p, dims, full):
     return rec, keep, err
 
 
-def main():
+def run():
     ctx = default_context()
     try:
         import pywt  # noqa: F401
@@ -187,6 +196,15 @@ def main():
     print("times in ms (median); vkbands = replay of a recorded Recorder, data device-resident; fast/vk and "
           "pywt/vk = speed-up of vkbands (wall); max rel err = max |E - E_ref| / sum(E_ref) per field vs "
           "vkbands.reference (float64)")
+
+
+def main(argv=None):
+    global REPEATS_MIN_S, MIN_RUNS
+    args = bench_args(__doc__, argv, quick_help="shorter timings (>= 0.15 s / 3 runs each), same sizes")
+    if args.quick:
+        REPEATS_MIN_S, MIN_RUNS = 0.15, 3
+    with Report(args.out, "bench_bands"):
+        run()
 
 
 if __name__ == "__main__":

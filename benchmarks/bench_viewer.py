@@ -4,11 +4,11 @@ present (acquire + present), each timed apart in a profiling pass that waits aft
 
 Cases: Gray-Scott 243 x 243 and 729 x 729 (p = 3) and a tree batch of 64 x 729 (1-D), with 1 and 10
 steps per frame. Needs a display: run it as
-``xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python benchmarks/bench_viewer.py [--quick]``.
+``xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python benchmarks/bench_viewer.py [--quick] [--out DIR]``
+(``--out DIR``: also write the output to ``DIR/bench_viewer.md``).
 Targets: lavapipe >= 30 fps at 243 x 243 with one step per frame; a real GPU >= 120 fps at 729 x 729
 with 10 steps per frame.
 """
-import argparse
 import os
 import statistics
 import sys
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import table  # noqa: E402
+from _timing import Report, bench_args, table  # noqa: E402
 
 CASES = [  # (label, system, size, batch, steps per frame)
     ("Gray-Scott 243x243", "grayscott", 243, 1, 1),
@@ -56,16 +56,20 @@ def measure(system, size, batch, spf, frames, profile_frames):
         v.close()
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer frames (a smoke run)")
-    args = ap.parse_args()
+def main(argv=None):
+    args = bench_args(__doc__, argv, quick_help="fewer frames (a smoke run)")
+    with Report(args.out, "bench_viewer"):
+        return run(args)
+
+
+def run(args):
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         import shutil
         if shutil.which("xvfb-run"):   # `make bench` runs every bench without a display: start one
             os.execvp("xvfb-run", ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", sys.executable,
                                    str(Path(__file__).resolve()), *sys.argv[1:]])
-        print("bench_viewer: no display and no xvfb-run; skipped (see the module docstring)", file=sys.stderr)
+        print("bench_viewer: no display and no xvfb-run; skipped (see the module docstring)",
+              file=sys.stdout if args.out else sys.stderr)
         return 0
     frames, prof = (20, 5) if args.quick else (60, 15)
     rows, device = [], "?"

@@ -25,6 +25,13 @@ def _device():
 
 def wgpu_add_ms(a: np.ndarray, b: np.ndarray) -> float | None:
     """Median ms of a device-resident a + b (float32, len % 4 == 0) in wgpu, or None without wgpu."""
+    run = wgpu_add_runner(a, b)
+    return None if run is None else median_ms(run, repeat=9)
+
+
+def wgpu_add_runner(a: np.ndarray, b: np.ndarray):
+    """A callable that runs a device-resident a + b in wgpu and waits (checked once against NumPy),
+    for timing interleaved with other cases; None without wgpu."""
     wgpu, dev = _device()
     if dev is None:
         return None
@@ -50,7 +57,7 @@ def wgpu_add_ms(a: np.ndarray, b: np.ndarray) -> float | None:
     run()
     got = np.frombuffer(dev.queue.read_buffer(out), np.float32)
     assert np.array_equal(got, a + b), "wgpu add gave a wrong result"
-    return median_ms(run, repeat=9)
+    return run
 
 
 def wgpu_heat_ms_per_step(u0: np.ndarray, alpha: float, steps: int = 100) -> float | None:
