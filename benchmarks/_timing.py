@@ -23,21 +23,25 @@ def table(rows, headers):
     return "\n".join([fmt(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in cols[1:]])
 
 
-def interleaved_ms(fns, repeat=15, warmup=2, stat="median"):
+def interleaved_ms(fns, repeat=15, warmup=2, stat="median", cpu=False):
     """Wall time in ms of each callable in ``fns`` (name -> fn), run in rotation (one call of each
     per round), so that a machine shared with other work slows them alike; ``stat``: "median" or
-    "min". Returns name -> ms."""
+    "min". Returns name -> ms; with ``cpu=True`` also name -> process CPU ms (all threads of this
+    process, a CPU driver's workers included: less sensitive than wall time to other processes)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times = {name: [] for name in fns}
+    cpus = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - t0) * 1e3)
+            cpus[name].append((time.process_time() - c0) * 1e3)
     pick = statistics.median if stat == "median" else min
-    return {name: pick(t) for name, t in times.items()}
+    wall = {name: pick(t) for name, t in times.items()}
+    return (wall, {name: pick(t) for name, t in cpus.items()}) if cpu else wall
 
 
 # ----------------------------------------------------------------------------- command line of every bench

@@ -58,7 +58,7 @@ def run(quick=False):
             wgpu_run, wgpu_note = None, f"unavailable ({type(e).__name__})"
         if wgpu_run is not None:
             cases["wgpu"] = wgpu_run
-        t = interleaved_ms(cases, repeat=rep)
+        t, tcpu = interleaved_ms(cases, repeat=rep, cpu=True)
         t_np, t_dev, t_raw, t_conv, t_rcall, t_wgpu = t["np"], t["dev"], t["raw"], t["conv"], t["raw_call"], t.get("wgpu")
         assert np.array_equal(C.numpy(), ab), "vkbands add gave a wrong result"
         assert np.array_equal(raw.download(RC), ab), "raw-Vulkan add gave a wrong result"
@@ -111,6 +111,9 @@ def run(quick=False):
           f"({verdict(r_dev)}); vkbands.add(A, B) on device arrays {r_conv:.3f} ({verdict(r_conv)})"
           f" — median of {rep} interleaved runs each; vkbands.add(A, B) / raw one-shot call with the same "
           f"allocation: {t_conv / t_rcall:.3f}")
+    print(f"the same ratios in process CPU time (less sensitive to other load on a CPU device): replayed recorder "
+          f"{tcpu['dev'] / tcpu['raw']:.3f}; vkbands.add(A, B) {tcpu['conv'] / tcpu['raw']:.3f}; "
+          f"vkbands.add(A, B) / raw one-shot call {tcpu['conv'] / tcpu['raw_call']:.3f}")
     print(f"per dispatch, 1,000 dependent tiny dispatches (with barriers) replayed from one recording: "
           f"vkbands {t_chain:.2f} us, raw Vulkan {t_rchain:.2f} us ({t_chain / t_rchain:.2f}x; "
           f"{t_chain:.1f} / {t_rchain:.1f} ms per replay; no Python work per dispatch)")
