@@ -52,7 +52,10 @@ class RenderPass(Resource):
             srcAccessMask=0,
             dstAccessMask=vk.VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT | vk.VK_ACCESS_COLOR_ATTACHMENT_READ_BIT)
         # After the pass: its colour writes are made available to what follows in the queue (a
-        # screenshot's transfer read of the attachment; sampling it as a texture).
+        # screenshot's transfer read of the attachment; sampling it as a texture). The transition to
+        # ``final_layout`` happens inside this dependency, ordered before its destination stages only:
+        # a later barrier that changes the layout again (PRESENT_SRC -> TRANSFER_SRC for a window
+        # screenshot) must name TRANSFER or FRAGMENT_SHADER among its source stages to chain after it.
         out = vk.VkSubpassDependency(
             srcSubpass=0, dstSubpass=vk.VK_SUBPASS_EXTERNAL,
             srcStageMask=vk.VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT,
