@@ -438,3 +438,287 @@ def test_cli_frames_screenshot(tmp_path):
     img = Image.open(shot)
     assert img.size == (640, 400)
     assert str(shot) in res.stdout
+
+
+class FrameProtocol:
+    """Checks the lifetime protocol directly (lavapipe runs frames serially, so neither a crash nor
+    synchronization validation is a reliable witness): every descriptor set bound, image view sampled
+    through it and image copied in a command buffer stays referenced until the program *knows* that
+    command buffer finished (a wait on its fence returned, vkGetFenceStatus said so, or the device
+    was idled). Destroying such a view/image, or rewriting/freeing such a set, before then is a
+    violation, whatever the driver's timing. Installed by monkeypatching the `vulkan` module."""
+
+    def __init__(self, monkeypatch):
+        import vulkan as vk
+        self.vk, self.violations = vk, []
+        self.counts = {"destroy_view": 0, "update_set": 0}
+        self.refs = {}          # cb -> {"sets", "views", "images", "fence", "done"}
+        self.set_views = {}     # set -> {binding: view}
+        real = {n: getattr(vk, n) for n in (
+            "vkBeginCommandBuffer", "vkResetCommandBuffer", "vkFreeCommandBuffers", "vkCmdBindDescriptorSets",
+            "vkCmdCopyImageToBuffer", "vkUpdateDescriptorSets", "vkFreeDescriptorSets", "vkQueueSubmit",
+            "vkWaitForFences", "vkGetFenceStatus", "vkDeviceWaitIdle", "vkQueueWaitIdle", "vkDestroyImageView",
+            "vkDestroyImage")}
+        self.real = real
+        h = self.h
+
+        def begin(cb, info):
+            self.refs[h(cb)] = {"sets": set(), "views": set(), "images": set(), "fence": None, "done": False}
+            return real["vkBeginCommandBuffer"](cb, info)
+
+        def reset(cb, flags):
+            self.refs.pop(h(cb), None)
+            return real["vkResetCommandBuffer"](cb, flags)
+
+        def free_cbs(dev, pool, n, cbs):
+            for cb in cbs:
+                self.refs.pop(h(cb), None)
+            return real["vkFreeCommandBuffers"](dev, pool, n, cbs)
+
+        def bind(cb, bp, layout, first, n, sets, *rest):
+            r = self.refs.get(h(cb))
+            if r is not None:
+                for s in sets:
+                    r["sets"].add(h(s))
+                    r["views"] |= set(self.set_views.get(h(s), {}).values())
+            return real["vkCmdBindDescriptorSets"](cb, bp, layout, first, n, sets, *rest)
+
+        def copy_image(cb, image, *rest):
+            r = self.refs.get(h(cb))
+            if r is not None:
+                r["images"].add(h(image))
+            return real["vkCmdCopyImageToBuffer"](cb, image, *rest)
+
+        def update(dev, n, writes, *rest):
+            for w in writes:
+                s = h(w.dstSet)
+                self._check("rewrite descriptor set", s, "sets", dev)
+                self.counts["update_set"] += 1
+                if w.pImageInfo != vk.ffi.NULL:
+                    self.set_views.setdefault(s, {})[w.dstBinding] = h(w.pImageInfo[0].imageView)
+            return real["vkUpdateDescriptorSets"](dev, n, writes, *rest)
+
+        def free_sets(dev, pool, n, sets):
+            for s in sets:
+                self._check("free descriptor set", h(s), "sets", dev)
+            return real["vkFreeDescriptorSets"](dev, pool, n, sets)
+
+        def submit(queue, n, infos, fence):
+            out = real["vkQueueSubmit"](queue, n, infos, fence)
+            for info in infos:
+                for i in range(info.commandBufferCount):
+                    r = self.refs.get(h(info.pCommandBuffers[i]))
+                    if r is not None:
+                        r["fence"], r["done"] = h(fence) if fence else None, False
+                        self.fences[h(fence)] = fence
+            return out
+
+        def known_done(fences):
+            fs = {h(f) for f in fences}
+            for r in self.refs.values():
+                if r["fence"] in fs:
+                    r["done"] = True
+
+        def wait(dev, n, fences, wait_all, timeout):
+            out = real["vkWaitForFences"](dev, n, fences, wait_all, timeout)   # raises unless done
+            if wait_all or n == 1:
+                known_done(fences)
+            return out
+
+        def status(dev, fence):
+            out = real["vkGetFenceStatus"](dev, fence)                       # raises VkNotReady
+            known_done([fence])
+            return out
+
+        def idled(name):
+            def idle(handle):
+                out = real[name](handle)
+                for r in self.refs.values():
+                    if r["fence"] is not None:
+                        r["done"] = True
+                return out
+            return idle
+
+        def destroy_view(dev, view, alloc):
+            self.counts["destroy_view"] += 1
+            self._check("destroy image view", h(view), "views", dev)
+            return real["vkDestroyImageView"](dev, view, alloc)
+
+        def destroy_image(dev, image, alloc):
+            self._check("destroy image", h(image), "images", dev)
+            return real["vkDestroyImage"](dev, image, alloc)
+
+        self.fences = {}        # fence key -> the fence handle (to ask the driver, for the report)
+        for name, fn in (("vkBeginCommandBuffer", begin), ("vkResetCommandBuffer", reset),
+                         ("vkFreeCommandBuffers", free_cbs), ("vkCmdBindDescriptorSets", bind),
+                         ("vkCmdCopyImageToBuffer", copy_image), ("vkUpdateDescriptorSets", update),
+                         ("vkFreeDescriptorSets", free_sets), ("vkQueueSubmit", submit),
+                         ("vkWaitForFences", wait), ("vkGetFenceStatus", status),
+                         ("vkDeviceWaitIdle", idled("vkDeviceWaitIdle")), ("vkQueueWaitIdle", idled("vkQueueWaitIdle")), ("vkDestroyImageView", destroy_view),
+                         ("vkDestroyImage", destroy_image)):
+            monkeypatch.setattr(vk, name, fn)
+
+    def h(self, handle):
+        return int(self.vk.ffi.cast("uintptr_t", handle))
+
+    def _check(self, what, handle, kind, dev):
+        for r in self.refs.values():
+            if not r["done"] and handle in r[kind]:
+                if r["fence"] is None:
+                    state = "recorded, not submitted"
+                else:
+                    try:
+                        self.real["vkGetFenceStatus"](dev, self.fences[r["fence"]])
+                        running = "it had in fact finished"
+                    except self.vk.VkNotReady:
+                        running = "it was in fact still running"
+                    state = f"submitted, completion not known ({running})"
+                self.violations.append(f"{what} {handle:#x} used by a command buffer {state}")
+
+
+@needs_display
+def test_rebuilds_never_touch_what_a_pending_frame_uses(tmp_path, monkeypatch):
+    """Item 1 of issue 8: zoom (resampled resolution), display toggles and resizes on consecutive
+    frames (graphics and compute submitted without waiting, 2 frames in flight) never destroy an
+    image/view or rewrite/free a descriptor set that a frame not yet known to be finished uses; what
+    was retired is freed once its frames finished (nothing accumulates)."""
+    from vkbands.viewer import open_viewer
+    v = open_viewer("grayscott", size=81, width=900, height=600, vsync=False, out_dir=tmp_path)
+    try:
+        v.run(frames=3)
+        live = v.ctx.live_objects()
+        proto = FrameProtocol(monkeypatch)
+        src = v.source
+        for i in range(16):
+            k = i % 4
+            if k == 0:
+                v.preview.zoom = 0.5 if i % 8 == 0 else 0.25       # shown smaller: resampled, rebuilt
+            elif k == 1:
+                src.set_display(show_detail=not src.show_detail)   # between frames: rebuilt
+            elif k == 2:
+                vis = [True] * (src.L + 1)
+                vis[i % src.L] = False
+                src.set_display(visible_levels=vis)
+            else:
+                v.preview.zoom = 1.0
+                if i == 7:
+                    v.screenshot_sheets(tmp_path / "during.png")    # a capture copy in a pending frame
+            v.frame()
+        assert proto.counts["destroy_view"] >= 8 and proto.counts["update_set"] >= 1
+        assert proto.violations == [], "\n".join(proto.violations[:10])
+        # retired objects are freed as frames finish, not only when the device idles
+        assert v.sync.pending_retired <= 12
+        v.flush()
+        assert v.sync.pending_retired == 0
+        for _ in range(3):
+            v.frame()
+        v.flush()
+        assert proto.violations == [], "\n".join(proto.violations[:10])
+        # retired objects were freed once their frames finished: the count is back where it was
+        assert v.ctx.live_objects() <= live + 2
+    finally:
+        v.close()
+
+
+@needs_display
+def test_exception_between_acquire_and_submit_leaves_no_signalled_semaphore(tmp_path, monkeypatch):
+    """Item 2 of issue 8: an exception after vkAcquireNextImageKHR and before the frame's submit
+    (in the source's compute, inside the render pass, or from the submit itself after the fence
+    reset) propagates, and the next frames acquire again with zero validation errors (an acquire
+    semaphore left signalled is VUID-vkAcquireNextImageKHR-semaphore-01286) and no stuck fence."""
+    import vulkan as vk
+
+    from vkbands.engine import validation_error_count
+    from vkbands.viewer import open_viewer
+    v = open_viewer("heat", size=27, width=640, height=400, vsync=False, out_dir=tmp_path)
+    try:
+        v.run(frames=3)
+        real_submit = vk.vkQueueSubmit
+
+        def failing_submit(queue, n, infos, fence):
+            if any(fence == f for f in v.sync.fences):
+                raise RuntimeError("injected: the frame's submit failed")
+            return real_submit(queue, n, infos, fence)
+
+        injections = [(v.source, "submit", None), (v.gui, "record", None), (vk, "vkQueueSubmit", failing_submit)]
+        before = validation_error_count()
+        for obj, name, fn in injections:
+            for _ in range(v.sync.n):                       # each frame slot's semaphore in turn
+                def boom(*a, **k):
+                    raise RuntimeError(f"injected into {name}")
+                monkeypatch.setattr(obj, name, fn or boom)
+                v.screenshot_window(tmp_path / "shot.png")   # may be recorded into the lost frame
+                n = v.frame_count
+                with pytest.raises(RuntimeError, match="injected"):
+                    v.frame()
+                monkeypatch.undo()
+                assert v.frame_count == n and not any(v._captures)   # a lost frame's captures are dropped
+                for _ in range(2 * v.sync.n + 1):
+                    v.frame()
+                assert v.frame_count >= n + 2 * v.sync.n
+                v.ctx.check()
+        assert validation_error_count() == before
+        v.flush()
+        v.ctx.check()
+    finally:
+        v.close()
+
+
+@needs_display
+def test_presenting_context_owns_its_surface_and_compute_only_never_presents(monkeypatch):
+    """Item 7 of issue 8: Context(surface=window.make_surface) picks a queue family that can present
+    to the surface and destroys the surface itself; a compute-only Context enables no surface or
+    swapchain extension and never asks about presentation; no presenting device -> NoDeviceError
+    naming the devices."""
+    import vulkan as vk
+
+    from vkbands.engine import Context, NoDeviceError
+    from vkbands.viewer.window import Window, init_glfw, release_glfw, required_instance_extensions
+    init_glfw()
+    try:
+        win = Window(320, 240, "surface test", visible=False)
+        try:
+            assert not hasattr(win, "destroy_surface") and not hasattr(win, "surface")
+            made = []
+
+            def make(instance):
+                made.append(win.make_surface(instance))
+                return made[-1]
+            c = Context(instance_extensions=required_instance_extensions(), device_extensions=["VK_KHR_swapchain"],
+                        surface=make)
+            try:
+                assert len(made) == 1 and c.surface == made[0]
+                support = vk.vkGetInstanceProcAddr(c.instance, "vkGetPhysicalDeviceSurfaceSupportKHR")
+                assert support(c.physical_device, c.queue_family, c.surface)
+                from vkbands.viewer.swapchain import Swapchain
+                sc = Swapchain(c, c.surface, win.framebuffer_size, vsync=False)
+                sc.close()
+            finally:
+                c.close()
+            assert c.surface is None                         # destroyed by the context, before its instance
+            # no device can present: a clear refusal naming the devices (and the surface is not leaked)
+            monkeypatch.setattr(Context, "_present_families", lambda self, physical: [])
+            with pytest.raises(NoDeviceError, match="present") as err:
+                Context(instance_extensions=required_instance_extensions(), device_extensions=["VK_KHR_swapchain"],
+                        surface=win.make_surface)
+            from vkbands.engine.context import describe_devices
+            assert all(d["name"] in str(err.value) for d in describe_devices())
+        finally:
+            win.close()
+    finally:
+        release_glfw()
+
+    def asked(self, physical):
+        raise AssertionError("a compute-only context asked about presentation")
+    monkeypatch.setattr(Context, "_present_families", asked)
+    with Context() as c:
+        assert c.surface is None
+        assert not any("surface" in e.lower() for e in c.instance_extensions)
+        assert "VK_KHR_swapchain" not in c.device_extensions
+
+
+@needs_display
+def test_viewer_context_presents_and_owns_the_surface(viewer):
+    support = __import__("vulkan").vkGetInstanceProcAddr(viewer.ctx.instance, "vkGetPhysicalDeviceSurfaceSupportKHR")
+    assert viewer.ctx.surface is not None and viewer.swapchain.surface == viewer.ctx.surface
+    assert support(viewer.ctx.physical_device, viewer.ctx.queue_family, viewer.ctx.surface)

@@ -6,6 +6,13 @@ compute work of the source (advance N steps, sheets, write_image into the storag
 Recorder; record and submit the graphics command buffer (a barrier making the compute writes
 visible to the fragment shader, the preview quad, the ImGui panel, optional captures); present.
 
+Frames in flight: nothing a submitted frame may use is destroyed or rewritten before that frame is
+known to have finished. A picture rebuilt on zoom, resize or a display toggle retires its old image,
+buffers and recordings to :class:`FrameSync` (freed once the frames that could use them finished),
+and each frame slot has its own preview descriptor set, rewritten only by that slot's next frame.
+An exception between acquire and submit still consumes the acquire semaphore (an empty batch that
+waits on it) and recreates the swapchain to get the unpresented image back.
+
 Keys: space play/pause, ``.`` single step, ``r`` reset, ``s`` screenshot of the sheet grid,
 ``[``/``]`` steps per frame, ``0`` reset zoom/pan, ``q``/Esc quit. Mouse: wheel zooms at the cursor,
 left drag pans (over the preview, when ImGui does not want the mouse).
@@ -85,6 +92,8 @@ class _Capture:
         self.pixels = None
 
     def finish(self):
+        """After the frame's fence: read the copy (device writes made visible to the host first)."""
+        self.buffer.invalidate()
         raw = self.buffer.host_view[: int(np.prod(self.shape))].reshape(self.shape).copy()
         self.buffer.close()
         self.pixels = _rgba_from_bgra(raw, self.channels) if self.kind == "window" else raw
@@ -119,13 +128,14 @@ class Viewer:
         self.ctx = self.swapchain = self.sync = self.preview = self.gui = self.source = None
         self._imgui_ctx = None
         try:
+            # The context creates the window's surface right after its instance, picks a device and
+            # queue family that can present to it, and owns it (destroyed before the instance).
             self.ctx = Context(device=device, validation=validation,
                                instance_extensions=required_instance_extensions(),
-                               device_extensions=["VK_KHR_swapchain"])
-            self.window.create_surface(self.ctx.instance)
-            self.swapchain = Swapchain(self.ctx, self.window.surface, self.window.framebuffer_size, vsync)
+                               device_extensions=["VK_KHR_swapchain"], surface=self.window.make_surface)
+            self.swapchain = Swapchain(self.ctx, self.ctx.surface, self.window.framebuffer_size, vsync)
             self.sync = FrameSync(self.ctx, FRAMES_IN_FLIGHT)
-            self.preview = Preview(self.ctx, self.swapchain.render_pass)
+            self.preview = Preview(self.ctx, self.swapchain.render_pass, FRAMES_IN_FLIGHT)
             self._imgui_ctx = imgui.create_context()
             imgui.set_current_context(self._imgui_ctx)   # each viewer its own ImGui state and font atlas
             io = imgui.get_io()
@@ -133,6 +143,7 @@ class Viewer:
             self._map_keys(io)
             self.gui = ImGuiRenderer(self.ctx, self.swapchain.render_pass, FRAMES_IN_FLIGHT)
             self.source = source_factory(self.ctx)
+            self._adopt_source(self.source)
         except BaseException:
             self._closed = False
             self.close()
@@ -170,6 +181,12 @@ class Viewer:
         if getattr(self.source, "band_time", None) is not None:
             self.gui.add_texture(BAND_TIME_TEXTURE_ID, self.source.band_time.view, self.preview.sampler.handle)
         self.device_name = self.ctx.info["name"]
+
+    def _adopt_source(self, source):
+        """Replaced pictures and recordings of ``source`` go to the frame retire list (freed when no
+        frame in flight can use them any more), not closed under a running frame."""
+        if hasattr(source, "retire"):
+            source.retire = self.sync.retire
 
     # ------------------------------------------------------------------ input
     @staticmethod
@@ -289,6 +306,7 @@ class Viewer:
             return False
         old.close()
         self.source = new
+        self._adopt_source(new)
         self.preview.set_image(new.image)
         if getattr(new, "band_time", None) is not None:
             self.gui.add_texture(BAND_TIME_TEXTURE_ID, new.band_time.view, self.preview.sampler.handle)
@@ -510,7 +528,7 @@ class Viewer:
             if not self._recreate():
                 return False
         sync, slot = self.sync, self.sync.slot
-        self.ctx.wait_fence(sync.fences[slot])
+        sync.wait(slot)                       # also frees what retired objects no frame uses any more
         self._finish_captures(slot)
         obs = self.source.observables(slot)   # of the frame this slot ran last: a frame late, no stall
         if obs is not None:
@@ -529,57 +547,41 @@ class Viewer:
         except OutOfDate:
             self.needs_recreate = True
             return False
-        # ---- compute: steps, sheets, picture (through the source's Recorder)
-        t1 = time.perf_counter()
-        t_acquire = t1 - ta
-        # the picture is resampled to the size it is shown at (fewer pixels for write_image)
-        self.preview.logical_size = self.source.logical_size
-        (_, _, rw, rh), _ = self.preview.placement(self.preview_area())
-        self.source.set_view(rw, rh)
-        steps = self.steps_per_frame if self.playing else min(self._pending_step, 1)
-        self._pending_step -= steps if not self.playing else 0
-        self._pending_step = max(self._pending_step, 0)
-        # ms/step: every SAMPLE_EVERY frames while playing, one frame times its steps apart (it waits)
-        sample = self.profile or (steps > 0 and self.frame_count % SAMPLE_EVERY == 0)
-        if self.source.submit(steps, slot, profile=sample) and sample and steps > 0:
-            self.source.ms_per_step = self.source.last_times["simulate"] * 1e3 / steps
-        if self.preview._image is not self.source.image:
+        # From here to the submit, sync.acquired[slot] is (or will be) signalled by the presentation
+        # engine and only the submit waits on it: whatever goes wrong in between must still consume
+        # it (an acquire with a signalled semaphore is invalid) and give the image back.
+        try:
+            # ---- compute: steps, sheets, picture (through the source's Recorder)
+            t1 = time.perf_counter()
+            t_acquire = t1 - ta
+            # the picture is resampled to the size it is shown at (fewer pixels for write_image)
+            self.preview.logical_size = self.source.logical_size
+            (_, _, rw, rh), _ = self.preview.placement(self.preview_area())
+            self.source.set_view(rw, rh)
+            steps = self.steps_per_frame if self.playing else min(self._pending_step, 1)
+            self._pending_step -= steps if not self.playing else 0
+            self._pending_step = max(self._pending_step, 0)
+            # ms/step: every SAMPLE_EVERY frames while playing, one frame times its steps apart (it waits)
+            sample = self.profile or (steps > 0 and self.frame_count % SAMPLE_EVERY == 0)
+            if self.source.submit(steps, slot, profile=sample) and sample and steps > 0:
+                self.source.ms_per_step = self.source.last_times["simulate"] * 1e3 / steps
             self.preview.set_image(self.source.image)
-        t2 = time.perf_counter()
-        # ---- graphics
-        cb = sync.command_buffers[slot]
-        vk.vkResetCommandBuffer(cb, 0)
-        vk.vkBeginCommandBuffer(cb, vk.VkCommandBufferBeginInfo(flags=vk.VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT))
-        # Compute (and transfer) writes of the source, submitted earlier on this queue, become visible
-        # to the fragment shader that samples the storage image and to capture copies.
-        mb = vk.VkMemoryBarrier(srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT,
-                                dstAccessMask=vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_TRANSFER_READ_BIT)
-        vk.vkCmdPipelineBarrier(cb, vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | vk.VK_PIPELINE_STAGE_TRANSFER_BIT,
-                                vk.VK_PIPELINE_STAGE_FRAGMENT_SHADER_BIT | vk.VK_PIPELINE_STAGE_TRANSFER_BIT,
-                                0, 1, [mb], 0, None, 0, None)
-        fw, fh = self.swapchain.extent
-        clear = vk.VkClearValue(color=vk.VkClearColorValue(float32=[0.06, 0.06, 0.07, 1.0]))
-        clears = [clear]
-        rp = vk.VkRenderPassBeginInfo(renderPass=self.swapchain.render_pass.handle,
-                                      framebuffer=self.swapchain.framebuffers[index],
-                                      renderArea=vk.VkRect2D(offset=vk.VkOffset2D(x=0, y=0),
-                                                             extent=vk.VkExtent2D(width=fw, height=fh)),
-                                      clearValueCount=1, pClearValues=clears)
-        vk.vkCmdBeginRenderPass(cb, rp, vk.VK_SUBPASS_CONTENTS_INLINE)
-        self.preview.record(cb, (fw, fh), self.preview_area())
-        self.gui.record(cb, slot, draw_data, (fw, fh))
-        vk.vkCmdEndRenderPass(cb)
-        self._record_captures(cb, slot, index)
-        vk.vkEndCommandBuffer(cb)
-        vk.vkResetFences(self.ctx.device, 1, [sync.fences[slot]])
-        waits, stages = [sync.acquired[slot]], [vk.VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT]
-        signals, cbs = [self.swapchain.render_done[index]], [cb]
-        info = vk.VkSubmitInfo(waitSemaphoreCount=1, pWaitSemaphores=waits, pWaitDstStageMask=stages,
-                               commandBufferCount=1, pCommandBuffers=cbs, signalSemaphoreCount=1,
-                               pSignalSemaphores=signals)
-        vk.vkQueueSubmit(self.ctx.queue, 1, [info], sync.fences[slot])
+            t2 = time.perf_counter()
+            # ---- graphics
+            cb = self._record_graphics(slot, index, draw_data)
+            vk.vkResetFences(self.ctx.device, 1, [sync.fences[slot]])
+            waits, stages = [sync.acquired[slot]], [vk.VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT]
+            signals, cbs = [self.swapchain.render_done[index]], [cb]
+            info = vk.VkSubmitInfo(waitSemaphoreCount=1, pWaitSemaphores=waits, pWaitDstStageMask=stages,
+                                   commandBufferCount=1, pCommandBuffers=cbs, signalSemaphoreCount=1,
+                                   pSignalSemaphores=signals)
+            vk.vkQueueSubmit(self.ctx.queue, 1, [info], sync.fences[slot])
+            sync.frame_submitted(slot)
+        except BaseException:
+            self._abandon_frame(slot)
+            raise
         if self.profile:
-            self.ctx.wait_fence(sync.fences[slot])
+            sync.wait(slot)
         t3 = time.perf_counter()
         ok = self.swapchain.present(index)
         t4 = time.perf_counter()
@@ -596,6 +598,55 @@ class Viewer:
         if self.profile:
             self.timings.update(self.source.last_times)
         return True
+
+    def _record_graphics(self, slot, index, draw_data):
+        """Record slot ``slot``'s command buffer: the preview quad and the ImGui panel into swapchain
+        image ``index``, then the captures asked for. Returns the command buffer."""
+        cb = self.sync.command_buffers[slot]
+        vk.vkResetCommandBuffer(cb, 0)
+        begin = vk.VkCommandBufferBeginInfo(flags=vk.VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT)
+        vk.vkBeginCommandBuffer(cb, begin)
+        # Compute (and transfer) writes of the source, submitted earlier on this queue, become visible
+        # to the fragment shader that samples the storage image and to capture copies.
+        mb = vk.VkMemoryBarrier(srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT,
+                                dstAccessMask=vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_TRANSFER_READ_BIT)
+        vk.vkCmdPipelineBarrier(cb, vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | vk.VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                vk.VK_PIPELINE_STAGE_FRAGMENT_SHADER_BIT | vk.VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                0, 1, [mb], 0, None, 0, None)
+        fw, fh = self.swapchain.extent
+        clear = vk.VkClearValue(color=vk.VkClearColorValue(float32=[0.06, 0.06, 0.07, 1.0]))
+        clears = [clear]
+        rp = vk.VkRenderPassBeginInfo(renderPass=self.swapchain.render_pass.handle,
+                                      framebuffer=self.swapchain.framebuffers[index],
+                                      renderArea=vk.VkRect2D(offset=vk.VkOffset2D(x=0, y=0),
+                                                             extent=vk.VkExtent2D(width=fw, height=fh)),
+                                      clearValueCount=1, pClearValues=clears)
+        vk.vkCmdBeginRenderPass(cb, rp, vk.VK_SUBPASS_CONTENTS_INLINE)
+        self.preview.record(cb, slot, (fw, fh), self.preview_area())
+        self.gui.record(cb, slot, draw_data, (fw, fh))
+        vk.vkCmdEndRenderPass(cb)
+        self._record_captures(cb, slot, index)
+        vk.vkEndCommandBuffer(cb)
+        return cb
+
+    def _abandon_frame(self, slot):
+        """An exception came between acquire and submit: submit an empty batch that waits on the
+        acquire semaphore (unsignalling it) and signals the slot's fence (which may have been reset),
+        drop the captures recorded into the unsubmitted command buffer, and recreate the swapchain on
+        the next frame (the acquired image was never presented; recreation gives it back)."""
+        sync = self.sync
+        caps, self._captures[slot] = self._captures[slot], []
+        for cap in caps:
+            cap.buffer.close()
+        self.needs_recreate = True
+        try:
+            vk.vkResetFences(self.ctx.device, 1, [sync.fences[slot]])
+            waits, stages = [sync.acquired[slot]], [vk.VK_PIPELINE_STAGE_ALL_COMMANDS_BIT]
+            info = vk.VkSubmitInfo(waitSemaphoreCount=1, pWaitSemaphores=waits, pWaitDstStageMask=stages)
+            vk.vkQueueSubmit(self.ctx.queue, 1, [info], sync.fences[slot])
+            sync.frame_submitted(slot)
+        except vk.VkError:
+            pass     # e.g. a lost device: the original exception is the one to report
 
     def _record_captures(self, cb, slot, index):
         want_win, self._want_window_capture = self._want_window_capture, None
@@ -631,12 +682,17 @@ class Viewer:
     def _copy_swapchain(self, cb, img, buf, fw, fh):
         rng = vk.VkImageSubresourceRange(aspectMask=vk.VK_IMAGE_ASPECT_COLOR_BIT, baseMipLevel=0, levelCount=1,
                                          baseArrayLayer=0, layerCount=1)
+        # The render pass ends with its subpass -> EXTERNAL dependency (colour writes made available
+        # and visible to TRANSFER reads) during which the attachment goes to its final layout,
+        # PRESENT_SRC. That transition is ordered only before the dependency's destination stages,
+        # so this barrier's source stage must be TRANSFER (one of them) to chain after it; a source
+        # stage of COLOR_ATTACHMENT_OUTPUT would leave the two layout transitions unordered.
         to_src = vk.VkImageMemoryBarrier(
-            srcAccessMask=vk.VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT, dstAccessMask=vk.VK_ACCESS_TRANSFER_READ_BIT,
+            srcAccessMask=0, dstAccessMask=vk.VK_ACCESS_TRANSFER_READ_BIT,
             oldLayout=vk.VK_IMAGE_LAYOUT_PRESENT_SRC_KHR, newLayout=vk.VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL,
             srcQueueFamilyIndex=vk.VK_QUEUE_FAMILY_IGNORED, dstQueueFamilyIndex=vk.VK_QUEUE_FAMILY_IGNORED,
             image=img, subresourceRange=rng)
-        vk.vkCmdPipelineBarrier(cb, vk.VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT,
+        vk.vkCmdPipelineBarrier(cb, vk.VK_PIPELINE_STAGE_TRANSFER_BIT,
                                 vk.VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0, None, 0, None, 1, [to_src])
         region = vk.VkBufferImageCopy(
             bufferOffset=0, bufferRowLength=0, bufferImageHeight=0,
@@ -655,6 +711,7 @@ class Viewer:
     def flush(self):
         """Wait for all frames in flight and finish their captures (screenshots get written)."""
         self.ctx.wait_idle()
+        self.sync.collect(idle=True)
         for slot in range(self.sync.n):
             self._finish_captures(slot)
 
@@ -681,12 +738,15 @@ class Viewer:
         return self._closed
 
     def close(self):
-        """Free everything: source, renderers, swapchain, surface, context, window (idempotent)."""
+        """Free everything: source, renderers, swapchain, then the context (with the window's
+        surface), then the window (idempotent)."""
         if self._closed:
             return
         self._closed = True
         if self.ctx is not None and not self.ctx.closed:
             self.ctx.wait_idle()
+            if self.sync is not None:
+                self.sync.collect(idle=True)
         for obj in (self.source, self.gui, self.preview, self.sync, self.swapchain):
             if obj is not None:
                 obj.close()
@@ -699,8 +759,7 @@ class Viewer:
             kinds = self.ctx.live_object_kinds()
             kinds.pop("staging", None)
             self.open_at_close = sorted(k for k, n in kinds.items() for _ in range(n))
-            self.window.destroy_surface()  # after the swapchain, before the instance
-            self.ctx.close()
+            self.ctx.close()       # destroys the surface it owns (after the swapchain, before the instance)
         self.window.close()
         release_glfw()
 

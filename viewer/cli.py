@@ -44,6 +44,8 @@ def add_parser(sub):
 
 
 def cmd_view(args) -> int:
+    from vkbands.engine import NoDeviceError
+
     from .window import NoDisplayError, display_available
 
     if not display_available():
@@ -63,6 +65,9 @@ def cmd_view(args) -> int:
                    **{k: getattr(args, k) for k in SETUP_ARGS})
     except NoDisplayError as e:
         print(f"vkbands view: no usable display ({e}); for headless runs use `vkbands rollout`", file=sys.stderr)
+        return 2
+    except NoDeviceError as e:    # e.g. no device can present to this display (a headless GPU node)
+        print(f"vkbands view: {e}; for headless runs use `vkbands rollout`", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as e:
         print(f"vkbands view: {e}", file=sys.stderr)

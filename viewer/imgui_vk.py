@@ -152,7 +152,9 @@ class ImGuiRenderer:
         io.fonts.clear_tex_data()
 
     def add_texture(self, texture_id: int, view, sampler):
-        """Make ``texture_id`` (as given to imgui.image) sample ``view`` with ``sampler``."""
+        """Make ``texture_id`` (as given to imgui.image) sample ``view`` with ``sampler``. Rewrites the
+        texture's descriptor set: call only while no frame in flight draws it (the viewer idles the
+        device first, at start-up and on restart)."""
         old = self.textures.get(texture_id)
         if old is not None:
             self.pipeline.update_set(old, {0: (view, sampler)})
@@ -171,8 +173,8 @@ class ImGuiRenderer:
         bufs.ensure(self.ctx, vbytes, ibytes)
         bufs.vbuf.host_view[:vbytes] = packed.vertices.view(np.uint8)
         bufs.ibuf.host_view[:ibytes] = packed.indices.view(np.uint8)
-        bufs.vbuf._sync_range(invalidate=False)
-        bufs.ibuf._sync_range(invalidate=False)
+        bufs.vbuf.flush()        # host writes -> device (a no-op on coherent memory)
+        bufs.ibuf.flush()
         p = self.pipeline
         vk.vkCmdBindPipeline(cb, vk.VK_PIPELINE_BIND_POINT_GRAPHICS, p.pipeline)
         vk.vkCmdBindVertexBuffers(cb, 0, 1, [bufs.vbuf.buffer], [0])

@@ -36,27 +36,43 @@ def place(area, image_size, zoom: float = 1.0, pan=(0.0, 0.0)):
 
 
 class Preview:
-    def __init__(self, ctx, render_pass):
+    """The quad that shows the sheet grid. ``frames``: frame slots; each has its own descriptor set,
+    rewritten only by that slot's own frame (after its fence), never while another frame that may
+    still be running has it bound."""
+
+    def __init__(self, ctx, render_pass, frames: int = 2):
         self.ctx = ctx
         self.pipeline = GraphicsPipeline(ctx, "preview.vert", "preview.frag", render_pass,
                                          topology=vk.VK_PRIMITIVE_TOPOLOGY_TRIANGLE_STRIP)
         self.sampler = Sampler(ctx, "nearest", "border")
-        self._set = None
+        self._sets = [None] * frames     # per frame slot
+        self._shown = [None] * frames    # the image each slot's set samples
         self._image = None
         self.zoom, self.pan = 1.0, [0.0, 0.0]
         self.rect = None
         self.logical_size = None   # (W, H) the image stands for (the full-resolution grid); default its own
 
+    @property
+    def image(self):
+        """The StorageImage drawn from the next recorded frame on."""
+        return self._image
+
     def set_image(self, image):
-        """Sample ``image`` (a StorageImage in GENERAL layout) from now on."""
-        if image is self._image:
-            return
-        res = {0: (image.view, self.sampler.handle)}
-        if self._set is None:
-            self._set = self.pipeline.descriptor_set(res)
-        else:
-            self.pipeline.update_set(self._set, res)
+        """Sample ``image`` (a StorageImage in GENERAL layout) from the next recorded frame on. No
+        Vulkan call: each slot's descriptor set is pointed at it when that slot records a frame."""
         self._image = image
+
+    def _slot_set(self, slot: int):
+        """Slot ``slot``'s descriptor set, pointed at the current image (the caller has waited for
+        the slot's previous frame, the only one that bound this set)."""
+        if self._shown[slot] is not self._image:
+            res = {0: (self._image.view, self.sampler.handle)}
+            if self._sets[slot] is None:
+                self._sets[slot] = self.pipeline.descriptor_set(res)
+            else:
+                self.pipeline.update_set(self._sets[slot], res)
+            self._shown[slot] = self._image
+        return self._sets[slot]
 
     def _size(self):
         return self.logical_size or (self._image.width, self._image.height)
@@ -83,8 +99,9 @@ class Preview:
         self.zoom = new_zoom
         self.pan = [nx0 - bx, ny0 - by]
 
-    def record(self, cb, fb_size, area):
-        """Draw the quad into ``area`` (x, y, w, h) of a framebuffer of ``fb_size`` (inside a render pass)."""
+    def record(self, cb, slot: int, fb_size, area):
+        """Draw the quad into ``area`` (x, y, w, h) of a framebuffer of ``fb_size`` (inside a render
+        pass) for a frame of slot ``slot``, whose previous frame has finished."""
         if self._image is None or area[2] <= 0 or area[3] <= 0:
             return
         fw, fh = fb_size
@@ -96,7 +113,8 @@ class Preview:
         self.rect = (x0, y0, w, h)
         p = self.pipeline
         vk.vkCmdBindPipeline(cb, vk.VK_PIPELINE_BIND_POINT_GRAPHICS, p.pipeline)
-        vk.vkCmdBindDescriptorSets(cb, vk.VK_PIPELINE_BIND_POINT_GRAPHICS, p.layout, 0, 1, [self._set], 0, None)
+        dset = self._slot_set(slot)
+        vk.vkCmdBindDescriptorSets(cb, vk.VK_PIPELINE_BIND_POINT_GRAPHICS, p.layout, 0, 1, [dset], 0, None)
         vk.vkCmdSetViewport(cb, 0, 1, [vk.VkViewport(x=0, y=0, width=fw, height=fh, minDepth=0, maxDepth=1)])
         ax, ay, aw, ah = (int(v) for v in area)
         sx0, sy0 = max(ax, 0), max(ay, 0)
@@ -113,4 +131,6 @@ class Preview:
     def close(self):
         self.sampler.close()
         self.pipeline.close()
-        self._set = self._image = None
+        self._sets = [None] * len(self._sets)
+        self._shown = [None] * len(self._shown)
+        self._image = None

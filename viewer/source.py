@@ -47,6 +47,12 @@ SYSTEM_PARAMS = {"tree": {"rates", "tau", "alpha"}, "coupled": {"rates", "tau", 
 PARAM_KEYS = ("rates", "tau", "alpha", "eps", "phi", "Du", "Dv", "F", "k", "dt", "preset")
 
 
+def _close_in_order(*objects):
+    for obj in objects:
+        if obj is not None:
+            obj.close()
+
+
 def switch_system(setup: dict, system: str) -> dict:
     """Set ``setup["system"]`` and drop the options that do not apply to the new system (its
     parameters, and dims for the 2-D grid systems). In place; returns ``setup``."""
@@ -160,6 +166,11 @@ class SheetSource:
         self._obs = None
         self._pending = [None] * self.slots   # per frame slot: the recorder whose observables wait
         self._retired = []
+        # Where replaced objects go (old picture, dropped recordings): the viewer sets its
+        # FrameSync.retire, which frees them once every frame that may still use them has finished;
+        # on its own a source closes them at once (a recorder's close waits for its own work).
+        self.retire = _close_in_order
+        self._handed_off = []            # recordings given to retire, possibly still running
         self.nonfinite = False
         self.ms_per_step = 0.0
         self.last_times = {"simulate": 0.0, "decompose": 0.0}
@@ -236,10 +247,12 @@ class SheetSource:
         return (max(1, int(H * sy * f)), max(1, int(W * sx * f)), (1, 1))
 
     def _build_picture(self):
-        """(Re)create the writer, the panel buffers and the image for the visible panels."""
-        self._drop_recorders()
+        """(Re)create the writer, the panel buffers and the image for the visible panels. The old
+        ones (and the recordings that use them) are retired, not closed: the frame in flight may
+        still be drawing the old image."""
+        recs = self._drop_recorders(retire=True)
         ids, P, H, W, cols, scale = self._layout()
-        old = (self.image, self.writer, self.panels, self.small)
+        old = (*recs, self.image, self.writer, self.panels, self.small)
         if self._res is not None:
             h, w, scale = self._res
             self.small = self.ctx.empty((P, h, w))
@@ -250,9 +263,7 @@ class SheetSource:
         self._ids, self._HW = ids, (H, W)
         full = ids == list(range(2 * self.L + 1))
         self.panels = None if full else self.ctx.empty((P, H, W))
-        for obj in old:
-            if obj is not None:
-                obj.close()
+        self.retire(*old)
         self._pending_reset = True
 
     def set_display(self, **kw):
@@ -267,18 +278,29 @@ class SheetSource:
         if layout:
             self._build_picture()
         else:
-            self._drop_recorders()
+            self.retire(*self._drop_recorders(retire=True))
 
     def set_params(self, **params):
+        self._drop_recorders()       # first: the host may rewrite parameter buffers they read
         self.sim.set_params(**params)
-        self._drop_recorders()
 
-    def _drop_recorders(self):
-        for rec in list(self._recorders.values()) + self._retired:
-            rec.close()       # waits for its submission first
+    def _drop_recorders(self, retire: bool = False):
+        """Forget every recording (re-recorded on the next frame). ``retire=False``: close them now
+        (each waits for its own submission: needed before the host writes what they use, e.g. a
+        reset); ``retire=True``: return them for the caller to retire instead (no wait)."""
+        recs = list(self._recorders.values()) + self._retired
         self._recorders, self._retired = {}, []
         self._pending = [None] * self.slots   # their observables are dropped with them
         self._dirty = True                    # the picture must be redrawn even when paused
+        if retire:
+            self._handed_off = [r for r in self._handed_off if not r.closed] + recs
+            return recs
+        for rec in recs:
+            rec.close()       # waits for its submission first
+        for rec in self._handed_off:
+            rec.wait()        # retired earlier, maybe not freed yet: the host may write what they use next
+        self._handed_off = []
+        return []
 
     # ------------------------------------------------------------------ the frame's compute
     def _ensure_obs(self):
@@ -363,7 +385,8 @@ class SheetSource:
         reset = self._pending_reset and self.fade > 0
         parts = ("steps", "picture") if profile else ("all",)
         if len(self._recorders) >= MAX_RECORDINGS and any((n, reset, slot, p) not in self._recorders for p in parts):
-            self._drop_recorders()   # e.g. steps/frame dragged over many values: keep the cache small
+            # e.g. steps/frame dragged over many values: keep the cache small
+            self.retire(*self._drop_recorders(retire=True))
             self._dirty = False
         recs = []
         for part in parts:

@@ -4,9 +4,13 @@ The surface format is an 8-bit UNORM one (B8G8R8A8 or R8G8B8A8), never sRGB: the
 ``write_image.comp`` writes reach the screen unchanged (a screenshot equals the headless picture).
 Present mode: FIFO with vsync, else MAILBOX or IMMEDIATE when the surface offers them.
 
+The surface belongs to the Context (``Context(surface=window.make_surface)`` chose a queue family
+that can present to it, and destroys it after everything else); the swapchain only uses it.
+
 Frames in flight (:class:`FrameSync`): each frame slot has a command buffer, a fence and an
 "image acquired" semaphore; each swapchain image has its own "render finished" semaphore (a
-presentation may still wait on it when the slot comes round again).
+presentation may still wait on it when the slot comes round again). Objects a frame may still use
+are retired there and freed once the frames that could use them have finished.
 """
 from __future__ import annotations
 
@@ -39,7 +43,8 @@ class Swapchain:
         self._present = vk.vkGetDeviceProcAddr(dev, "vkQueuePresentKHR")
         if not self._get_support(pd, ctx.queue_family, surface):
             raise RuntimeError(f"queue family {ctx.queue_family} of {ctx.info['name']!r} cannot present to this "
-                               "window")
+                               "window's surface: create the Context with surface=window.make_surface (it then "
+                               "chooses a device and queue family that can) and pass ctx.surface here")
         formats = self._get_formats(pd, surface)
         by_format = {f.format: f for f in formats}
         chosen = next((by_format[f] for f in _PREFERRED_FORMATS if f in by_format), None)
@@ -159,7 +164,16 @@ class Swapchain:
 
 
 class FrameSync:
-    """``n`` frame slots: command buffer, fence (created signalled) and image-acquired semaphore each."""
+    """``n`` frame slots: command buffer, fence (created signalled) and image-acquired semaphore each,
+    plus the retire list that frees objects only after every frame that may use them has finished.
+
+    Frames get serials in submission order (``submitted``: the next one's). Before a slot is reused
+    its fence is waited on (:meth:`wait`), so a slot whose last frame is newer than ``s`` has finished
+    every older frame of its own. :meth:`retire` tags objects with the frames submitted so far;
+    :meth:`collect` frees a batch once each slot has either moved past that point or its fence has
+    signalled (``vkGetFenceStatus``: no wait). Destroying an image or rewriting a descriptor set that a
+    pending frame uses is invalid even where a serial CPU driver hides it.
+    """
 
     def __init__(self, ctx, n: int = 2):
         self.ctx, self.n = ctx, n
@@ -170,6 +184,64 @@ class FrameSync:
                        for _ in range(n)]
         self.acquired = [vk.vkCreateSemaphore(dev, vk.VkSemaphoreCreateInfo(), None) for _ in range(n)]
         self.slot = 0
+        self.submitted = 0                 # serial of the next frame submitted
+        self.slot_serial = [-1] * n        # serial of the frame last submitted in each slot (-1: none)
+        self._finished = [True] * n        # that frame is known to have finished
+        self._retired: list = []           # (frames submitted when retired, [objects]) oldest first
+
+    # ------------------------------------------------------------------ frames
+    def wait(self, slot: int):
+        """Block until slot ``slot``'s last frame has finished (then its command buffer, buffers and
+        descriptor set may be reused), and free what that made safe to free."""
+        if not self._finished[slot]:
+            self.ctx.wait_fence(self.fences[slot], what="a viewer frame")
+            self._finished[slot] = True
+        self.collect()
+
+    def frame_submitted(self, slot: int):
+        """Record that a batch signalling ``fences[slot]`` was just submitted (the slot's new frame)."""
+        self.slot_serial[slot] = self.submitted
+        self.submitted += 1
+        self._finished[slot] = False
+
+    def finished(self, slot: int) -> bool:
+        """Whether slot ``slot``'s last frame has finished (asks the fence; never waits)."""
+        if not self._finished[slot]:
+            try:
+                vk.vkGetFenceStatus(self.ctx.device, self.fences[slot])
+            except vk.VkNotReady:
+                return False
+            self._finished[slot] = True
+        return True
+
+    def all_finished_before(self, serial: int) -> bool:
+        """Whether every frame with a serial below ``serial`` has finished."""
+        return all(last < 0 or last >= serial or self.finished(s) for s, last in enumerate(self.slot_serial))
+
+    # ------------------------------------------------------------------ deferred destruction
+    def retire(self, *objects):
+        """Close ``objects`` (anything with ``close()``; None skipped) once every frame submitted so
+        far has finished, in the order given (recorders first: their release waits for their own
+        work). Frames submitted later must not use them."""
+        objs = [o for o in objects if o is not None]
+        if objs:
+            self._retired.append((self.submitted, objs))
+
+    def collect(self, idle: bool = False) -> int:
+        """Close the retired objects whose frames have all finished (``idle``: the caller has waited
+        for the device, so all of them). Returns how many were closed."""
+        n = 0
+        while self._retired and (idle or self.all_finished_before(self._retired[0][0])):
+            _, objs = self._retired.pop(0)
+            for obj in objs:
+                obj.close()
+            n += len(objs)
+        return n
+
+    @property
+    def pending_retired(self) -> int:
+        """Objects retired and not yet closed."""
+        return sum(len(objs) for _, objs in self._retired)
 
     def renew_semaphore(self, i: int):
         """Replace slot ``i``'s acquire semaphore (after a swapchain recreation left it unwaited)."""
@@ -182,6 +254,7 @@ class FrameSync:
             return
         dev = self.ctx.device
         self.ctx.wait_idle()
+        self.collect(idle=True)
         for f in self.fences:
             vk.vkDestroyFence(dev, f, None)
         for s in self.acquired:

@@ -76,8 +76,6 @@ class Window:
             release_glfw()
             raise NoDisplayError(f"GLFW could not open a window: {_last_error[0] or 'unknown error'}")
         self._closed = False
-        self.surface = None
-        self._instance = None
         self.keys_pressed: list[tuple[int, int]] = []
         self.keys_down: set[int] = set()
         self.chars: list[int] = []
@@ -157,25 +155,20 @@ class Window:
         glfw.set_window_title(self.handle, title)
 
     # ------------------------------------------------------------------ Vulkan surface
-    def create_surface(self, instance):
-        """Create (once) and return the VkSurfaceKHR of this window on ``instance``."""
+    def make_surface(self, instance):
+        """A new VkSurfaceKHR of this window on ``instance``; pass the method itself as
+        ``Context(surface=window.make_surface)``: the context calls it right after creating its
+        instance, chooses a device and queue family that can present to the surface, and owns it
+        (destroys it before the instance). The window keeps no reference to it."""
         inst = ctypes.c_void_p(int(vk.ffi.cast("uintptr_t", instance)))
         out = ctypes.c_void_p(0)
         res = glfw.create_window_surface(inst, self.handle, None, ctypes.byref(out))
         if res != 0 or not out.value:
             raise RuntimeError(f"glfwCreateWindowSurface failed (VkResult {res}): {_last_error[0]}")
-        self._instance = instance
-        self.surface = vk.ffi.cast("VkSurfaceKHR", out.value)
-        return self.surface
-
-    def destroy_surface(self):
-        if self.surface is not None and self._instance is not None:
-            destroy = vk.vkGetInstanceProcAddr(self._instance, "vkDestroySurfaceKHR")
-            destroy(self._instance, self.surface, None)
-        self.surface = None
+        return vk.ffi.cast("VkSurfaceKHR", out.value)
 
     def close(self):
-        """Destroy the window (the surface must be destroyed first, while its instance lives)."""
+        """Destroy the window (close the Context that owns its surface first)."""
         if self._closed:
             return
         self._closed = True
