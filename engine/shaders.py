@@ -64,10 +64,11 @@ class ShaderVariantWarning(UserWarning):
     wheel does not ship that SPIR-V and machines without ``glslc`` cannot run it."""
 
 
-def _warn_once(key, message, category=UserWarning):
+def _warn_once(key, message, category=UserWarning, depth=1):
+    """Warn once per key, pointing at the caller of compile_glsl (``depth``: frames from it to here)."""
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, category, stacklevel=3)
+        warnings.warn(message, category, stacklevel=2 + depth)
 
 
 def shader_path(name: str | os.PathLike) -> Path:
@@ -152,12 +153,13 @@ def _manifest(d: Path) -> dict:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        _warn_once(("manifest", str(d)), f"shipped SPIR-V manifest {d / MANIFEST} is unreadable ({e}); ignored")
+        _warn_once(("manifest", str(d)), f"shipped SPIR-V manifest {d / MANIFEST} is unreadable ({e}); ignored",
+                   depth=3)
         return {}
     if not (isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT
             and data.get("target_env") == TARGET_ENV and isinstance(data.get("entries"), dict)):
         _warn_once(("manifest", str(d)), f"shipped SPIR-V manifest {d / MANIFEST} is not format "
-                                         f"{MANIFEST_FORMAT} for {TARGET_ENV}; ignored")
+                                         f"{MANIFEST_FORMAT} for {TARGET_ENV}; ignored", depth=3)
         return {}
     return data["entries"]
 
@@ -173,7 +175,7 @@ def _shipped(key: str) -> bytes | None:
         spv = b""
     if not _is_spirv(spv) or hashlib.sha256(spv).hexdigest() != entry.get("sha256"):
         _warn_once(("shipped", str(f)), f"shipped SPIR-V {f} ({entry.get('shader')}) is missing or fails its "
-                                        "checksum; ignored (compiling the shader with glslc instead)")
+                                        "checksum; ignored (the shader is compiled with glslc instead)", depth=2)
         return None
     return spv
 
@@ -197,7 +199,7 @@ def cache_dir() -> Path | None:
     except (OSError, RuntimeError) as e:   # RuntimeError: Path.home() without a home
         _warn_once(("cache", str(d)), f"shader cache directory {d} is unusable ({e}); compiled SPIR-V is kept "
                                       "in memory for this process only (set VKBANDS_CACHE_DIR to a directory "
-                                      "of your own)")
+                                      "of your own)", depth=2)
         return None
     return d
 
