@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 APT_PKGS := mesa-vulkan-drivers libvulkan1 glslc vulkan-validationlayers xvfb xauth libglfw3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo bench sysdeps venv clean
+.PHONY: test demo bench sysdeps venv clean gpu-kit
 
 # System packages: installed only when one is missing (dpkg -s is cheap; apt-get update is not).
 sysdeps:
@@ -40,6 +40,11 @@ demo: sysdeps venv
 bench: sysdeps venv
 	$(VPY) -m pip install -q -e '.[bench]'
 	for b in benchmarks/bench_*.py; do $(VPY) $$b || exit 1; done
+
+# dist/gpu-kit/: wheels (vkbands with its SPIR-V, and its dependencies for CPython 3.10-3.12), the Vulkan
+# loader .deb, tests, benchmarks and run.sh, for GPU nodes without network or compilers (kit/README.md).
+gpu-kit: sysdeps venv
+	PY=$(VPY) kit/build.sh
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
