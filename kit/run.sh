@@ -51,6 +51,15 @@ run_phase() {
   return $rc
 }
 
+finish() {
+  local rc=$?
+  say "== summary ($(( $(date +%s) - START ))s, exit $rc)"
+  [ ${#SUMMARY[@]} -gt 0 ] || SUMMARY+=("stopped before the tests (see run.log)")
+  printf '  %s\n' "${SUMMARY[@]}" | tee "$OUTDIR/summary.txt"
+  say "results: $OUTDIR (run.log, summary.txt, junit.xml, bench_*.md)"
+}
+trap finish EXIT
+
 export PYTHONDONTWRITEBYTECODE=1 PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 unset CI   # tests/conftest.py refuses CI without validation; validation here depends on the node
 export VKBANDS_CACHE_DIR=$OUTDIR/spirv-cache   # only used for shaders not shipped (none of vkbands')
@@ -70,7 +79,7 @@ missing=$("$PY" -c '
 import importlib.util as u
 print(" ".join(m for m in ("numpy", "PIL", "matplotlib", "pytest", "tqdm") if u.find_spec(m) is None))' 2>&1)
 if [ -n "$missing" ]; then
-  say "ERROR: this Python lacks $missing (the kit assumes NumPy, Pillow, matplotlib, pytest, tqdm)"
+  note "ERROR: this Python lacks $missing (the kit assumes NumPy, Pillow, matplotlib, pytest, tqdm)"
   exit 3
 fi
 
@@ -80,14 +89,14 @@ say "== install into $SITE"
 mapfile -t wheels < <("$PY" "$KIT/wheels.py" select "$KIT/wheels" vkbands vulkan cffi pycparser glfw imgui pywavelets)
 for w in "${wheels[@]}"; do echo "  $(basename "$w")"; done
 for req in vkbands vulkan cffi pycparser; do
-  printf '%s\n' "${wheels[@]}" | grep -q "/$req-[^/]*$" || { say "ERROR: no $req wheel for this Python"; exit 3; }
+  printf '%s\n' "${wheels[@]}" | grep -q "/$req-[^/]*$" || { note "ERROR: no $req wheel for this Python"; exit 3; }
 done
 if "$PY" -m pip --version >/dev/null 2>&1; then
   run_phase install 120 "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "${wheels[@]}" \
-    || { say "ERROR: pip install failed"; exit 3; }
+    || { note "ERROR: pip install failed"; exit 3; }
 else
   say "no pip in this Python: unzipping the wheels"
-  run_phase install 120 "$PY" "$KIT/wheels.py" unpack "$SITE" "${wheels[@]}" || { say "ERROR: unpacking failed"; exit 3; }
+  run_phase install 120 "$PY" "$KIT/wheels.py" unpack "$SITE" "${wheels[@]}" || { note "ERROR: unpacking failed"; exit 3; }
 fi
 export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 export PATH=$SITE/bin:$PATH
@@ -118,7 +127,7 @@ EOF
   fi
   libdir=$(dirname "$(find "$dest" -name 'libvulkan.so.1*' | head -1)")
   export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  loader_ok && say "loader: $libdir/libvulkan.so.1" || { say "ERROR: the kit's Vulkan loader does not load"; exit 4; }
+  loader_ok && say "loader: $libdir/libvulkan.so.1" || { note "ERROR: the kit's Vulkan loader does not load"; exit 4; }
 else
   say "loader: the system's libvulkan.so.1 ($(ldconfig -p 2>/dev/null | grep -m1 'libvulkan.so.1 ' | sed 's/.*=> //'))"
 fi
@@ -147,7 +156,7 @@ say "== vkbands devices"
 run_phase devices 60 "$PY" -m vkbands.cli devices
 rc_dev=$?
 if [ $rc_dev -ne 0 ]; then
-  note "devices: FAILED (rc $rc_dev): no usable Vulkan device; see above"
+  note "devices: FAILED (rc $rc_dev): no usable Vulkan device; is the GPU driver's Vulkan ICD installed? (name it with VK_DRIVER_FILES=/path/to/nvidia_icd.json)"
   exit 4
 fi
 "$PY" - <<'EOF'
@@ -178,8 +187,10 @@ unset DISPLAY WAYLAND_DISPLAY
 if (cd "$KIT" && "$PY" -m pytest -c "$KIT/pytest.ini" --rootdir "$KIT" --markers 2>/dev/null) | grep -q '^@pytest.mark.window:'; then
   args+=(-m "not window")
 fi
+VIEWER=1
 if ! "$PY" -c 'import glfw, imgui' >/dev/null 2>&1; then
-  say "viewer: glfw/imgui not importable on this Python: viewer tests ignored"
+  VIEWER=0
+  say "viewer: glfw/imgui not importable on this Python: viewer tests and benchmark left out"
   args+=(--ignore "$KIT/tests/test_viewer.py")
 fi
 if ! "$PY" -c 'import imgui' >/dev/null 2>&1; then
@@ -211,6 +222,7 @@ say "== benchmarks (--quick), tables in $OUTDIR"
 export VKBANDS_VALIDATION=0   # timings without the layer's overhead
 for b in "$KIT"/benchmarks/bench_*.py; do
   name=$(basename "$b" .py)
+  case $name in *viewer*) if [ $VIEWER = 0 ]; then note "$name: skipped (no glfw/imgui for this Python)"; continue; fi;; esac
   say "-- $name"
   run_phase "$name" 150 "$PY" "$b" --quick --out "$OUTDIR"
   rc=$?
@@ -221,8 +233,4 @@ for b in "$KIT"/benchmarks/bench_*.py; do
   esac
 done
 
-# ---------------------------------------------------------------------------- summary
-say "== summary ($(( $(date +%s) - START ))s)"
-printf '  %s\n' "${SUMMARY[@]}" | tee "$OUTDIR/summary.txt"
-say "results: $OUTDIR (run.log, summary.txt, junit.xml, bench_*.md)"
-exit $rc_tests
+exit $rc_tests   # the summary is printed by finish()
