@@ -29,6 +29,9 @@
 //            rows are loaded as vec2 (adjacent invocations then read adjacent 8-byte pairs;
 //            lavapipe: energies of 1024^2, p = 2, 6.75 -> 6.59 ms, an observation 7.8 -> 7.15 ms).
 // vkbands: variants STATS PAIRS   (every subset is compiled into the wheel; see engine/shaders.py)
+// Means, details and energy sums are `precise` (SPIR-V NoContraction: no fused multiply-add, no
+// reassociation): the variants compile to different pipelines, and the energies of a STATS pass
+// (record_observables) must equal those of a plain one (record_energies) bit for bit on GPUs too.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -110,7 +113,7 @@ void main() {
     const uint tx = t - ty * tiles_x;
     const uint plane = pc.nb * pc.h * pc.w;
 
-    float acc[NR];
+    precise float acc[NR];
     for (uint v = 0u; v < NV; ++v) acc[v] = 0.0;
 #ifdef STATS
     acc[NV] = uintBitsToFloat(0x7f800000u);        // min of no values: +Inf
@@ -160,16 +163,16 @@ void main() {
             for (uint nn = 0u; nn < ((DIMS == 2u) ? ns * ns : ns); ++nn) {
                 uint u = (DIMS == 2u) ? nn / ns : 0u;
                 uint vv = nn - u * ns;
-                float s = 0.0;
+                precise float s = 0.0;
                 for (uint c = 0u; c < C; ++c) {
                     uint r = c / P, q = c - (c / P) * P;
                     s += v[(u * P + r) * side + vv * P + q];
                 }
-                float mean = s / float(C);
-                float e = 0.0;
+                precise float mean = s / float(C);
+                precise float e = 0.0;
                 for (uint c = 0u; c < C; ++c) {
                     uint r = c / P, q = c - (c / P) * P;
-                    float d = v[(u * P + r) * side + vv * P + q] - mean;
+                    precise float d = v[(u * P + r) * side + vv * P + q] - mean;
                     e += d * d;
                     if (WRITE_BANDS != 0u)
                         bands[boff + (b * hj + row + u * P + r) * wj + col + vv * P + q] = d;
@@ -206,18 +209,18 @@ void main() {
             uint u = (DIMS == 2u) ? n / side : 0u;
             uint vv = n - u * side;
             float vals[C];
-            float s = 0.0;
+            precise float s = 0.0;
             for (uint c = 0u; c < C; ++c) {
                 uint r = c / P, q = c - (c / P) * P;
                 float x = lev[LB + base_in + (u * P + r) * side_in + vv * P + q];
                 vals[c] = x;
                 s += x;
             }
-            float mean = s / float(C);
-            float e = 0.0;
+            precise float mean = s / float(C);
+            precise float e = 0.0;
             for (uint c = 0u; c < C; ++c) {
                 uint r = c / P, q = c - (c / P) * P;
-                float d = vals[c] - mean;
+                precise float d = vals[c] - mean;
                 e += d * d;
                 if (WRITE_BANDS != 0u)
                     bands[boff + (b * hj + row0 + u * P + r) * wj + col0 + vv * P + q] = d;
@@ -253,13 +256,13 @@ void main() {
     const uint CL = LPT / R1;
     for (uint qv = tid; qv < NR * R1; qv += LPT) {
         uint v = qv / R1, c = qv - (qv / R1) * R1;
-        float s = red[RB + v * LPT + c * CL];
+        precise float s = red[RB + v * LPT + c * CL];
         for (uint i = 1u; i < CL; ++i) s = combine(v, s, red[RB + v * LPT + c * CL + i]);
         red2[slot * NR * R1 + qv] = s;
     }
     barrier();
     for (uint v = tid; v < (live ? NR : 0u); v += LPT) {
-        float total = red2[slot * NR * R1 + v * R1];
+        precise float total = red2[slot * NR * R1 + v * R1];
         for (uint c = 1u; c < R1; ++c) total = combine(v, total, red2[slot * NR * R1 + v * R1 + c]);
 #ifdef STATS
         if (FINAL != 0u && v >= NV) {
@@ -270,7 +273,8 @@ void main() {
         if (FINAL != 0u) {
             float wgt = 1.0;  // P^(v*DIMS) (levels) and P^(L*DIMS) (coarse, v == L)
             for (uint l = 0u; l < v; ++l) wgt *= float(C);
-            pout[pc.pout_off + tile * NV + v] = total * wgt;
+            precise float weighted = total * wgt;
+            pout[pc.pout_off + tile * NV + v] = weighted;
         } else {
             pout[pc.pout_off + v * ntiles + tile] = total;
         }
