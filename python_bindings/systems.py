@@ -34,13 +34,26 @@ of 3, else 2.
 Tree and coupled steps run fused (``step_tree.comp`` / ``step_coupled.comp``, body in
 ``tree_fused.glsl``): the band coefficients of each field stay in private memory for all the steps of a
 dispatch, observables and snapshots are computed in the kernel, and the band state is kept in a device
-buffer between dispatches (exact: no re-decomposition round-off). The layout is chosen per device from
-a subgroup probe (``subgroup_probe.comp``): one invocation per field (CPU drivers, fields <= 1024
-leaves), a field's invocations inside one subgroup with shuffle reductions (GPUs: p=3, L=6 -> 27
-invocations of 27 leaves), or one workgroup per field with a shared-memory reduction (large fields;
-more than 6561 leaves per invocation is refused with a ValueError; a 729 x 729 field runs). On CPU devices (llvmpipe caps a
-shader invocation at 65535 loop iterations and silently leaves longer loops) a recording is split
-into dispatches under an estimated budget; GPUs run a recording as one dispatch.
+buffer between dispatches (exact: no re-decomposition round-off). Layouts (``TreeSystem._layout``):
+
+- REDUCE 1: a field's invocations are lanes of one subgroup, reduced with shuffles (p=3, L=6 -> 27
+  invocations of 27 leaves in a 32-wide subgroup). Only in a pipeline that *requires* that subgroup
+  width with full subgroups (VK_EXT_subgroup_size_control, ``ctx.subgroup_size_control``), checked
+  once per context with ``subgroup_probe.comp`` built the same way; drivers pick a width per pipeline
+  otherwise (Intel: SIMD8/16/32), so without that guarantee this layout is never used;
+- REDUCE 0: one invocation per field (fields <= 1024 leaves), no communication at all;
+- REDUCE 2: one workgroup per field with a shared-memory reduction (large fields; more than 6561
+  leaves per invocation is refused with a ValueError; a 729 x 729 field runs).
+
+``make_system(..., reduce=k)`` forces a layout (tests, benchmarks; a ValueError where the device or
+the field cannot run it).
+
+Every device gets its recordings split into dispatches of bounded work (``TreeSystem._dispatches``):
+steps into several dispatches (the band state carries over exactly) and, for big batches, the fields
+into slices. Bounds: a driver's loop-iteration cap (``ctx.loop_iteration_cap``: llvmpipe silently
+leaves a shader invocation's loops after 65535 iterations), and everywhere a time budget, so that no
+dispatch runs long enough for a GPU watchdog (TDR: VK_ERROR_DEVICE_LOST after ~2 s): see
+``_SERIAL_BUDGET`` and ``_WORK_BUDGET``.
 ``invalidate()`` tells a tree/coupled system that its state buffer was written from outside.
 """
 from __future__ import annotations
@@ -52,7 +65,7 @@ import numpy as np
 from . import reference as R
 from ._owner import Owner
 
-__all__ = ["SYSTEMS", "make_system", "ObsBuffers", "resolve_shape", "default_arity"]
+__all__ = ["SYSTEMS", "make_system", "ObsBuffers", "resolve_shape", "default_arity", "subgroup_size"]
 
 SYSTEMS = ("tree", "coupled", "heat", "grayscott")
 PHIS = ("tanh", "sign", "square")
@@ -62,39 +75,106 @@ _HEAT_PARAMS = {"alpha"}
 _GS_PARAMS = {"Du", "Dv", "F", "k", "dt", "preset"}
 _GRID_RY = 8          # rows per invocation of the stencil kernels
 _GRID_LOCAL = 64
-_LOOP_BUDGET = 50000  # loop iterations per invocation per dispatch on CPU devices (llvmpipe caps 65535)
+
+# ---- Per-dispatch limits of the fused tree / coupled kernels (TreeSystem._dispatches), every device.
+# Work is counted in the kernel's loop iterations (TreeSystem._loop_costs: an estimate from the
+# shader's loops; one iteration is a few float operations on private arrays, which GPUs keep in
+# registers or spill to cached local memory).
+_LOOP_CAP_USE = 0.75    # of a driver's loop-iteration cap (llvmpipe 65535 -> 49151): the cost model is
+                        # an estimate, a quarter is kept as margin (the old fixed budget was 50000)
+_SERIAL_BUDGET = 1 << 18
+# loop iterations ONE invocation runs per dispatch (its dependent chain: time even on an idle GPU).
+# Chosen for <= ~50 ms at a pessimistic 200 ns per iteration (a local-memory round trip every
+# iteration on a slow GPU); typical GPUs take 1-5 ns (0.3-1.3 ms), next to ~10 us per extra dispatch.
+_WORK_BUDGET = 1 << 26
+# loop iterations summed over a dispatch's invocations (throughput when the GPU is full). Chosen for
+# <= ~70 ms on a slow integrated GPU (~1e9 such iterations/s: ~200 lanes at ~1 GHz, several
+# operations and some local-memory traffic per iteration); a big discrete GPU (1e11-1e12/s) gets
+# through it in 0.1-1 ms, so the extra dispatches cost it a few percent at most. Not measured on a
+# GPU yet; well under the ~2 s of the usual watchdogs (Windows TDR, i915 hangcheck) either way.
+_SLICE_INVOCATIONS = 1 << 11
+# a batch slice keeps at least this many invocations: below what a slow GPU runs at once (~2k lanes)
+# a dispatch's time is that of its longest invocation (bounded by _SERIAL_BUDGET), so smaller slices
+# would only add dispatches (and leave a big GPU idler).
+_MODE1_MAX_QM = 81      # REDUCE 1 chosen automatically only up to this many leaves per invocation
+_MAX_QM = 6561          # leaves per invocation: private arrays beyond this are refused
+_MODE1_LOCAL = 64       # REDUCE 1: workgroup size (whole subgroups; one subgroup when it is wider)
 
 
-_subgroup_sizes = {}
+def _tree_costs(sp, mode, dims, decompose, coupled, mean=False):
+    """(fixed, per_step, per_run, per_obs, per_snap) loop iterations of the fused tree kernel with
+    specialisation ``sp`` (``decompose``: the dispatch starts from the leaves; ``coupled``: coupled
+    steps, eps != 0), of the busiest invocation (``mean``: averaged over a field's invocations, for the
+    work summed over them). Counted from the shader's loops; an estimate that errs high."""
+    LOC, QM, M, L, TPF, UP, Q = sp["LOC"], sp["QM"], sp["M"], sp["L"], sp["TPF"], sp["L"] - sp["M"], sp["Q"]
+    nat = (L + 1) if dims == 2 else 0
+    per_snap = QM * (3 + nat) + LOC + 2 * M + 2 * UP + 4
+    fixed = 2 * L + LOC + 2 * UP + 16 + (LOC + UP + 2) + per_snap          # coef load, coef + leaf store
+    if decompose:
+        fixed += QM * (1 + nat) + LOC * (Q + 4) + TPF + ((TPF * Q) // max(Q - 1, 1)) * (Q + 2) + 2 * UP + 32
+    # reduction of the L + 3 partials: every invocation shuffles over the TPF lanes (REDUCE 1); in
+    # shared memory (REDUCE 2) invocation k < L + 3 combines quantity k over the TPF invocations
+    red = (L + 3) * (TPF + 2)
+    if mean and mode == 2:
+        red = (L + 3) * (1 + -(-min(L + 3, TPF) * (TPF + 2) // TPF))
+    per_obs = LOC + 4 * M + 3 * UP + 2 * QM + red + 3 * L + 8
+    per_step, per_run = LOC + UP, 2 * (LOC + UP + M) + 4
+    if coupled:     # new leaves top-down, decomposition, chain (per step)
+        per_step = 4 * LOC + 2 * QM + 2 * TPF + sp["UPS"] * (Q + 2) + 4 * UP + 4 * M + 16
+        per_run += LOC + 2 * M + 2 * UP
+    return fixed, per_step, per_run, per_obs, per_snap
+
+
+def _probe_subgroups(ctx, local, required=None):
+    """Run ``subgroup_probe.comp`` with a workgroup of ``local`` (requiring ``required``-wide full
+    subgroups where given): ``(OR of sizes, subgroups, failed shuffles, non-contiguous invocations)``."""
+    out = ctx.zeros((4,), np.uint32)
+    try:
+        k = ctx.kernel("subgroup_probe.comp", spec={"LOCAL_X": int(local)}, subgroup_size=required)
+        with ctx.recorder() as rec:
+            rec.dispatch(k, 1, out)
+        return tuple(int(v) for v in out.numpy())
+    finally:
+        out.close()
+
+
+def _measure_default_subgroup(ctx):
+    limit = int(ctx.limits.maxComputeWorkGroupInvocations)
+    size = _probe_subgroups(ctx, 1)[0]
+    if size < 1 or size & (size - 1) or size > limit:
+        return 1
+    got, count, bad, _ = _probe_subgroups(ctx, size)     # is a workgroup of that size one subgroup?
+    return size if (got == size and count == 1 and bad == 0) else 1
 
 
 def subgroup_size(ctx) -> int:
-    """The device's subgroup size as seen by a compute shader (``subgroup_probe.comp``, run once per
-    context: drivers may compile compute shaders to another width than the reported default); 1 when
-    the device reports no subgroup shuffles in compute, a workgroup of that size is not one subgroup,
-    or shuffles misbehave."""
+    """The subgroup size a compute pipeline gets by default (``subgroup_probe.comp``, measured once per
+    context with ``ctx.probe``: drivers may compile compute shaders to another width than the reported
+    default); 1 when the device reports no subgroup shuffles in compute, a workgroup of that size is
+    not one subgroup, or shuffles misbehave. Another pipeline may get another width: the tree kernel
+    does not rely on this (see :func:`required_subgroup_works`)."""
     if not ctx.subgroup_shuffle:
         return 1
-    key = id(ctx)
-    hit = _subgroup_sizes.get(key)
-    if hit is not None and hit[0] is ctx:
-        return hit[1]
-    out = ctx.zeros((3,), np.uint32)
-    try:
-        size = 1
-        for local in (1, None):        # the size, then: is a workgroup of that size one subgroup?
-            k = ctx.kernel("subgroup_probe.comp", spec={"LOCAL_X": local or size})
-            with ctx.recorder() as rec:
-                rec.dispatch(k, 1, out)
-            got, count, ok = (int(v) for v in out.numpy())
-            if not ok or count != 1 or got < 1 or got > int(ctx.limits.maxComputeWorkGroupInvocations):
-                size = 1
-                break
-            size = got
-    finally:
-        out.close()
-    _subgroup_sizes[key] = (ctx, size)
-    return size
+    return ctx.probe("vkbands.systems.subgroup_size", _measure_default_subgroup)
+
+
+def required_subgroup_works(ctx, size, local) -> bool:
+    """Whether a pipeline with a workgroup of ``local`` invocations that requires ``size``-wide full
+    subgroups (VK_EXT_subgroup_size_control) gets exactly that: ``local / size`` subgroups of ``size``
+    lanes with working shuffles. Measured once per context and (size, local)."""
+    size, local = int(size), int(local)
+    if not (ctx.subgroup_shuffle and ctx.subgroup_size_control
+            and ctx.min_subgroup_size <= size <= ctx.max_subgroup_size and local % size == 0
+            and local <= int(ctx.limits.maxComputeWorkGroupInvocations)):
+        return False
+
+    def measure(c):
+        try:
+            got, count, bad, _ = _probe_subgroups(c, local, required=size)
+        except ValueError:
+            return False
+        return got == size and count == local // size and bad == 0
+    return ctx.probe(("vkbands.systems.required_subgroup", size, local), measure)
 
 
 def _power_of(n, p):
@@ -232,7 +312,7 @@ class TreeSystem(_System):
     shader = "step_tree.comp"
     allowed = _TREE_PARAMS
 
-    def __init__(self, ctx, B, spatial, dims, arity=3, **params):
+    def __init__(self, ctx, B, spatial, dims, arity=3, reduce=None, **params):
         super().__init__(ctx, B, spatial, dims)
         self.arity = R._check_arity(arity)
         self.levels = L = R.levels(self.spatial, self.arity, dims)
@@ -240,60 +320,124 @@ class TreeSystem(_System):
         self.n = int(np.prod(self.spatial))
         self._q = self.arity ** dims
         self._local = None
-        self._spec = self._layout(ctx)
+        self._spec = self._layout(ctx, reduce)
         self.kernel = None
         self._param_buf = None
         self._coef, self._coef_valid = None, False
         self.params, self._raw = {}, {}
         self.set_params(**params)
 
-    def _layout(self, ctx):
-        """step_tree.comp layout: TPF invocations per field, each holding Q**M leaves; REDUCE mode.
+    def _layout(self, ctx, reduce=None):
+        """step_tree.comp layout: TPF invocations per field, each holding QM = Q**M leaves; REDUCE mode.
 
-        - a field's invocations fit one subgroup with at most 81 leaves each: subgroup shuffles
-          (REDUCE 1, no barrier; GPUs: p=3, L=6 -> 27 invocations of 27 leaves);
-        - else a small field (<= 1024 leaves) is held by one invocation (REDUCE 0, no barrier; CPU
-          drivers with 8-wide subgroups), ``subgroup`` fields per workgroup;
-        - else one workgroup per field, up to 32 leaves per invocation, shared-memory reduction
-          (REDUCE 2), within the device's invocation and shared-memory limits."""
+        Tried in this order (``reduce`` forces one, a ValueError where it cannot run):
+
+        - 1: a field's invocations are lanes of one subgroup, shuffle reductions, no barrier (the
+          smallest M with 2 <= TPF <= a subgroup width the device can require, and at most 81 leaves
+          per invocation; GPUs: p=3, L=6 -> 27 invocations of 27 leaves). Only where the pipeline can
+          require that width with full subgroups and the probe confirms it (never on the strength of
+          a default width: drivers choose it per pipeline);
+        - 0: a small field (<= 1024 leaves) is held by one invocation (no barrier),
+          ``ctx.subgroup_size`` fields per workgroup (at most 64);
+        - 2: one workgroup per field, up to 32 leaves per invocation, shared-memory reduction, within
+          the device's invocation and shared-memory limits."""
+        if reduce is not None and int(reduce) not in (0, 1, 2):
+            raise ValueError(f"reduce={reduce!r}: choose 0 (one invocation per field), 1 (subgroup shuffles) "
+                             f"or 2 (shared memory)")
+        forced = reduce is not None
         q, L, N = self._q, self.levels, self.n
-        sg = subgroup_size(ctx)
+        cap = getattr(ctx, "loop_iteration_cap", None)
+        why = None
+        for mode in ((int(reduce),) if forced else (1, 0, 2)):
+            lay = (self._layout1, self._layout0, self._layout2)[(1, 0, 2).index(mode)](ctx, forced)
+            if lay is None:              # (layout 2 always has one)
+                why = (f"more than {_MAX_QM} leaves for one invocation" if mode == 0 else
+                       f"no subgroup width in {ctx.min_subgroup_size}..{ctx.max_subgroup_size} can be required "
+                       f"(subgroup size control: {ctx.subgroup_size_control}, shuffles: {ctx.subgroup_shuffle}) "
+                       f"that holds 2 or more of the field's subtrees")
+                continue
+            mode, M, fpw, local, sg, red_bufs = lay
+            QM = q ** M
+            if QM > _MAX_QM:
+                raise ValueError(f"{self.name}: a {self.spatial} field with arity {self.arity} needs {QM} leaves "
+                                 f"per invocation (device limit {int(ctx.limits.maxComputeWorkGroupInvocations)} "
+                                 f"invocations per workgroup); use a smaller field")
+            tpf = N // QM
+            spec = dict(LOCAL_X=local, P=self.arity, DIMS=self.dims, L=L, Q=q, N=N, SIDE=self.spatial[-1], M=M,
+                        QM=QM, LOC=(QM * q - q) // (q - 1), UPS=(tpf * q - 1) // (q - 1), TPF=tpf, FPW=fpw,
+                        REDUCE=mode, RED_BUFS=red_bufs, SG=sg or 1)
+            need = self._least_dispatch(spec, mode)
+            if cap and need > cap:
+                # a driver that leaves loops after `cap` iterations would compute garbage: the dispatch
+                # plan cannot make a dispatch smaller than one step (or the first decomposition)
+                why = (f"one dispatch needs ~{need} loop iterations per invocation, over this driver's cap of "
+                       f"{cap}")
+                if mode == 2 or forced:
+                    break
+                continue
+            self._local, self._fpw, self._mode = local, fpw, mode
+            self._sg = sg                  # required subgroup width (REDUCE 1), else None
+            return spec
+        raise ValueError(f"{self.name}: layout {'reduce=%s' % reduce if forced else 'of the fused kernel'} cannot "
+                         f"run a {self.spatial} field with arity {self.arity} on this device: {why}")
+
+    def _least_dispatch(self, spec, mode):
+        """Loop iterations per invocation of the smallest dispatches a plan can make with this layout:
+        the first (decomposition, observation and snapshot of the incoming state, no step) and one
+        observed and snapshotted step from the band state."""
+        coupled = self.name == "coupled"     # eps may change later: count coupled steps
+        fixed, step, run, obs, snap = _tree_costs(spec, mode, self.dims, True, coupled)
+        first = fixed + obs + snap + run
+        fixed, step, run, obs, snap = _tree_costs(spec, mode, self.dims, False, coupled)
+        return max(first, fixed + 3 * run + step + obs + snap)
+
+    def _layout1(self, ctx, forced):
+        """(1, M, fields per workgroup, workgroup size, subgroup width, 2) or None."""
+        if not (ctx.subgroup_shuffle and ctx.subgroup_size_control):
+            return None
+        q, L, N = self._q, self.levels, self.n
+        lo, hi = int(ctx.min_subgroup_size), int(ctx.max_subgroup_size)
+        widths = [1 << k for k in range(max(lo, 1).bit_length() - 1, hi.bit_length()) if lo <= 1 << k <= hi]
+        if not widths:
+            return None
         max_inv = int(ctx.limits.maxComputeWorkGroupInvocations)
-        shared_limit = int(ctx.limits.maxComputeSharedMemorySize)
-        mode = None
         for M in range(1, L + 1):
             tpf = N // q ** M
-            if 2 <= tpf <= sg and q ** M <= 81:
-                mode, fpw = 1, max(1, sg // tpf)
+            if tpf < 2 or q ** M > (_MAX_QM if forced else _MODE1_MAX_QM):
                 break
-        if mode is None and N <= 1024:
-            mode, M, fpw = 0, L, max(1, min(sg, 64))
-        if mode is None:
-            mode, fpw = 2, 1
+            fits = [w for w in widths if w >= tpf]
+            if not fits:
+                continue
+            # the default width where it fits (what the driver prefers), else the narrowest that does
+            sg = int(ctx.subgroup_size) if ctx.subgroup_size in fits else fits[0]
+            nsub = max(1, min(_MODE1_LOCAL, max_inv) // sg)
+            if not required_subgroup_works(ctx, sg, sg * nsub):
+                return None
+            return 1, M, (sg // tpf) * nsub, sg * nsub, sg, 2
+        return None
 
-            def shared_bytes(m, bufs):     # subtree means (2 buffers) + partials
-                tpf = N // q ** m
-                return 4 * (2 * tpf + bufs * tpf * (L + 3))
+    def _layout0(self, ctx, forced):
+        if self.n > (_MAX_QM if forced else 1024):
+            return None
+        fpw = max(1, min(int(ctx.subgroup_size), 64))
+        return 0, self.levels, fpw, fpw, None, 2
 
-            M = 1
-            while M < L and q ** (M + 1) <= 32:
-                M += 1
-            while M < L and (N // q ** M > max_inv or shared_bytes(M, 1) > shared_limit):
-                M += 1
-            red_bufs = 2 if shared_bytes(M, 2) <= shared_limit else 1
-        QM = q ** M
-        if QM > 6561:
-            raise ValueError(f"{self.name}: a {self.spatial} field with arity {self.arity} needs {QM} leaves per "
-                             f"invocation (device limit {max_inv} invocations per workgroup); use a smaller field")
-        tpf = N // QM
-        loc = (QM * q - q) // (q - 1)
-        ups = (tpf * q - 1) // (q - 1)
-        self._local = tpf * fpw
-        self._fpw = fpw
-        self._mode = mode
-        return dict(LOCAL_X=tpf * fpw, P=self.arity, DIMS=self.dims, L=L, Q=q, N=N, SIDE=self.spatial[-1], M=M,
-                    QM=QM, LOC=loc, UPS=ups, TPF=tpf, FPW=fpw, REDUCE=mode,
-                    RED_BUFS=red_bufs if mode == 2 else 2)
+    def _layout2(self, ctx, forced):
+        q, L, N = self._q, self.levels, self.n
+        max_inv = int(ctx.limits.maxComputeWorkGroupInvocations)
+        shared_limit = int(ctx.limits.maxComputeSharedMemorySize)
+
+        def shared_bytes(m, bufs):     # subtree means (2 buffers) + partials
+            tpf = N // q ** m
+            return 4 * (2 * tpf + bufs * tpf * (L + 3))
+
+        M = 1
+        while M < L and q ** (M + 1) <= 32:
+            M += 1
+        while M < L and (N // q ** M > max_inv or shared_bytes(M, 1) > shared_limit):
+            M += 1
+        red_bufs = 2 if shared_bytes(M, 2) <= shared_limit else 1
+        return 2, M, 1, N // q ** M, None, red_bufs
 
     def _rates(self, params):
         L = self.levels
@@ -339,7 +483,8 @@ class TreeSystem(_System):
             self._own(self._param_buf)
         else:
             self._param_buf.upload(vals)
-        self.kernel = self.ctx.kernel(self.shader, spec=self._kernel_spec())
+        self.kernel = self.ctx.kernel(self.shader, defines={"SUBGROUPS": 1} if self._mode == 1 else None,
+                                      spec=self._kernel_spec(), subgroup_size=self._sg)
 
     def _kernel_spec(self):
         return dict(self._spec)
@@ -347,55 +492,82 @@ class TreeSystem(_System):
     def new_obs(self, rows):
         return ObsBuffers(self.ctx, rows, self.batch, self.levels)
 
-    # -- loop budget: CPU drivers (llvmpipe) cap the loop iterations of one shader invocation at
-    # 65535 (all loops together) and silently exit the loops beyond it, so on CPU devices a recording
-    # is split into dispatches that each stay under _LOOP_BUDGET (estimated per invocation). GPUs
-    # run a whole recording in one dispatch.
-    def _loop_costs(self):
-        """(fixed, per_step, per_run, per_obs, per_snap) loop iterations of step_tree.comp."""
-        sp = self._spec
-        LOC, QM, M, L, TPF, UP, Q = sp["LOC"], sp["QM"], sp["M"], sp["L"], sp["TPF"], sp["L"] - sp["M"], sp["Q"]
-        nat = (L + 1) if self.dims == 2 else 0
-        per_snap = QM * (3 + nat) + LOC + 2 * M + 2 * UP + 4
-        fixed = 2 * L + LOC + 2 * UP + 16 + (LOC + UP + 2) + per_snap          # coef load, coef + leaf store
-        decompose = QM * (1 + nat) + LOC * (Q + 4) + TPF + ((TPF * Q) // max(Q - 1, 1)) * (Q + 2) + 2 * UP + 32
-        per_obs = LOC + 4 * M + 3 * UP + 2 * QM + (L + 3) * (TPF + 2) + 3 * L + 8
-        return fixed + (0 if self._coef_valid else decompose), LOC + UP, 2 * (LOC + UP + M) + 4, per_obs, per_snap
+    # -- dispatch plan: no dispatch may run long (GPU watchdogs) or past a driver's loop-iteration cap
+    # (llvmpipe silently leaves a shader invocation's loops after 65535 iterations in all), so every
+    # recording is split into dispatches under budgets of estimated loop iterations (see
+    # _SERIAL_BUDGET, _WORK_BUDGET, _LOOP_CAP_USE): steps into several dispatches and, where one step
+    # of the whole batch is already too much work, the batch into slices of fields.
+    def _coupled_steps(self):
+        return False
 
-    def _plan(self, n, every, snap_every, observe_first, snap_first):
-        """Dispatches ``(k0, steps, row0, srow0, observe_first, snap_first)`` covering n steps."""
+    def _loop_costs(self, mean=False):
+        """(fixed, per_step, per_run, per_obs, per_snap) loop iterations of this system's kernel (see
+        :func:`_tree_costs`)."""
+        return _tree_costs(self._spec, self._mode, self.dims, not self._coef_valid, self._coupled_steps(), mean)
+
+    def _budgets(self):
+        """(loop iterations per invocation, loop iterations x invocations) allowed in one dispatch."""
+        per_inv = _SERIAL_BUDGET
+        cap = getattr(self.ctx, "loop_iteration_cap", None)
+        if cap:
+            per_inv = min(per_inv, int(cap * _LOOP_CAP_USE))
+        return per_inv, _WORK_BUDGET
+
+    def _dispatches(self, n, every, snap_every, observe_first, snap_first):
+        """Dispatches ``(b0, nb, k0, steps, row0, srow0, observe_first, snap_first)`` covering ``n`` steps
+        of every field: fields b0 .. b0+nb-1 (whole workgroups), steps k0+1 .. k0+steps."""
+        per_inv, work = self._budgets()
+        mean = self._loop_costs(mean=True)
+        tpf, fpw, B = self._spec["TPF"], self._fpw, self.batch
+        fixed, per_step, per_run, per_obs, per_snap = mean
+        # the dearest one-step dispatch (first observation and snapshot, then one step observed and
+        # snapshotted): a slice must afford it within the work budget, but keeps _SLICE_INVOCATIONS
+        one = fixed + 2 * (per_obs + per_snap) + 3 * per_run + per_step
+        fit = max(work // max(1, one * tpf), -(-_SLICE_INVOCATIONS // tpf))
+        nb = B
+        if fit < B:
+            nb = max(fpw, fit // fpw * fpw)
+            slices = -(-B // nb)
+            nb = min(nb, -(-(-(-B // slices)) // fpw) * fpw)      # even slices of whole workgroups
+        limits = [(self._loop_costs(), per_inv), (mean, work // (nb * tpf))]
+        steps = self._plan(n, every, snap_every, observe_first, snap_first, limits)
+        return [(b0, min(nb, B - b0)) + st for b0 in range(0, B, nb) for st in steps]
+
+    def _plan(self, n, every, snap_every, observe_first, snap_first, limits=None):
+        """Dispatches ``(k0, steps, row0, srow0, observe_first, snap_first)`` covering n steps. ``limits``:
+        ``[(costs, budget)]``, each dispatch keeps every cost model (a ``_loop_costs`` tuple) within its
+        budget of loop iterations, but runs at least one step (default: the busiest invocation within
+        this device's per-invocation budget)."""
         every, snap_every = int(every or 0), int(snap_every or 0)
-        if self.ctx.info.get("type") != "cpu":
-            return [(0, n, 0, 0, observe_first, snap_first)]
-        fixed, per_step, per_run, per_obs, per_snap = self._loop_costs()
-        budget = _LOOP_BUDGET - fixed - (per_obs if observe_first else 0) - (per_snap if snap_first else 0)
-        out, k0 = [], 0
-        row0, srow0 = int(bool(observe_first)), int(bool(snap_first))
-        first = True
-        while first or k0 < n:
-            room = budget if first else budget + (per_obs if observe_first else 0) + (per_snap if snap_first else 0)
-            steps, cost = 0, per_run
+        if limits is None:
+            limits = [(self._loop_costs(), self._budgets()[0])]
+        out, k0, row, srow = [], 0, 0, 0
+        while not out or k0 < n:
+            first = not out
+            room, cost = [], []
+            for (fixed, per_step, per_run, per_obs, per_snap), budget in limits:
+                first_extra = (per_obs if observe_first else 0) + (per_snap if snap_first else 0)
+                room.append(budget - fixed - (first_extra if first else 0))
+                cost.append(per_run)
+            steps = 0
             while k0 + steps < n:
                 g = k0 + steps + 1
-                c = per_step + (per_obs + per_run if every and g % every == 0 else 0) \
-                    + (per_snap + per_run if snap_every and g % snap_every == 0 else 0)
-                if cost + c > room and steps > 0:
-                    break
-                cost += c
+                obs_now, snap_now = bool(every and g % every == 0), bool(snap_every and g % snap_every == 0)
+                c = [per_step + (per_obs + per_run if obs_now else 0) + (per_snap + per_run if snap_now else 0)
+                     for (fixed, per_step, per_run, per_obs, per_snap), _ in limits]
+                if any(a + b > r for a, b, r in zip(cost, c, room)):
+                    if steps > 0:
+                        break
+                    if first and (observe_first or snap_first):
+                        break             # the incoming state's observation / snapshot in a dispatch of its own
+                cost = [a + b for a, b in zip(cost, c)]
                 steps += 1
-            if not first and steps == 0:
-                break
-            out.append((k0, steps, 0 if first else row0, 0 if first else srow0,
-                        observe_first and first, snap_first and first))
-            if not first:
-                row0 += (sum(1 for g in range(k0 + 1, k0 + steps + 1) if g % every == 0) if every else 0)
-                srow0 += (sum(1 for g in range(k0 + 1, k0 + steps + 1) if g % snap_every == 0) if snap_every else 0)
-            else:
-                row0 = int(bool(observe_first)) + (sum(1 for g in range(1, steps + 1) if g % every == 0) if every else 0)
-                srow0 = int(bool(snap_first)) + (sum(1 for g in range(1, steps + 1) if g % snap_every == 0)
-                                                 if snap_every else 0)
+            out.append((k0, steps, row, srow, bool(observe_first) and first, bool(snap_first) and first))
+            if first:            # the kernel itself writes the first rows before its steps
+                row, srow = int(bool(observe_first)), int(bool(snap_first))
+            row += ((k0 + steps) // every - k0 // every) if every else 0
+            srow += ((k0 + steps) // snap_every - k0 // snap_every) if snap_every else 0
             k0 += steps
-            first = False
         return out
 
     def _coef_array(self):
@@ -409,26 +581,28 @@ class TreeSystem(_System):
         """The leaves were changed from outside (upload, reset): the next dispatch re-decomposes them."""
         self._coef_valid = False
 
-    def _push(self, n, every, snap_every, observe_first, snap_first, load_coef, row0, srow0, k0, last):
+    def _push(self, n, every, snap_every, observe_first, snap_first, load_coef, row0, srow0, k0, last, b0, nb):
         return dict(batch=self.batch, steps=int(n), every=int(every or 0), snap_every=int(snap_every or 0),
                     observe_first=int(bool(observe_first)), snap_first=int(bool(snap_first)),
                     load_coef=int(bool(load_coef)), row0=int(row0), srow0=int(srow0), k0=int(k0),
-                    write_x=int(bool(last)))
+                    write_x=int(bool(last)), b0=int(b0), nb=int(nb))
 
     def record(self, rec, state, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
                snap=None):
         _check_buffers(every, snap_every, observe_first, snap_first, obs, snap)
         dummy = self._dummy_array()
-        groups = self.kernel.grid(-(-self.batch // self._fpw))
         coef = self._coef_array()
-        plan = self._plan(int(n), every, snap_every, observe_first, snap_first)
-        for i, (k0, steps, row0, srow0, ofirst, sfirst) in enumerate(plan):
-            push = self._push(steps, every, snap_every, ofirst, sfirst, self._coef_valid, row0, srow0, k0,
-                              i == len(plan) - 1)
-            rec.dispatch(self.kernel, groups, state, self._param_buf,
+        plan = self._dispatches(int(n), every, snap_every, observe_first, snap_first)
+        valid = self._coef_valid           # every slice starts from the same state
+        for i, (b0, nb, k0, steps, row0, srow0, ofirst, sfirst) in enumerate(plan):
+            first = i == 0 or plan[i - 1][0] != b0                   # the first dispatch of its slice
+            last = i == len(plan) - 1 or plan[i + 1][0] != b0       # the last one
+            push = self._push(steps, every, snap_every, ofirst, sfirst, valid or not first, row0, srow0, k0,
+                              last, b0, nb)
+            rec.dispatch(self.kernel, self.kernel.grid(-(-nb // self._fpw)), state, self._param_buf,
                          obs.fused if obs is not None else dummy, snap if snap is not None else dummy,
                          *self._extra(coef), push=push)
-            self._coef_valid = True
+        self._coef_valid = True
 
     def _extra(self, coef):
         return (coef,)
@@ -472,16 +646,8 @@ class CoupledSystem(TreeSystem):
     def _kernel_spec(self):
         return dict(self._spec, PHI=PHIS.index(self.phi))
 
-    def _loop_costs(self):
-        """Tree costs, with a coupled step: new leaves top-down, decomposition, chain (per step)."""
-        fixed, per_step, per_run, per_obs, per_snap = super()._loop_costs()
-        if self.eps != 0.0:
-            sp = self._spec
-            LOC, QM, TPF, UP, Q = sp["LOC"], sp["QM"], sp["TPF"], sp["L"] - sp["M"], sp["Q"]
-            ups = sp["UPS"]
-            per_step = 4 * LOC + 2 * QM + 2 * TPF + ups * (Q + 2) + 4 * UP + 4 * sp["M"] + 16
-            per_run += LOC + 2 * sp["M"] + 2 * UP
-        return fixed, per_step, per_run, per_obs, per_snap
+    def _coupled_steps(self):
+        return self.eps != 0.0
 
     def _push(self, *args):
         return dict(super()._push(*args), eps=self.eps)

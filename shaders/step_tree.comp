@@ -15,11 +15,15 @@
 // bands: E_l(t) follows rates[l]^(2t) E_l(0) down to float32 underflow.
 //
 // Observables (every `every` steps): [E_0..E_{L-1}, E_c, mass, min, max, nonfinite], reduced over
-// the TPF invocations of a field by REDUCE (chosen on the host from the subgroup size):
+// the TPF invocations of a field by REDUCE (chosen on the host, vkbands.systems.TreeSystem._layout):
 //   0: TPF == 1 (one invocation holds the whole field; FPW fields per workgroup): nothing to reduce;
-//   1: the TPF invocations sit in one subgroup (FPW fields per workgroup <= subgroup size):
-//      subgroupShuffle sums, no barrier anywhere in the shader;
+//   1: the TPF invocations are consecutive lanes of one subgroup (SG / TPF fields per subgroup, fields
+//      indexed by gl_SubgroupID / gl_SubgroupInvocationID): subgroupShuffle sums, no barrier anywhere
+//      in the shader. Only with the SUBGROUPS define, in a pipeline that requires SG-wide full
+//      subgroups (a driver's default width may differ from pipeline to pipeline);
 //   2: one field per workgroup: partials in shared memory, one barrier per observation.
 // Modes 0 and 1 compile without any barrier (CPU drivers run barriers as coroutine switches).
+// A dispatch runs fields b0 .. b0 + nb - 1 of the batch and `steps` steps: the host splits long
+// recordings and big batches so that no dispatch trips a loop-iteration cap or a GPU watchdog.
 #extension GL_GOOGLE_include_directive : require
 #include "tree_fused.glsl"

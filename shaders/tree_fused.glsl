@@ -1,11 +1,23 @@
 // The fused tree kernels' body (step_tree.comp, and step_coupled.comp with COUPLED defined):
 // see step_tree.comp for the layout of the state and the reductions.
+// SUBGROUPS (a define; only with REDUCE 1): the subgroup extensions and the shuffle reductions. The
+// other layouts compile without them, so their SPIR-V declares no subgroup capability at all.
+// vkbands: variants SUBGROUPS   (compiled into the wheel with and without; see engine/shaders.py)
+//
+// Arithmetic is `precise` (SPIR-V NoContraction: no fused multiply-add, no reassociation) wherever it
+// makes the band state, the leaves or an accumulator, so a value does not depend on what else a
+// pipeline holds: step_coupled.comp with eps = 0 gives step_tree.comp's results bit for bit on any
+// driver, and GPUs round like the float32 NumPy reference (one rounding per operation). It is spelled
+// on locals (`precise float t = ...; arr[i] = t;`): glslang emits invalid SPIR-V for `precise` global
+// arrays used in several functions.
 #extension GL_GOOGLE_include_directive : require
+#ifdef SUBGROUPS
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
+#endif
 #include "common.glsl"
 
-layout(constant_id = 0) const uint LOCAL_X = 27;  // TPF * FPW
+layout(constant_id = 0) const uint LOCAL_X = 27;  // TPF * FPW (REDUCE 1: SG * subgroups)
 layout(constant_id = 1) const uint P = 3;         // arity
 layout(constant_id = 2) const uint DIMS = 1;
 layout(constant_id = 3) const uint L = 6;         // levels
@@ -22,6 +34,8 @@ layout(constant_id = 13) const uint REDUCE = 2;   // 0 none, 1 subgroup shuffles
 layout(constant_id = 14) const uint PHI = 0;      // coupled: 0 tanh, 1 sign, 2 square
 layout(constant_id = 15) const uint RED_BUFS = 2; // mode 2: 2 = double-buffered partials (one barrier
                                                   // per observation), 1 = single buffer (two)
+layout(constant_id = 16) const uint SG = 1;       // mode 1: the pipeline's required subgroup size
+                                                  // (LOCAL_X = SG * subgroups; SG / TPF fields each)
 layout(local_size_x_id = 0) in;
 
 const uint UP = L - M;
@@ -46,6 +60,8 @@ layout(push_constant) uniform Push {
     uint srow0;          // first snapshot row of this dispatch
     uint k0;             // steps already done in this chunk: observe after local step k when (k0 + k) % every == 0
     uint write_x;        // 1: write the leaves back to x at the end (the last dispatch of a recording)
+    uint b0;             // first field of this dispatch (a recording may split the batch over dispatches)
+    uint nb;             // fields of this dispatch: b0 .. b0 + nb - 1 (row indices still use `batch`)
 #ifdef COUPLED
     float eps;           // coupling strength (0: exactly tree diffusion)
 #endif
@@ -54,15 +70,15 @@ layout(push_constant) uniform Push {
 shared float sm[REDUCE == 2u ? 2u * TPF : 1u];             // subtree means (double-buffered)
 shared float red[REDUCE == 2u ? RED_BUFS * TPF * RK : 1u];  // partials (mode 2), 1 or 2 buffers
 
-float d[LOC];           // local details, level 0 first
-float lam[L];           // rates
+float d[LOC];              // local details, level 0 first
+float lam[L];              // rates
 #ifdef COUPLED
-float wcol[L];          // coupling weights w_b = sum_{b' != b} C[b', b]
+float wcol[L];             // coupling weights w_b = sum_{b' != b} C[b', b]
 #endif
-float up[UP + 1u];      // ancestor details d^(M..L-1), then c
-float uw[UP + 1u];      // energy weight of up[k] in this invocation (Q**(M+k) or 0)
-float leaf[QM];         // scratch: leaf values of the subtree
-float part[RK];         // observables partials of this invocation
+float up[UP + 1u];         // ancestor details d^(M..L-1), then c
+float uw[UP + 1u];         // energy weight of up[k] in this invocation (Q**(M+k) or 0)
+float leaf[QM];            // scratch: leaf values of the subtree
+float part[RK];            // observables partials of this invocation
 
 // Natural (row-major) index of tree-order leaf position t.
 uint natural_index(uint t) {
@@ -78,19 +94,19 @@ uint natural_index(uint t) {
 
 // leaf[] <- the subtree's leaf values (top-down: offset of the chain, then local details).
 void reconstruct() {
-    float o = up[UP];
+    precise float o = up[UP];
     for (uint k = 0u; k < UP; ++k) o += up[k];
     // value(level l, j) = value(level l+1, j / Q) + d^(l)[j], written into leaf[] from the top;
     // leaf[j / Q] is read before it is overwritten (descending j, j / Q <= j).
     // Loops run over parent blocks with the Q children unrolled (fewer loop iterations: CPU
     // drivers cap them per dispatch).
     uint n = Q, off = LOC - Q;
-    for (uint c = 0u; c < Q; ++c) leaf[c] = o + d[off + c];
+    for (uint c = 0u; c < Q; ++c) { precise float t = o + d[off + c]; leaf[c] = t; }
     for (uint l = M - 1u; l > 0u; --l) {
         off -= n * Q;
         for (uint p = n; p-- > 0u;) {
             float v = leaf[p];
-            for (uint c = Q; c-- > 0u;) leaf[p * Q + c] = v + d[off + p * Q + c];
+            for (uint c = Q; c-- > 0u;) { precise float t = v + d[off + p * Q + c]; leaf[p * Q + c] = t; }
         }
         n *= Q;
     }
@@ -104,12 +120,13 @@ void band_energies() {
     uint n = QM, off = 0u;
     float w = 1.0;
     for (uint l = 0u; l < M; ++l) {
-        float s = 0.0;
+        precise float s = 0.0;
         for (uint j = 0u; j < n; ++j) s += d[off + j] * d[off + j];
-        part[l] = s * w;
+        precise float sw = s * w;
+        part[l] = sw;
         off += n; n /= Q; w *= float(Q);
     }
-    for (uint k = 0u; k < UP; ++k) part[M + k] = up[k] * up[k] * uw[k];
+    for (uint k = 0u; k < UP; ++k) { precise float t = up[k] * up[k] * uw[k]; part[M + k] = t; }
 }
 
 // part[0..L) must hold the band energies (band_energies() or the fused step loop).
@@ -124,16 +141,19 @@ void observe(uint row, uint b, uint lt, uint parity) {
     }
     part[L] = mn; part[L + 1u] = mx; part[L + 2u] = bad;
     uint o = (row * pc.batch + b) * KO;
-    float c = up[UP];
+    precise float c = up[UP];
+#ifdef SUBGROUPS
     if (REDUCE == 1u) {                     // the field's TPF invocations are consecutive lanes
         uint base = gl_SubgroupInvocationID - lt;
         for (uint k = 0u; k < RK; ++k) {
-            float acc = part[k];
+            precise float acc = part[k];
             for (uint j = 1u; j < TPF; ++j)
                 acc = combine(k, acc, subgroupShuffle(part[k], base + (lt + j) % TPF));
             part[k] = acc;
         }
-    } else if (REDUCE == 2u) {
+    } else
+#endif
+    if (REDUCE == 2u) {
         // invocation k combines quantity k over the field and writes it
         uint pb = RED_BUFS == 2u ? parity : 0u;
         uint rb = (pb * TPF + lt) * RK;
@@ -141,7 +161,7 @@ void observe(uint row, uint b, uint lt, uint parity) {
         barrier();
         for (uint k = lt; k < RK; k += TPF) {
             uint r0 = pb * TPF * RK + k;
-            float acc = red[r0];
+            precise float acc = red[r0];
             for (uint i = 1u; i < TPF; ++i) acc = combine(k, acc, red[r0 + i * RK]);
             if (k < L) obs[o + k] = acc;
             else if (k == L) obs[o + L + 2u] = acc;
@@ -181,17 +201,18 @@ void write_leaves(uint b, uint lt, uint row, bool to_snap) {
 float decompose_local() {
     const float invq = 1.0 / float(Q);
     uint n = QM, off = 0u;
-    float mean = 0.0;
+    precise float mean = 0.0;
     for (uint l = 0u; l < M; ++l) {
         uint nn = n / Q;
         if (l + 1u < M) {
             for (uint j = 0u; j < nn; ++j) {
-                float s = 0.0;
+                precise float s = 0.0;
                 for (uint c = 0u; c < Q; ++c) s += d[off + j * Q + c];
-                d[off + n + j] = s * invq;
+                precise float m = s * invq;
+                d[off + n + j] = m;
             }
         } else {
-            float s = 0.0;
+            precise float s = 0.0;
             for (uint c = 0u; c < Q; ++c) s += d[off + c];
             mean = s * invq;
         }
@@ -202,10 +223,10 @@ float decompose_local() {
         if (l + 1u < M) {
             for (uint j = 0u; j < n; j += Q) {
                 float parent = d[off + n + j / Q];
-                for (uint c = 0u; c < Q; ++c) d[off + j + c] -= parent;
+                for (uint c = 0u; c < Q; ++c) { precise float t = d[off + j + c] - parent; d[off + j + c] = t; }
             }
         } else {
-            for (uint c = 0u; c < Q; ++c) d[off + c] -= mean;
+            for (uint c = 0u; c < Q; ++c) { precise float t = d[off + c] - mean; d[off + c] = t; }
         }
         off += n; n /= Q;
     }
@@ -221,20 +242,23 @@ void build_chain(float mean, uint lt, uint parity) {
         uw[UP] = 0.0;
         return;
     }
-    float um[UPS];
+    precise float um[UPS];
     if (REDUCE == 2u) {
         sm[parity * TPF + lt] = mean;
         barrier();
         for (uint j = 0u; j < TPF; ++j) um[j] = sm[parity * TPF + j];
-    } else {
+    }
+#ifdef SUBGROUPS
+    else {
         uint base = gl_SubgroupInvocationID - lt;
         for (uint j = 0u; j < TPF; ++j) um[j] = subgroupShuffle(mean, base + j);
     }
+#endif
     uint so = 0u, n = TPF;
     for (uint k = 0u; k < UP; ++k) {
         uint nn = n / Q;
         for (uint j = 0u; j < nn; ++j) {
-            float s = 0.0;
+            precise float s = 0.0;
             for (uint c = 0u; c < Q; ++c) s += um[so + j * Q + c];
             um[so + n + j] = s * invq;
         }
@@ -243,7 +267,8 @@ void build_chain(float mean, uint lt, uint parity) {
     so = 0u; n = TPF;
     uint node = lt, qk = 1u;
     for (uint k = 0u; k < UP; ++k) {
-        up[k] = um[so + node] - um[so + n + node / Q];
+        precise float t = um[so + node] - um[so + n + node / Q];
+        up[k] = t;
         uw[k] = (lt % qk == 0u) ? float(QM * qk) : 0.0;
         so += n; n /= Q; node /= Q; qk *= Q;
     }
@@ -260,23 +285,27 @@ float phi(float v) {
 
 // New value of a band coefficient's contribution: g_b(x) = lam_b x + eps w_b phi(x) |lam_b x|.
 float gb(uint l, float v) {
-    float y = lam[l] * v;
-    return y + pc.eps * wcol[l] * phi(v) * abs(y);
+    precise float y = lam[l] * v;
+    precise float g = y + pc.eps * wcol[l] * phi(v) * abs(y);
+    return g;
 }
 
 // One band-coupled step (SPEC 3.2) of this invocation's subtree: the new leaves are
 // c + sum_b g_b(X_b), X_b = the band-b detail on the leaf's path (a sum separable over bands, so it is
 // accumulated top-down like reconstruct()); then the leaves are decomposed again.
 void coupled_step(uint lt, uint parity) {
-    float o = up[UP];
+    precise float o = up[UP];
     for (uint k = 0u; k < UP; ++k) o += gb(M + k, up[k]);
     uint n = Q, off = LOC - Q;
-    for (uint c = 0u; c < Q; ++c) leaf[c] = o + gb(M - 1u, d[off + c]);
+    for (uint c = 0u; c < Q; ++c) { precise float t = o + gb(M - 1u, d[off + c]); leaf[c] = t; }
     for (uint l = M - 1u; l > 0u; --l) {
         off -= n * Q;
         for (uint p = n; p-- > 0u;) {
             float v = leaf[p];
-            for (uint c = Q; c-- > 0u;) leaf[p * Q + c] = v + gb(l - 1u, d[off + p * Q + c]);
+            for (uint c = Q; c-- > 0u;) {
+                precise float t = v + gb(l - 1u, d[off + p * Q + c]);
+                leaf[p * Q + c] = t;
+            }
         }
         n *= Q;
     }
@@ -287,13 +316,26 @@ void coupled_step(uint lt, uint parity) {
 
 void main() {
     uint tid = gl_LocalInvocationID.x;
-    uint lt = tid % TPF;
-    uint b = flat_group_id() * FPW + tid / TPF;
+    uint lt = tid % TPF, f = tid / TPF;   // invocation within its field, field within the workgroup
+#ifdef SUBGROUPS
+    if (REDUCE == 1u) {
+        // By subgroup, not by local index (how local indices map to subgroups is the driver's
+        // choice): subgroup s holds fields s * FPS .. s * FPS + FPS - 1, each on TPF consecutive
+        // lanes. The host requires SG-wide full subgroups (VK_EXT_subgroup_size_control).
+        const uint FPS = SG / TPF;
+        uint lane = gl_SubgroupInvocationID;
+        if (lane >= FPS * TPF) return;    // spare lanes
+        lt = lane % TPF;
+        f = gl_SubgroupID * FPS + lane / TPF;
+    }
+#endif
+    uint bl = flat_group_id() * FPW + f;  // field within this dispatch
     if (REDUCE == 2u) {
-        if (b >= pc.batch) return;        // one field per workgroup: uniform
-    } else if (b >= pc.batch || tid >= TPF * FPW) {
+        if (bl >= pc.nb) return;          // one field per workgroup: uniform
+    } else if (bl >= pc.nb || f >= FPW) {
         return;                           // no barriers in modes 0/1: idle lanes just leave
     }
+    uint b = pc.b0 + bl;
     for (uint l = 0u; l < L; ++l) lam[l] = rates[l];
 #ifdef COUPLED
     for (uint l = 0u; l < L; ++l) wcol[l] = rates[L + l];
@@ -339,27 +381,31 @@ void main() {
             // The run loop is unrolled by 4 (same multiplications in the same order).
             uint run4 = run / 4u, run1 = run % 4u;
             for (uint l = 0u; l < M; ++l) {
-                float f = lam[l], e = 0.0;
+                float fl = lam[l];
+                precise float e = 0.0;
                 for (uint j = 0u; j < n; j += Q) {
                     for (uint c = 0u; c < Q; ++c) {
-                        float v = d[off + j + c];
+                        precise float v = d[off + j + c];
                         if (run4 > 0u)
-                            for (uint s = 0u; s < run4; ++s) { v *= f; v *= f; v *= f; v *= f; }
-                        if (run1 > 0u) v *= f;
-                        if (run1 > 1u) v *= f;
-                        if (run1 > 2u) v *= f;
+                            for (uint s = 0u; s < run4; ++s) { v *= fl; v *= fl; v *= fl; v *= fl; }
+                        if (run1 > 0u) v *= fl;
+                        if (run1 > 1u) v *= fl;
+                        if (run1 > 2u) v *= fl;
                         d[off + j + c] = v;
                         e += v * v;
                     }
                 }
-                part[l] = e * w;
+                precise float ew = e * w;
+                part[l] = ew;
                 off += n; n /= Q; w *= float(Q);
             }
             for (uint i = 0u; i < UP; ++i) {
-                float v = up[i], f = lam[M + i];
-                for (uint s = 0u; s < run; ++s) v *= f;
+                precise float v = up[i];
+                float fu = lam[M + i];
+                for (uint s = 0u; s < run; ++s) v *= fu;
                 up[i] = v;
-                part[M + i] = v * v * uw[i];
+                precise float t = v * v * uw[i];
+                part[M + i] = t;
             }
         }
         k = stop;

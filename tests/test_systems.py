@@ -1,9 +1,17 @@
-"""Step kernels of the rollout systems vs closed forms and vkbands.reference (issue 4)."""
+"""Step kernels of the rollout systems vs closed forms and vkbands.reference (issue 4); the fused tree
+kernels' layouts (issue 8: subgroup widths, forced layouts) and dispatch plans (issue 8: work budgets on
+every device)."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from vkbands import init
 from vkbands import reference as R
+from vkbands import systems as S
 from vkbands.rollout import Simulation, rollout
 from vkbands.systems import make_system
 
@@ -92,7 +100,9 @@ def test_coupled_eps0_equals_tree(ctx):
     x0 = init.random((3, 729), seed=11)
     a = rollout("tree", x0, 40, every=4, dims=1, ctx=ctx, progress=False)
     b = rollout("coupled", x0, 40, every=4, dims=1, eps=0.0, phi="square", ctx=ctx, progress=False)
-    # eps = 0 runs the very same float32 operations: bit-exact
+    # eps = 0 runs the very same float32 operations, but in another pipeline (step_coupled.comp), which a
+    # GPU compiler may contract differently (FMA). Bit-exact all the same: tree_fused.glsl computes the
+    # band state, leaves and accumulators with `precise` (no contraction, no reassociation).
     np.testing.assert_array_equal(b.final, a.final)
     np.testing.assert_array_equal(b.energies, a.energies)
 
@@ -192,6 +202,7 @@ def test_grid_observables_one_read_with_nonfinite_values(ctx):
         bad = ~np.isfinite(x0.reshape(x0.shape[0], -1)).all(axis=1)
         np.testing.assert_array_equal(o["nonfinite"], bad)
         finite = np.where(np.isfinite(v), v, np.nan).astype(np.float64)
+        # exact on any device: min / max round nothing
         np.testing.assert_array_equal(o["min"], np.nanmin(finite, axis=(-2, -1)))
         np.testing.assert_array_equal(o["max"], np.nanmax(finite, axis=(-2, -1)))
         ref = R.observables(v[~bad], 3 if system == "grayscott" else 2)
@@ -251,9 +262,11 @@ def test_set_params_applies_to_later_steps(ctx):
 
 
 def test_long_runs_stay_exact(ctx):
-    """Thousands of steps in one recording (CPU drivers cap a shader's loop iterations: the systems
-    split recordings into several dispatches there; the band state carries over exactly)."""
+    """Thousands of steps in one recording: split into several dispatches on every device (a driver's
+    loop-iteration cap, GPU watchdogs); the band state carries over exactly."""
     x0 = init.random((2, 729), seed=9)
+    with make_system(ctx, "tree", x0.shape, dims=1) as sysm:
+        assert len(sysm._dispatches(1000, 7, 250, True, True)) > 1
     r = rollout("tree", x0, 1000, every=7, snapshot_every=250, dims=1, tau=0.05, ctx=ctx, progress=False)
     _closed_form_check(r, x0, R.tree_rates(3, 6, tau=0.05), 1)
     assert list(r.snapshot_steps) == [0, 250, 500, 750, 1000]
@@ -269,6 +282,84 @@ def test_long_runs_stay_exact(ctx):
     for _ in range(700):
         y = R.coupled_step(y, R.tree_rates(3, 4, tau=0.01), C, 0.02, "tanh", 3, dims=1)
     np.testing.assert_allclose(rc.final, y, atol=1e-4 * np.abs(y).max())
+
+
+def _plan_covers(plan, B, n, every, snap_every, observe_first, snap_first):
+    """A dispatch plan runs every step of every field once, in order, and its rows follow the steps."""
+    slices = {}
+    for b0, nb, k0, steps, row0, srow0, ofirst, sfirst in plan:
+        slices.setdefault((b0, nb), []).append((k0, steps, row0, srow0, ofirst, sfirst))
+    assert sorted(b0 for b0, _ in slices) == list(range(0, B, plan[0][1]))
+    assert sum(nb for _, nb in slices) == B
+    for ds in slices.values():
+        k = 0
+        for i, (k0, steps, row0, srow0, ofirst, sfirst) in enumerate(ds):
+            assert k0 == k and (steps > 0 or n == 0 or (i == 0 and (observe_first or snap_first)))
+            assert (ofirst, sfirst) == ((observe_first, snap_first) if i == 0 else (False, False))
+            if i:
+                assert row0 == int(observe_first) + (k0 // every if every else 0)
+                assert srow0 == int(snap_first) + (k0 // snap_every if snap_every else 0)
+            k += steps
+        assert k == n
+    return slices
+
+
+def test_plan_splits_by_work_on_every_device(ctx, monkeypatch):
+    """Long runs and big batches are split into bounded dispatches on every device (GPU watchdogs kill
+    a dispatch that runs for seconds), not only under a driver's loop-iteration cap."""
+    monkeypatch.setattr(ctx, "loop_iteration_cap", None)     # a device without a loop cap (a GPU)
+    with make_system(ctx, "tree", (4096, 729), dims=1) as big:
+        plan = big._dispatches(10000, 7, 2500, True, True)
+        slices = _plan_covers(plan, 4096, 10000, 7, 2500, True, True)
+        assert len(slices) > 1 and len(plan) > 2 * len(slices)
+        per_inv, _ = big._budgets()
+        assert per_inv == S._SERIAL_BUDGET
+        top, mean = big._loop_costs(), big._loop_costs(mean=True)
+        tpf = big._spec["TPF"]
+        for b0, nb, k0, steps, row0, srow0, ofirst, sfirst in plan:
+            if steps > 1:        # every dispatch within both budgets (a single step always runs)
+                one = big._plan(steps, 7, 2500, ofirst, sfirst, [(top, 10 ** 12)])
+                assert len(one) == 1
+                assert big._plan(steps, 7, 2500, ofirst, sfirst, [(mean, S._WORK_BUDGET // (nb * tpf))]) == one
+                assert big._plan(steps, 7, 2500, ofirst, sfirst, [(top, per_inv)]) == one
+    # a small batch: no slices, and one dispatch for a short run ...
+    with make_system(ctx, "tree", (2, 729), dims=1) as small:
+        assert len(small._dispatches(50, 5, 0, False, False)) == 1
+        # ... but a long one is split by the per-invocation budget alone
+        plan = small._dispatches(100000, 0, 0, False, False)
+        _plan_covers(plan, 2, 100000, 0, 0, False, False)
+        assert len(plan) > 10
+    # the driver's loop cap tightens the per-invocation budget where there is one
+    monkeypatch.setattr(ctx, "loop_iteration_cap", 65535)
+    with make_system(ctx, "tree", (2, 729), dims=1) as capped:
+        assert capped._budgets()[0] == int(65535 * S._LOOP_CAP_USE)
+        assert len(capped._dispatches(100000, 0, 0, False, False)) > len(plan)
+
+
+@pytest.mark.parametrize("system", ["tree", "coupled"])
+def test_split_recordings_are_bit_exact(ctx, monkeypatch, system):
+    """Dispatches of a few steps and batch slices of one workgroup (tiny budgets, no loop cap) give the
+    same bits as the device's default plan: the band state carries over exactly, in the same pipeline."""
+    x0 = init.random((37, 243), seed=4)
+    params = dict(dims=1, tau=0.05) if system == "tree" else dict(dims=1, eps=0.03, phi="tanh", tau=0.05)
+    run = lambda: rollout(system, x0, 120, every=7, snapshot_every=40, ctx=ctx, progress=False, **params)
+    ref = run()
+    with make_system(ctx, system, x0.shape, **params) as sysm:
+        default_plan = sysm._dispatches(120, 7, 40, True, True)
+        fpw, tpf = sysm._fpw, sysm._spec["TPF"]
+    monkeypatch.setattr(ctx, "loop_iteration_cap", None)
+    monkeypatch.setattr(S, "_SLICE_INVOCATIONS", 1)
+    monkeypatch.setattr(S, "_WORK_BUDGET", 3000 * fpw * tpf)     # a few steps per dispatch, slices of fpw fields
+    with make_system(ctx, system, x0.shape, **params) as sysm:
+        plan = sysm._dispatches(120, 7, 40, True, True)
+        slices = _plan_covers(plan, 37, 120, 7, 40, True, True)
+        assert len(plan) > 2 * len(default_plan) and len(slices) == -(-37 // fpw) > 1
+    got = run()
+    np.testing.assert_array_equal(got.final, ref.final)
+    np.testing.assert_array_equal(got.snapshots, ref.snapshots)
+    np.testing.assert_array_equal(got.energies, ref.energies)
+    np.testing.assert_array_equal(got.min, ref.min)
+    np.testing.assert_array_equal(got.max, ref.max)
 
 
 def test_replayed_recording_follows_reset(ctx):
@@ -293,19 +384,27 @@ def test_replayed_recording_follows_reset(ctx):
         rec.close()
 
 
+@pytest.mark.parametrize("reduce", [None, 0, 1, 2])
 @pytest.mark.parametrize("shape,dims", [((5, 729), 1), ((5, 243), 1), ((2, 81, 81), 2), ((3, 27, 27), 2),
                                         ((1, 243, 243), 2)])
-def test_tree_every_kernel_layout_matches_reference(ctx, shape, dims):
+def test_tree_every_kernel_layout_matches_reference(ctx, shape, dims, reduce):
     """step_tree.comp's three reductions (one invocation per field / subgroup shuffles / shared memory)
-    give the reference result; which one runs depends on the field size and the subgroup size."""
+    give the reference result; the automatic choice (None) depends on the field size and the subgroup
+    widths the device can require, and each is forced where it can run."""
     x0 = init.random(shape, seed=len(shape))
     p = 3
     L = R.levels(shape, p, dims)
     rates = R.tree_rates(p, L, tau=0.3)
-    sysm = make_system(ctx, "tree", shape, dims=dims, tau=0.3)
-    assert sysm._mode in (0, 1, 2)
+    try:
+        sysm = make_system(ctx, "tree", shape, dims=dims, tau=0.3, reduce=reduce)
+    except ValueError as e:
+        assert "cannot run" in str(e)
+        pytest.skip(f"layout {reduce} cannot run this field here: {e}")
+    assert sysm._mode in (0, 1, 2) and (reduce is None or sysm._mode == reduce)
+    assert (sysm._sg is not None) == (sysm._mode == 1)       # shuffles only with a required width
     sysm.close()
-    r = rollout("tree", x0, 30, every=3, snapshot_every=15, dims=dims, tau=0.3, ctx=ctx, progress=False)
+    r = rollout("tree", x0, 30, every=3, snapshot_every=15, dims=dims, tau=0.3, reduce=reduce, ctx=ctx,
+                progress=False)
     x = x0.astype(np.float64)
     for _ in range(30):
         x = R.tree_step(x, rates, p, dims=dims)
@@ -329,14 +428,20 @@ def test_coupled_long_run_729(ctx):
     np.testing.assert_allclose(r.energies[-1], E, rtol=1e-3, atol=1e-6 * E.sum())
 
 
+@pytest.mark.parametrize("reduce", [None, 0, 1, 2])
 @pytest.mark.parametrize("shape,dims", [((2, 729), 1), ((3, 243), 1), ((1, 81, 81), 2)])
-def test_coupled_every_kernel_layout_matches_reference(ctx, shape, dims):
+def test_coupled_every_kernel_layout_matches_reference(ctx, shape, dims, reduce):
     x0 = init.random(shape, seed=7)
     L = R.levels(shape, 3, dims)
     C = R.coupling_matrix(L, seed=5)
     rates = R.tree_rates(3, L, tau=0.2)
+    try:
+        make_system(ctx, "coupled", shape, dims=dims, reduce=reduce).close()
+    except ValueError as e:
+        assert "cannot run" in str(e)
+        pytest.skip(f"layout {reduce} cannot run this field here: {e}")
     r = rollout("coupled", x0, 20, every=4, snapshot_every=10, dims=dims, eps=0.05, phi="tanh", C=C, tau=0.2,
-                ctx=ctx, progress=False)
+                reduce=reduce, ctx=ctx, progress=False)
     x = x0.astype(np.float64)
     snaps = [x]
     for t in range(1, 21):
@@ -350,3 +455,122 @@ def test_coupled_every_kernel_layout_matches_reference(ctx, shape, dims):
     # observations at steps 0, 4, ..., 20: rows 0 and 5 are the snapshots at steps 0 and 20
     np.testing.assert_allclose(r.energies[[0, 5]], o["energies"][[0, 2]], rtol=1e-3,
                                atol=1e-6 * o["energies"].sum(-1).max())
+
+
+def test_no_subgroup_layout_without_a_required_width(ctx, monkeypatch):
+    """The shuffle layout (REDUCE 1) assumes a field's lanes are one subgroup: never without a pipeline
+    that requires the width (drivers choose a width per pipeline), whatever a probe saw elsewhere."""
+    shape = (4, 243)                 # REDUCE 1 where it may run (3 invocations of 81 leaves)
+    monkeypatch.setattr(ctx, "subgroup_size_control", False)
+    with make_system(ctx, "tree", shape, dims=1) as sysm:
+        assert sysm._mode != 1 and sysm._sg is None and sysm.kernel.subgroup_size is None
+    with pytest.raises(ValueError, match="cannot run"):
+        make_system(ctx, "coupled", shape, dims=1, reduce=1)
+    monkeypatch.undo()
+    if ctx.subgroup_size_control and ctx.subgroup_shuffle:
+        with make_system(ctx, "tree", shape, dims=1) as sysm:
+            assert sysm._mode == 1 and sysm.kernel.subgroup_size == sysm._sg
+            assert ctx.min_subgroup_size <= sysm._sg <= ctx.max_subgroup_size
+            assert sysm._spec["LOCAL_X"] % sysm._sg == 0 and sysm._spec["SG"] == sysm._sg
+    w = S.subgroup_size(ctx)          # the default pipeline's width, for callers that want it
+    assert w == 1 or ctx.min_subgroup_size <= w <= ctx.max_subgroup_size
+    with pytest.raises(ValueError, match="reduce"):
+        make_system(ctx, "tree", shape, dims=1, reduce=3)
+
+
+# Run in a fresh process: lavapipe reads LP_NATIVE_VECTOR_WIDTH when the driver loads (256 bits ->
+# 8-wide subgroups, 128 -> 4-wide). Every layout each field can run, forced, against the NumPy reference.
+_LAYOUT_SCRIPT = r"""
+import json
+import numpy as np
+from vkbands import init, reference as R
+from vkbands.engine import default_context, validation_error_count
+from vkbands.rollout import rollout
+from vkbands.systems import make_system, subgroup_size
+
+ctx = default_context()
+out = dict(driver=ctx.driver_name, sg=ctx.subgroup_size, probe=subgroup_size(ctx),
+           ssc=bool(ctx.subgroup_size_control), lo=ctx.min_subgroup_size, hi=ctx.max_subgroup_size, cases=[])
+cases = [("tree", (3, 243), 1), ("tree", (5, 81), 1), ("tree", (3, 64), 1), ("tree", (2, 729), 1),
+         ("tree", (2, 16, 16), 2), ("tree", (2, 27, 27), 2), ("coupled", (3, 243), 1), ("coupled", (3, 64), 1),
+         ("coupled", (2, 16, 16), 2), ("coupled", (2, 9, 9), 2)]
+for system, shape, dims in cases:
+    p = 2 if shape[-1] in (16, 64) else 3
+    L = R.levels(shape, p, dims)
+    params = dict(arity=p, tau=0.3)
+    if system == "coupled":
+        C = R.coupling_matrix(L, seed=3)
+        params.update(eps=0.05, phi="tanh", C=C)
+    x0 = init.random(shape, seed=sum(shape))
+    x = x0.astype(np.float64)
+    snaps = [x]
+    for t in range(1, 13):
+        x = (R.tree_step(x, R.tree_rates(p, L, tau=0.3), p, dims=dims) if system == "tree" else
+             R.coupled_step(x, R.tree_rates(p, L, tau=0.3), C, 0.05, "tanh", p, dims=dims))
+        if t % 6 == 0:
+            snaps.append(x)
+    for reduce in (None, 0, 1, 2):
+        row = dict(system=system, shape=shape, reduce=reduce)
+        try:
+            s = make_system(ctx, system, shape, dims=dims, reduce=reduce, **params)
+        except ValueError as e:
+            row.update(mode=None, error=str(e))
+            out["cases"].append(row)
+            continue
+        row.update(mode=s._mode, width=s._sg, kernel_width=s.kernel.subgroup_size, local=s._spec["LOCAL_X"],
+                   tpf=s._spec["TPF"])
+        s.close()
+        r = rollout(system, x0, 12, every=6, snapshot_every=6, dims=dims, reduce=reduce, ctx=ctx, progress=False,
+                    **params)
+        scale = float(np.abs(x).max())
+        o = R.observables(np.stack(snaps), p, dims=dims)
+        row.update(err_final=float(np.abs(r.final - x).max() / scale),
+                   err_snap=float(np.abs(r.snapshots - np.stack(snaps)).max() / scale),
+                   err_energy=float((np.abs(r.energies - o["energies"]) / o["energies"].sum(-1, keepdims=True)).max()),
+                   err_minmax=float(max(np.abs(r.min - o["min"]).max(), np.abs(r.max - o["max"]).max()) / scale))
+        out["cases"].append(row)
+out["validation_errors"] = validation_error_count()
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("width,sg", [(256, 8), (128, 4)])
+def test_every_layout_at_lavapipe_subgroup_widths(ctx, width, sg):
+    """Lavapipe at 8- and 4-wide subgroups (LP_NATIVE_VECTOR_WIDTH, read when the driver loads: a fresh
+    process): REDUCE 0, 1 and 2 forced on tree and coupled fields (1-D, 2-D), each against the reference;
+    REDUCE 1 runs only in a pipeline that requires the measured width."""
+    if ctx.loop_iteration_cap is None or "llvmpipe" not in ctx.driver_name.lower():
+        pytest.skip("LP_NATIVE_VECTOR_WIDTH is a lavapipe setting")
+    env = dict(os.environ, LP_NATIVE_VECTOR_WIDTH=str(width))
+    proc = subprocess.run([sys.executable, "-c", _LAYOUT_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["sg"] == sg and out["probe"] == sg and out["validation_errors"] == 0, out
+    ran = {}
+    for c in out["cases"]:
+        key = (c["system"], tuple(c["shape"]))
+        if c["mode"] is None:
+            assert c["reduce"] is not None and "cannot run" in c["error"], c
+            continue
+        assert c["reduce"] is None or c["mode"] == c["reduce"], c
+        if c["mode"] == 1:       # a required width, one of the device's, with full subgroups
+            assert out["ssc"] and c["width"] == c["kernel_width"] and out["lo"] <= c["width"] <= out["hi"], c
+            assert c["local"] % c["width"] == 0, c
+        else:
+            assert c["width"] is None and c["kernel_width"] is None, c
+        ran.setdefault(key, set()).add(c["mode"])
+        tol = 1e-6 if c["system"] == "tree" else 3e-5
+        assert c["err_final"] < tol and c["err_snap"] < tol, c
+        assert c["err_energy"] < 1e-5 and c["err_minmax"] < tol, c
+    # every layout ran; the shuffle layout on 1-D and 2-D fields, forced and chosen
+    assert set().union(*ran.values()) == {0, 1, 2}, ran
+    for key in [("tree", (3, 243)), ("tree", (5, 81)), ("tree", (2, 729)), ("tree", (2, 16, 16)), ("coupled", (3, 243)),
+                ("coupled", (2, 16, 16))]:
+        assert ran[key] == {0, 1, 2}, (key, ran[key])
+    auto = {(c["system"], tuple(c["shape"])): c for c in out["cases"] if c["reduce"] is None}
+    assert all(auto[k]["mode"] == 1 for k in [("tree", (3, 243)), ("tree", (2, 16, 16)), ("coupled", (3, 64))])
+    # the width sets the layout: 64 leaves (p = 2) take one whole subgroup of 8 or of 4 lanes
+    assert auto[("tree", (3, 64))]["tpf"] == auto[("coupled", (3, 64))]["tpf"] == sg
+    # p = 3, 2-D: 9 children per node never fit 4 or 8 lanes; no shuffle layout there
+    assert ran[("tree", (2, 27, 27))] == ran[("coupled", (2, 9, 9))] == {0, 2}
