@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vkbands import reference as R
+from vkbands import init, reference as R
 from vkbands.engine import default_context
 from vkbands.rollout import Simulation, rollout
 
@@ -170,7 +170,7 @@ def run(quick=False):
     u = rng.random((1024, 1024), dtype=np.float32)          # the rollout rows below stay at 1024^2
 
     # Gray-Scott 1024^2
-    uv = R.grayscott_init((1024, 1024), seed=0)
+    uv = init.grayscott((1024, 1024), seed=0)
     t_np = 1e3 * best(lambda: np_grayscott(uv[0], uv[1], n_np), 2) / n_np
     t_vk = vk_ms_per_step(ctx, "grayscott", uv, n_vk)
     rows.append(("grayscott 1024x1024", t_np, t_vk))
@@ -197,7 +197,7 @@ def run(quick=False):
     print(f"{'system':<30} {'no obs':>10} {'every 1':>10} {'obs cost':>9}")
     cases = [("tree 4096 x 729", "tree", x, dict(dims=1)),
              ("heat 1024x1024", "heat", u, dict(alpha=0.2)),
-             ("grayscott 256x256", "grayscott", R.grayscott_init((256, 256), seed=0), {})]
+             ("grayscott 256x256", "grayscott", init.grayscott((256, 256), seed=0), {})]
     for name, system, x0, params in cases:
         nn = n if system != "heat" else max(20 if quick else 50, n // 5)
         reps = 1 if system == "tree" else (2 if quick else 3)  # best of 3 for the short runs (single runs vary ~15% here)

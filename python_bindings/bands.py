@@ -67,6 +67,7 @@ import numpy as np
 from vkbands.engine import DeviceArray
 from vkbands.engine.limits import row_ranges
 
+from . import _checks
 from . import reference as R
 from ._call import Call
 from ._owner import Owner
@@ -98,7 +99,7 @@ class _Geometry:
     """Shapes of a batch of fields: validated by vkbands.reference."""
 
     def __init__(self, shape, arity, dims):
-        self.p = R._check_arity(arity)
+        self.p = _checks.arity(arity)
         self.batch_shape, self.spatial = R.split_shape(shape, dims)
         self.dims = len(self.spatial)
         self.L = R.levels(shape, self.p, self.dims)
@@ -137,8 +138,7 @@ class BandPlan(Owner):
         spatial = tuple(int(n) for n in spatial_shape)
         if len(spatial) not in (1, 2):
             raise ValueError(f"spatial_shape must be (N,) or (H, W), got {spatial_shape!r}")
-        if not R._is_int(batch) or batch < 1:
-            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+        batch = _checks.integer("batch", batch, 1)
         self.ctx = ctx
         self.geo = g = _Geometry(spatial, arity, len(spatial))
         self.arity, self.levels, self.dims, self.batch = g.p, g.L, g.dims, int(batch)
@@ -322,9 +322,7 @@ class BandPlan(Owner):
         per_row = self.batch * (g.L + 1)
         self._check_array("out", out, per_row, multiple=True)
         rows = out.size // per_row
-        if not R._is_int(row) or not 0 <= row < rows:
-            raise ValueError(f"row must be an integer in 0..{rows - 1} (out holds {rows} rows of "
-                             f"{self.batch} x {g.L + 1}), got {row!r}")
+        row = _checks.integer("row", row, 0, rows - 1, f"out holds {rows} rows of {self.batch} x {g.L + 1}")
         self._record(rec, self._energy_sched, x, 0, self._scratch, self._scratch, out,
                      int(row) * per_row, self.batch)
 
@@ -343,9 +341,8 @@ class BandPlan(Owner):
         self._check_array("energies_out", energies_out, per_row, multiple=True)
         self._check_array("stats_out", stats_out, self.batch * 4, multiple=True)
         rows = min(energies_out.size // per_row, stats_out.size // (self.batch * 4))
-        if not R._is_int(row) or not 0 <= row < rows:
-            raise ValueError(f"row must be an integer in 0..{rows - 1} (energies_out / stats_out hold {rows} rows "
-                             f"of {self.batch} fields), got {row!r}")
+        row = _checks.integer("row", row, 0, rows - 1,
+                              f"energies_out / stats_out hold {rows} rows of {self.batch} fields")
         if self._obs_sched is None:
             self._obs_sched, n_scratch = self._schedule(self.batch, "observables")
             self._obs_scratch = self.ctx.empty((max(n_scratch, 1),), np.float32)
@@ -362,8 +359,7 @@ class BandPlan(Owner):
         g = self.geo
         self._check_array("x", x, self.batch * g.N)
         self._check_array("out", out, (2 * g.L + 1) * g.N)
-        if not R._is_int(member) or not 0 <= member < self.batch:
-            raise ValueError(f"member must be an integer in 0..{self.batch - 1}, got {member!r}")
+        member = _checks.integer("member", member, 0, self.batch - 1)
         if self._sheet_sched is None:
             self._sheet_sched, n_scratch = self._schedule(1, "pyramid")
             off = g.level_offsets(1)
@@ -517,7 +513,7 @@ class Bands(Owner):
         """Detail band ``d^(l)`` at its own resolution (``batch + spatial // p**l``), or with
         ``leaf=True`` ``D^(l) = U^l d^(l)`` at leaf resolution (the shape of x). l in 0..L-1."""
         self._require_open()
-        l = R._check_level("l", l, 0, self.levels - 1)
+        l = _checks.integer("l", l, 0, self.levels - 1)
         if leaf:
             return self._synth(l, l + 1, False)
         return self._slice(l, self._level_shape(l))
@@ -525,7 +521,7 @@ class Bands(Owner):
     def cumulative(self, l):
         """Cumulative sheet ``s^(l) = U^l A^(l)`` at leaf resolution, l in 0..L (``s^(0)`` = x)."""
         self._require_open()
-        l = R._check_level("l", l, 0, self.levels)
+        l = _checks.integer("l", l, 0, self.levels)
         return self._synth(l, self.levels, True)
 
     def energies(self):

@@ -36,7 +36,6 @@ Two ways in:
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from pathlib import Path
 
@@ -44,6 +43,7 @@ import numpy as np
 
 from vkbands.engine import DeviceArray, StorageImage, as_host_array, current, default_context
 
+from ._checks import option_choice, option_int, option_real
 from ._owner import Owner
 
 __all__ = ["ImageWriter", "render_image", "save_png", "layout", "CMAPS", "RANGES", "BACKGROUND",
@@ -61,38 +61,14 @@ _REDUCE_VALUES_PER_INVOCATION = 32
 
 
 # ----------------------------------------------------------------------------- argument checks
-def _int(name, value, lo):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}={value!r}: must be an integer >= {lo}")
-    if int(value) < lo:
-        raise ValueError(f"{name}={value!r}: must be an integer >= {lo}")
-    return int(value)
-
-
-def _float(name, value, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False, allowed=""):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}={value!r}: must be a real number{allowed}")
-    v = float(value)
-    bad = (not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi))
-    if bad:
-        raise ValueError(f"{name}={value!r}: must be a finite number{allowed}")
-    return v
-
-
 def _scale(scale):
     """``scale`` -> (sy, sx): an int k means (k, k)."""
     if isinstance(scale, (tuple, list)):
         if len(scale) != 2:
             raise ValueError(f"scale={scale!r}: give an int >= 1 or a pair (sy, sx) of ints >= 1")
-        return _int("scale[0] (sy)", scale[0], 1), _int("scale[1] (sx)", scale[1], 1)
-    k = _int("scale", scale, 1)
+        return option_int("scale[0] (sy)", scale[0], 1), option_int("scale[1] (sx)", scale[1], 1)
+    k = option_int("scale", scale, 1)
     return k, k
-
-
-def _choice(name, value, allowed):
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name}={value!r}: allowed values are {', '.join(map(repr, allowed))}")
-    return value
 
 
 def _default_cols(P, H):
@@ -105,25 +81,25 @@ def layout(P, H, W, cols=None, sx=1, sy=1, gap=GAP):
 
     ``rows = ceil(P / cols)``; height ``rows * (H * sy + gap) - gap``, width ``cols * (W * sx + gap) - gap``.
     ``cols=None``: one row (one column when H == 1, i.e. for 1-D strips)."""
-    P, H, W = _int("P", P, 1), _int("H", H, 1), _int("W", W, 1)
-    cols = _default_cols(P, H) if cols is None else _int("cols", cols, 1)
+    P, H, W = option_int("P", P, 1), option_int("H", H, 1), option_int("W", W, 1)
+    cols = _default_cols(P, H) if cols is None else option_int("cols", cols, 1)
     cols = min(cols, P)
-    sx, sy, gap = _int("sx", sx, 1), _int("sy", sy, 1), _int("gap", gap, 0)
+    sx, sy, gap = option_int("sx", sx, 1), option_int("sy", sy, 1), option_int("gap", gap, 0)
     rows = -(-P // cols)
     return rows * (H * sy + gap) - gap, cols * (W * sx + gap) - gap
 
 
 def _style(cmap, range, vmin, vmax, tau, eps):
     """Checked push-constant values of the colour mapping (shared by ImageWriter.record and render_image)."""
-    cmap = _choice("cmap", cmap, CMAPS)
-    range = _choice("range", range, RANGES)
+    cmap = option_choice("cmap", cmap, CMAPS)
+    range = option_choice("range", range, RANGES)
     lo, hi = DEFAULT_LIMITS[cmap]
-    vmin = lo if vmin is None else _float("vmin", vmin)
-    vmax = hi if vmax is None else _float("vmax", vmax)
+    vmin = lo if vmin is None else option_real("vmin", vmin)
+    vmax = hi if vmax is None else option_real("vmax", vmax)
     if not vmax > vmin:
         raise ValueError(f"vmin={vmin!r}, vmax={vmax!r}: need vmin < vmax")
-    tau = _float("tau", tau, lo=0.0, allowed=" >= 0")
-    eps = _float("eps", eps, lo=0.0, lo_open=True, allowed=" > 0")
+    tau = option_real("tau", tau, lo=0.0, allowed=" >= 0")
+    eps = option_real("eps", eps, lo=0.0, lo_open=True, allowed=" > 0")
     return dict(cmap=CMAPS.index(cmap), range_mode=RANGES.index(range),
                 centre=(vmin + vmax) / 2.0 if range == "fixed" else 0.0,
                 inv_half=2.0 / (vmax - vmin) if range == "fixed" else 0.0,
@@ -147,10 +123,10 @@ class ImageWriter(Owner):
 
     def __init__(self, ctx=None, P=1, H=1, W=1, cols=None, scale=1, gap=GAP):
         self.ctx = ctx = ctx or default_context()
-        self.P, self.H, self.W = _int("P", P, 1), _int("H", H, 1), _int("W", W, 1)
+        self.P, self.H, self.W = option_int("P", P, 1), option_int("H", H, 1), option_int("W", W, 1)
         self.sy, self.sx = _scale(scale)
-        self.gap = _int("gap", gap, 0)
-        self.cols = min(self.P, _default_cols(self.P, self.H) if cols is None else _int("cols", cols, 1))
+        self.gap = option_int("gap", gap, 0)
+        self.cols = min(self.P, _default_cols(self.P, self.H) if cols is None else option_int("cols", cols, 1))
         self.rows = -(-self.P // self.cols)
         self.height, self.width = layout(self.P, self.H, self.W, self.cols, self.sx, self.sy, self.gap)
         limit = int(ctx.limits.maxImageDimension2D)
@@ -183,7 +159,7 @@ class ImageWriter(Owner):
 
     def panel_rect(self, p):
         """Pixel rectangle ``(y0, x0, y1, x1)`` (half-open: ``img[y0:y1, x0:x1]``) of panel p."""
-        p = _int("p", p, 0)
+        p = option_int("p", p, 0)
         if p >= self.P:
             raise ValueError(f"p={p}: this layout has panels 0..{self.P - 1}")
         y0 = (p // self.cols) * (self.H * self.sy + self.gap)
@@ -236,7 +212,7 @@ class ImageWriter(Owner):
         Nothing is submitted; replaying the recording re-renders the panels' current contents
         (fading again from the accumulator). See the module docstring for the arguments."""
         style = _style(cmap, range, vmin, vmax, tau, eps)
-        fade = _float("fade", fade, lo=0.0, hi=1.0, hi_open=True, allowed=" in [0, 1)")
+        fade = option_real("fade", fade, lo=0.0, hi=1.0, hi_open=True, allowed=" in [0, 1)")
         if self.closed:
             raise ValueError("this ImageWriter is closed")
         self._check(panels, image)

@@ -1,26 +1,22 @@
-"""Seeded initial states (SPEC section 4).
+"""Seeded initial states (SPEC section 4, and the Gray-Scott start of section 3.3).
 
 Every function takes the full array ``shape`` (batch axes first, then 1 or 2 spatial axes; ``dims``
 as in :func:`vkbands.reference.infer_dims`: None means a 1-D shape is one 1-D field and anything
 longer is ``(..., H, W)``), draws from ``numpy.random.default_rng(seed)`` and returns float32.
+:func:`grayscott` is the one exception to the shape rule: it returns the two fields u, v
+(``(..., 2, H, W)``) of a ``(..., H, W)`` shape.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import _checks
 from . import reference as R
 
-__all__ = ["random", "impulse", "smooth", "band_pure", "STYLES"]
+__all__ = ["random", "impulse", "smooth", "band_pure", "grayscott", "STYLES"]
 
 STYLES = ("haar", "randphase", "sparse", "mix")
-
-
-def _shape(shape):
-    shape = tuple(int(n) for n in shape)
-    if not shape or min(shape) < 1:
-        raise ValueError(f"shape must be a non-empty tuple of positive sizes, got {shape}")
-    return shape
 
 
 def _unit_std(x, dims, scale):
@@ -31,16 +27,15 @@ def _unit_std(x, dims, scale):
 
 def random(shape, seed=0, scale=1.0):
     """I.i.d. normal noise of standard deviation ``scale``; float32 ``shape``."""
-    return (scale * np.random.default_rng(seed).standard_normal(_shape(shape))).astype(np.float32)
+    return (scale * np.random.default_rng(seed).standard_normal(_checks.shape(shape))).astype(np.float32)
 
 
 def impulse(shape, count=1, seed=0, amplitude=1.0, dims=None):
     """``count`` distinct random leaves set to ``amplitude`` in every field, zeros elsewhere."""
-    shape = _shape(shape)
+    shape = _checks.shape(shape)
     batch, spatial = R.split_shape(shape, dims)
     n = int(np.prod(spatial))
-    if not R._is_int(count) or not 1 <= count <= n:
-        raise ValueError(f"count must be an integer in 1..{n} (leaves per field), got {count!r}")
+    count = _checks.integer("count", count, 1, n, "leaves per field")
     rng = np.random.default_rng(seed)
     flat = np.zeros((int(np.prod(batch)), n))
     for row in flat:
@@ -55,10 +50,10 @@ def smooth(shape, arity=3, cutoff_level=2, seed=0, dims=None):
     Features are about ``p**cutoff_level`` leaves wide, so the energy sits mostly in bands
     ``>= cutoff_level``. ``cutoff_level`` in 0..L-1 (0 keeps everything: white noise).
     """
-    shape = _shape(shape)
+    shape = _checks.shape(shape)
     dims = R.infer_dims(shape, dims)
     L = R.levels(shape, arity, dims)
-    cut = R._check_level("cutoff_level", cutoff_level, 0, L - 1)
+    cut = _checks.integer("cutoff_level", cutoff_level, 0, L - 1)
     ax = tuple(range(-dims, 0))
     spatial = shape[-dims:]
     spec = np.fft.rfftn(np.random.default_rng(seed).standard_normal(shape), axes=ax)
@@ -85,9 +80,7 @@ def _band_pattern(rng, batch, spatial, p, level, dims, style, m):
         W = rng.permuted(W, axis=-1)
     elif style == "sparse":
         nblocks = int(np.prod(parents))
-        if not R._is_int(m) or not 1 <= m <= nblocks:
-            raise ValueError(f"sparse_m must be an integer in 1..{nblocks} (parent blocks at "
-                             f"level {level + 1}), got {m!r}")
+        m = _checks.integer("sparse_m", m, 1, nblocks, f"parent blocks at level {level + 1}")
         active = np.zeros((int(np.prod(batch)), nblocks), dtype=bool)
         for row in active:
             row[rng.choice(nblocks, size=m, replace=False)] = True
@@ -109,13 +102,12 @@ def band_pure(shape, arity, band, style="haar", seed=0, scale=1.0, sparse_m=1, m
     randphase in ``mix_band``; default band+1, or band-1 for the coarsest band; the two energies
     are in ratio 1 : mix_eps**2). Each field is scaled to standard deviation ``scale``.
     """
-    shape = _shape(shape)
-    p = R._check_arity(arity)
+    shape = _checks.shape(shape)
+    p = _checks.arity(arity)
     dims = R.infer_dims(shape, dims)
     L = R.levels(shape, p, dims)
-    band = R._check_level("band", band, 0, L - 1)
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}; got {style!r}")
+    band = _checks.integer("band", band, 0, L - 1)
+    _checks.choice("style", style, STYLES)
     batch, spatial = shape[:-dims], shape[-dims:]
     rng = np.random.default_rng(seed)
 
@@ -128,10 +120,33 @@ def band_pure(shape, arity, band, style="haar", seed=0, scale=1.0, sparse_m=1, m
             raise ValueError(f"style 'mix' needs at least 2 bands, shape {shape} has L={L}")
         if mix_band is None:
             mix_band = band + 1 if band + 1 < L else band - 1
-        mix_band = R._check_level("mix_band", mix_band, 0, L - 1)
+        mix_band = _checks.integer("mix_band", mix_band, 0, L - 1)
         if mix_band == band:
             raise ValueError(f"mix_band must differ from band={band}, got {mix_band}")
         x = leaf_pattern(band, "randphase") + mix_eps * leaf_pattern(mix_band, "randphase")
     else:
         x = leaf_pattern(band, style)
     return _unit_std(x, dims, scale).astype(np.float32)
+
+
+def grayscott(shape, seed=0, patch=None):
+    """Pearson's Gray-Scott start (SPEC 3.3): u = 1, v = 0 with a centred square (u, v) = (0.5, 0.25)
+    of side ``patch``.
+
+    ``shape``: ``(H, W)`` or ``(B, H, W)`` -> ``(2, H, W)`` or ``(B, 2, H, W)`` float32 (u then v).
+    ``patch`` defaults to ``max(1, min(H, W) // 5)``. Then ±1% relative uniform noise from
+    ``default_rng(seed)`` multiplies u and v (so v stays 0 outside the patch).
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"shape must be (H, W) or (B, H, W), got {shape}")
+    H, W = shape[-2:]
+    side = max(1, min(H, W) // 5) if patch is None else patch
+    side = _checks.integer("patch", side, 1, min(H, W))
+    uv = np.zeros(shape[:-2] + (2, H, W))
+    uv[..., 0, :, :] = 1.0
+    top, left = (H - side) // 2, (W - side) // 2
+    uv[..., 0, top:top + side, left:left + side] = 0.5
+    uv[..., 1, top:top + side, left:left + side] = 0.25
+    uv *= 1.0 + 0.01 * np.random.default_rng(seed).uniform(-1.0, 1.0, uv.shape)
+    return uv.astype(np.float32)

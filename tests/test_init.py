@@ -1,4 +1,4 @@
-"""Checks of vkbands.init: seeding, dtypes and the band purity of SPEC section 4."""
+"""Checks of vkbands.init: seeding, dtypes, the band purity of SPEC section 4 and the Gray-Scott start (3.3)."""
 
 import numpy as np
 import pytest
@@ -87,3 +87,15 @@ def test_random_impulse_smooth():
         assert np.all(frac[..., :2].sum(-1) < 0.6 * white[..., :2].sum(-1))
     with pytest.raises(ValueError, match=r"cutoff_level .*0\.\.5.*got 6"):
         I.smooth((729,), 3, cutoff_level=6)
+
+
+def test_grayscott_start():
+    uv = I.grayscott((2, 20, 25), seed=3)
+    assert uv.shape == (2, 2, 20, 25) and uv.dtype == np.float32
+    assert I.grayscott((20, 25)).shape == (2, 20, 25)
+    assert np.array_equal(uv, I.grayscott((2, 20, 25), seed=3))
+    u, v = uv[:, 0].astype(np.float64), uv[:, 1].astype(np.float64)
+    assert np.all(np.abs(u - np.where(v > 0, 0.5, 1.0)) <= 0.0100001 * np.where(v > 0, 0.5, 1.0))
+    assert (v > 0).sum() == 2 * 4 * 4                          # side min(H, W) // 5 = 4
+    with pytest.raises(ValueError, match=r"patch .*got 50"):
+        I.grayscott((16, 16), patch=50)
