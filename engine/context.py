@@ -203,6 +203,8 @@ class Context:
         self._closed = False
         self._staging = None
         self._kernels: dict = {}
+        from .memory import BlockPool
+        self._blocks = BlockPool(self.device, min(self.POOL_BYTES, self.largest_device_heap // 8 or self.POOL_BYTES))
 
     # ---------------------------------------------------------------- creation
     def _create_instance(self, extensions):
@@ -447,6 +449,7 @@ class Context:
         return Recorder(self)
 
     STAGING_BYTES = 32 << 20   # the staging buffer never grows past this; larger copies are chunked
+    POOL_BYTES = 256 << 20     # freed array memory kept for reuse (engine.memory.BlockPool)
 
     def staging(self, nbytes: int):
         """The context's reused, persistently mapped host buffer: at least ``min(nbytes,
@@ -496,6 +499,7 @@ class Context:
             for entry in reversed(list(self._tracked.values())):
                 entry.release_now()
             self._tracked.clear()
+            self._blocks.clear()
             self._kernels.clear()
             self._probes.clear()
             vk.vkDestroyPipelineCache(self.device, self.pipeline_cache, None)

@@ -9,6 +9,9 @@ Host<->device copies happen only in ``upload``, ``numpy`` and ``Context.array``.
 """
 from __future__ import annotations
 
+import weakref
+from typing import NamedTuple
+
 import numpy as np
 import vulkan as vk
 
@@ -84,40 +87,24 @@ class DeviceArray(Resource):
         self.dtype = check_dtype(dtype)
         self.size = int(np.prod(self.shape, dtype=np.int64))
         self.nbytes = self.size * self.dtype.itemsize
-        dev = ctx.device
         # Rounded up to whole 32-bit words: vkCmdFillBuffer(VK_WHOLE_SIZE) then reaches every byte.
         alloc_bytes = max(-(-self.nbytes // 4) * 4, 16)
         what = f"a {'staging ' if host else ''}array of shape {self.shape} {self.dtype}"
         _check_allocation(ctx, what, alloc_bytes)
-        with vulkan_errors(f"creating {what}", alloc_bytes):
-            self.buffer = vk.vkCreateBuffer(dev, vk.VkBufferCreateInfo(
-                size=alloc_bytes, usage=_BUFFER_USAGE, sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE), None)
-        req = vk.vkGetBufferMemoryRequirements(dev, self.buffer)
-        try:
-            if host:
-                mtype = ctx.memory_type(req.memoryTypeBits, _HOST, _COHERENT | _CACHED)
-            elif ctx.unified_memory:
-                mtype = ctx.memory_type(req.memoryTypeBits, _HOST | _LOCAL, _COHERENT | _CACHED)
-            else:
-                mtype = ctx.memory_type(req.memoryTypeBits, _LOCAL)
-            with vulkan_errors(f"allocating {what}", req.size):
-                self.memory = vk.vkAllocateMemory(dev, vk.VkMemoryAllocateInfo(
-                    allocationSize=req.size, memoryTypeIndex=mtype), None)
-        except BaseException:
-            vk.vkDestroyBuffer(dev, self.buffer, None)
-            raise
-        vk.vkBindBufferMemory(dev, self.buffer, self.memory, 0)
-        flags = ctx.memory_properties.memoryTypes[mtype].propertyFlags
+        key = (alloc_bytes, bool(host))
+        ctx.collect()                       # arrays dropped just before may hand their memory on
+        block = ctx._blocks.take(key) or _new_block(ctx, alloc_bytes, host, what)
+        self.buffer, self.memory = block.buffer, block.memory
+        flags = ctx.memory_properties.memoryTypes[block.memory_type].propertyFlags
         # Only staging buffers and arrays on unified devices are mapped; a discrete GPU's arrays go
         # through staging even when their memory happens to be host-visible (resizable BAR).
-        self.mappable = bool(flags & _HOST) and (host or ctx.unified_memory)
+        self.mappable = block.mapped is not None
         self._coherent = bool(flags & _COHERENT)
-        self._mapped_bytes = req.size
+        self._mapped_bytes = block.size
         self.host_view = None
         if self.mappable:
-            raw = vk.vkMapMemory(dev, self.memory, 0, req.size, 0)
-            self.host_view = np.frombuffer(raw, dtype=self.dtype, count=self.size).reshape(self.shape)
-        self._adopt(ctx, _buffer_release(dev, self.buffer, self.memory, self.mappable))
+            self.host_view = np.frombuffer(block.mapped, dtype=self.dtype, count=self.size).reshape(self.shape)
+        self._adopt(ctx, _buffer_release(ctx, key, block))
         ctx.check()
 
     # ------------------------------------------------------------------ host <-> device
@@ -249,14 +236,105 @@ class _ArrayView(DeviceArray):
         pass
 
 
-def _buffer_release(device, buffer, memory, mapped):
-    """The release function of a DeviceArray (references handles only, never the array)."""
+class _Block(NamedTuple):
+    """A buffer bound to its own memory allocation (mapped when ``mapped`` is not None)."""
+    buffer: object
+    memory: object
+    memory_type: int
+    size: int
+    mapped: object
+
+
+def _new_block(ctx, alloc_bytes, host, what) -> _Block:
+    """A new buffer + allocation of ``alloc_bytes`` (host-visible for staging and on unified devices).
+    Out of device memory, the context's recycled blocks are freed and the allocation tried again."""
+    dev = ctx.device
+    with vulkan_errors(f"creating {what}", alloc_bytes):
+        buffer = vk.vkCreateBuffer(dev, vk.VkBufferCreateInfo(
+            size=alloc_bytes, usage=_BUFFER_USAGE, sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE), None)
+    try:
+        req = vk.vkGetBufferMemoryRequirements(dev, buffer)
+        if host:
+            mtype = ctx.memory_type(req.memoryTypeBits, _HOST, _COHERENT | _CACHED)
+        elif ctx.unified_memory:
+            mtype = ctx.memory_type(req.memoryTypeBits, _HOST | _LOCAL, _COHERENT | _CACHED)
+        else:
+            mtype = ctx.memory_type(req.memoryTypeBits, _LOCAL)
+        info = vk.VkMemoryAllocateInfo(allocationSize=req.size, memoryTypeIndex=mtype)
+        try:
+            memory = vk.vkAllocateMemory(dev, info, None)
+        except (vk.VkErrorOutOfDeviceMemory, vk.VkErrorOutOfHostMemory):
+            ctx._blocks.clear()
+            with vulkan_errors(f"allocating {what}", req.size):
+                memory = vk.vkAllocateMemory(dev, info, None)
+    except BaseException:
+        vk.vkDestroyBuffer(dev, buffer, None)
+        raise
+    vk.vkBindBufferMemory(dev, buffer, memory, 0)
+    flags = ctx.memory_properties.memoryTypes[mtype].propertyFlags
+    mapped = None
+    if flags & _HOST and (host or ctx.unified_memory):
+        mapped = vk.vkMapMemory(dev, memory, 0, req.size, 0)
+    return _Block(buffer, memory, mtype, int(req.size), mapped)
+
+
+def _free_block(device, block: _Block):
+    if block.mapped is not None:
+        vk.vkUnmapMemory(device, block.memory)
+    vk.vkDestroyBuffer(device, block.buffer, None)
+    vk.vkFreeMemory(device, block.memory, None)
+
+
+def _buffer_release(ctx, key, block):
+    """The release function of a DeviceArray (references handles only, never the array): the block
+    goes back to the context's recycling pool when it has room, else it is freed."""
+    device, ctx_ref = ctx.device, weakref.ref(ctx)
+
     def release():
-        if mapped:
-            vk.vkUnmapMemory(device, memory)
-        vk.vkDestroyBuffer(device, buffer, None)
-        vk.vkFreeMemory(device, memory, None)
+        owner = ctx_ref()
+        if owner is None or owner.closed or not owner._blocks.give(key, block):
+            _free_block(device, block)
     return release
+
+
+class BlockPool:
+    """Recently freed array memory, reused for the next array of the same size and kind.
+
+    Allocating is slow on every driver (a GPU allocation takes ~ms; lavapipe's fresh memory costs a
+    page fault per 4 KiB on first touch), and NumPy-style code allocates an output per call. At most
+    ``max_bytes`` are kept (default 256 MiB, and never more than an eighth of the largest heap); a
+    failed allocation empties the pool and tries again. Blocks are only handed back by the release
+    of an array, which runs after the GPU work that used it (see engine/resource.py)."""
+
+    def __init__(self, device, max_bytes):
+        self.device, self.max_bytes = device, int(max_bytes)
+        self._free: dict = {}
+        self.bytes = 0
+        self.reused = 0
+
+    def take(self, key):
+        blocks = self._free.get(key)
+        if not blocks:
+            return None
+        block = blocks.pop()
+        self.bytes -= block.size
+        self.reused += 1
+        return block
+
+    def give(self, key, block) -> bool:
+        if self.bytes + block.size > self.max_bytes:
+            return False
+        self._free.setdefault(key, []).append(block)
+        self.bytes += block.size
+        return True
+
+    def clear(self):
+        """Free every pooled block."""
+        for blocks in self._free.values():
+            for block in blocks:
+                _free_block(self.device, block)
+        self._free.clear()
+        self.bytes = 0
 
 
 def _staged_chunks(ctx, nbytes):

@@ -105,3 +105,24 @@ def test_context_close_frees_dropped_and_live_objects():
     assert ctx.live_objects() == 1
     ctx.close()
     assert keep.closed and ctx.live_objects() == 0
+
+
+def test_freed_array_memory_is_reused():
+    """An output dropped by NumPy-style code hands its memory to the next array of the same size (no
+    new allocation per call); the pool stays bounded and is freed with the context."""
+    import vkbands
+    with Context() as ctx:
+        x = np.arange(4096, dtype=np.float32)
+        a = ctx.array(x)
+        c = vkbands.add(a, a)
+        before = ctx._blocks.reused
+        for _ in range(10):
+            c = vkbands.add(a, a)
+        np.testing.assert_array_equal(c.numpy(), 2 * x)
+        assert ctx._blocks.reused - before >= 9
+        assert ctx._blocks.bytes <= ctx._blocks.max_bytes
+        z = ctx.zeros(4096)                  # a recycled block is zeroed when asked for zeros
+        del c
+        gc.collect()
+        np.testing.assert_array_equal(ctx.zeros(4096).numpy(), np.zeros(4096, np.float32))
+        assert z.numpy().sum() == 0
