@@ -15,8 +15,8 @@ Public API (NumPy in -> NumPy out; device arrays in -> device arrays out; inside
 - ``leakage(x_or_bands, arity=3, dims=None)`` -> ``(L+1, L+1)`` NumPy float64 (a host diagnostic:
   it reads the bands back, so it cannot be recorded).
 
-Sizes are validated by ``vkbands.reference`` (``levels`` / ``split_shape`` / ``infer_dims``): the
-one validator and the one set of error messages of the project.
+Sizes follow the conventions of ``vkbands.reference`` (``levels`` / ``split_shape`` / ``infer_dims``)
+and are checked by ``vkbands._checks``: one set of error messages for the whole project.
 
 NaN / Inf input (documented behaviour): nothing raises; non-finite values propagate through the
 block means into every band that contains them, into the coarse part and into the energies of the
@@ -60,11 +60,14 @@ short serial sum of such terms followed by trees; errors vs the float64 referenc
 """
 from __future__ import annotations
 
+import enum
 import weakref
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from vkbands.engine import DeviceArray
+from vkbands.engine import DeviceArray, Kernel
 from vkbands.engine.limits import row_ranges
 
 from . import _checks
@@ -81,6 +84,9 @@ _MICRO_MAX = {1: 27, 2: 9}  # values per micro-tile reduced in registers by one 
                             # (lavapipe: 2-D p=2 with 4x4 micro-tiles ran 2.3x slower than 2x2)
 _ELEMENTWISE_LOCAL = 256  # workgroup size of the elementwise kernels
 _PER_INVOCATION = 4       # elements per invocation in bands_synth
+_STATS_VALUES = 3         # min, max, nonfinite flag: reduced with the sums (mass comes from the coarse)
+_STATS_ROW = 4            # [mass, min, max, nonfinite] per field
+_ROWSUM_LOCAL = 64        # workgroup size of bands_rowsum
 
 
 def _prod(shape) -> int:
@@ -96,7 +102,8 @@ def _shape_of(x):
 
 
 class _Geometry:
-    """Shapes of a batch of fields: validated by vkbands.reference."""
+    """Shapes of a batch of fields (SPEC names: p, L, B fields of N leaves, H x W; 1-D: H = 1),
+    validated by vkbands.reference / vkbands._checks."""
 
     def __init__(self, shape, arity, dims):
         self.p = _checks.arity(arity)
@@ -106,26 +113,105 @@ class _Geometry:
         self.B = _prod(self.batch_shape)
         self.N = _prod(self.spatial)
         self.H, self.W = (self.spatial if self.dims == 2 else (1, self.spatial[0]))
-        # level sizes per field, levels 0..L
-        self.hw = []
-        h, w = self.H, self.W
+        self.level_sizes = []          # (rows, columns) of one field at levels 0..L
+        rows, columns = self.H, self.W
         for _ in range(self.L + 1):
-            self.hw.append((h, w))
-            h, w = (h // self.p if self.dims == 2 else 1), w // self.p
-        top = self.hw[self.L]
+            self.level_sizes.append((rows, columns))
+            rows, columns = (rows // self.p if self.dims == 2 else 1), columns // self.p
+        top = self.level_sizes[self.L]
         self.top_shape = top if self.dims == 2 else (top[1],)
-        self.r = top[0] * top[1]       # coarse values per field (1 unless rectangular)
+        self.coarse_values = top[0] * top[1]    # per field: 1 unless the field is rectangular
 
-    def level_offsets(self, nb):
-        """Element offsets of levels 0..L+1 in the levels layout of nb fields."""
-        off = [0]
-        for h, w in self.hw:
-            off.append(off[-1] + nb * h * w)
-        return off
+    def level_offsets(self, fields):
+        """Element offsets of levels 0..L+1 in the levels layout of ``fields`` fields."""
+        offsets = [0]
+        for rows, columns in self.level_sizes:
+            offsets.append(offsets[-1] + fields * rows * columns)
+        return offsets
 
 
-class _Pass:
-    __slots__ = ("kernel", "push", "groups", "src", "pin", "dst", "pout", "bands", "st")
+# ---------------------------------------------------------------------- the band schedule
+class _Buffer(enum.Enum):
+    """The buffers a pass reads or writes, by role; ``BandPlan._record`` binds each to a DeviceArray."""
+    FIELD = "the fields x"
+    PYRAMID = "levels 1..L of one field (record_sheets)"
+    SCRATCH = "tile means and energy partials passed between passes"
+    OUT = "the energies row"
+    BANDS = "d^(0..L-1) and c in the levels layout (record_decompose)"
+    STATS = "the [mass, min, max, nonfinite] row (record_observables)"
+
+
+@dataclass(frozen=True)
+class _Products:
+    """What a schedule writes besides the energies; at most one flag is set."""
+    stats: bool = False      # [mass, min, max, nonfinite] per field: bands_pyramid.comp with STATS
+    pyramid: bool = False    # levels 1..L of the field (WRITE_PYR)
+    bands: bool = False      # d^(0..L-1) at own resolution and c (WRITE_BANDS)
+
+
+_ENERGIES, _OBSERVABLES = _Products(), _Products(stats=True)
+_SHEET_PYRAMID, _DECOMPOSITION = _Products(pyramid=True), _Products(bands=True)
+
+
+@dataclass(frozen=True)
+class _RowsumPass:
+    """Rectangular fields: ``bands_rowsum.comp`` adds the energies (and combines the statistics) of
+    the p^L x p^L squares of every field, from scratch into the output rows."""
+    kernel: Kernel
+    groups: tuple
+    push: dict               # nb, r, src_off (and stats_src_off); out_off / stats_off come at recording
+    stats: bool
+
+
+@dataclass(frozen=True)
+class _PyramidPass:
+    """One dispatch of ``bands_pyramid.comp``: ``levels`` levels of every tile, starting at ``first``.
+
+    ``push`` holds the push constants known when planning; ``BandPlan._record`` fills in the
+    offsets of the recording (the field's, the output row's) for the passes that read the fields
+    or write the output rows. ``then`` is the rowsum that finishes a rectangular field (final pass)."""
+    kernel: Kernel
+    groups: tuple
+    push: dict
+    source: _Buffer          # binding 0: the level-``first`` grid
+    dest: _Buffer            # binding 2: the tile means (or pyramid levels)
+    partials_out: _Buffer    # binding 3: per-tile energy partials, or the energies
+    bands: _Buffer           # binding 4
+    stats: _Buffer | None    # binding 5 (STATS kernels only)
+    first: int
+    levels: int
+    then: _RowsumPass | None = None
+    partials_in: _Buffer = _Buffer.SCRATCH   # binding 1: the previous pass's partials
+
+    @property
+    def bindings(self):
+        """The buffer roles of bindings 0..4 (and 5 for STATS kernels), in the shader's order."""
+        roles = (self.source, self.partials_in, self.dest, self.partials_out, self.bands)
+        return roles + ((self.stats,) if self.stats is not None else ())
+
+
+class _PassSpan(NamedTuple):
+    """The levels one pass reduces (the shader's NPREV = first, K = levels, M = in_registers)."""
+    first: int               # the level the pass reads
+    levels: int              # K: levels reduced
+    in_registers: int        # M: of which per invocation in registers
+    final: bool              # the pass reaches level L
+
+    @property
+    def values(self):
+        """Energy sums reduced per tile (NV): the previous planes, this pass's, and E_c when final."""
+        return self.first + self.levels + int(self.final)
+
+
+class _ScratchLayout:
+    """Consecutive regions of one scratch buffer, handed out in planning order."""
+
+    def __init__(self):
+        self.size = 0
+
+    def take(self, floats):
+        offset, self.size = self.size, self.size + floats
+        return offset
 
 
 class BandPlan(Owner):
@@ -140,191 +226,219 @@ class BandPlan(Owner):
             raise ValueError(f"spatial_shape must be (N,) or (H, W), got {spatial_shape!r}")
         batch = _checks.integer("batch", batch, 1)
         self.ctx = ctx
-        self.geo = g = _Geometry(spatial, arity, len(spatial))
-        self.arity, self.levels, self.dims, self.batch = g.p, g.L, g.dims, int(batch)
+        self.geo = geo = _Geometry(spatial, arity, len(spatial))
+        self.arity, self.levels, self.dims, self.batch = geo.p, geo.L, geo.dims, batch
         self.spatial_shape = spatial
-        # energies schedule (batch fields) and its scratch
-        self._energy_sched, n_scratch = self._schedule(self.batch, "energies")
-        self._scratch = ctx.empty((max(n_scratch, 1),), np.float32)
-        self._sheet_sched = None
-        self._sheet_pyr = self._sheet_scratch = None
-        self._rowsum = (ctx.kernel("bands_rowsum.comp", spec={"LOCAL_X": 64, "NV": g.L + 1})
-                        if g.r > 1 else None)
+        # energies schedule (batch fields) and its scratch; the others are planned on first use
+        self._energy_sched, scratch_floats = self._schedule(self.batch, _ENERGIES)
+        self._scratch = ctx.empty((max(scratch_floats, 1),), np.float32)
+        self._sheet_sched = self._sheet_pyr = self._sheet_scratch = None
         self._obs_sched = self._obs_scratch = None
+        self._decomp_sched = self._decomp_scratch = None
         self._sheets_kernel = ctx.kernel("bands_sheets.comp", spec={
-            "LOCAL_X": _ELEMENTWISE_LOCAL, "P": g.p, "DIMS": g.dims})
+            "LOCAL_X": _ELEMENTWISE_LOCAL, "P": geo.p, "DIMS": geo.dims})
 
     # ------------------------------------------------------------------ planning
-    def _threads(self, nm, ntiles, sh, nv):
-        """(invocations per tile, tiles per workgroup) for a pass with nm micro-tiles per tile.
+    def _threads(self, micro_tiles, tiles, shared_floats, values):
+        """(invocations per tile, tiles per workgroup) for a pass with ``micro_tiles`` micro-tiles per
+        tile, ``tiles`` tiles, ``shared_floats`` shared levels per tile and ``values`` reduced per tile.
         GPUs: up to 256 invocations per tile, small tiles packed side by side up to 256 per
         workgroup. CPU devices: _CPU_THREADS (few invocations per tile and a few tiles per
         workgroup: lavapipe runs a workgroup as SIMD-8 chunks that switch at every barrier)."""
         cpu = str(self.ctx.info.get("type", "")).lower() == "cpu"
-        cap = min(256, int(self.ctx.limits.maxComputeWorkGroupInvocations))
+        max_invocations = min(256, int(self.ctx.limits.maxComputeWorkGroupInvocations))
         if cpu:
-            lpt, tpw = min(_CPU_THREADS[0], _pow2_at_least(nm)), _CPU_THREADS[1]
+            per_tile, per_group = min(_CPU_THREADS[0], _pow2_at_least(micro_tiles)), _CPU_THREADS[1]
         else:
-            lpt = min(cap, _pow2_at_least(nm))
-            tpw = max(1, cap // lpt)
-        smem = int(self.ctx.limits.maxComputeSharedMemorySize) // 4
-        per_tile = sh + nv * lpt + nv * min(lpt, 8)
-        return lpt, max(1, min(tpw, ntiles, smem // per_tile, cap // lpt))
+            per_tile = min(max_invocations, _pow2_at_least(micro_tiles))
+            per_group = max(1, max_invocations // per_tile)
+        shared_limit = int(self.ctx.limits.maxComputeSharedMemorySize) // 4
+        shared_per_tile = shared_floats + values * per_tile + values * min(per_tile, 8)
+        return per_tile, max(1, min(per_group, tiles, shared_limit // shared_per_tile,
+                                    max_invocations // per_tile))
 
-    def _micro_levels(self):
+    def _register_levels(self):
         """Levels each invocation reduces in registers: largest m with p**(m*dims) <= _MICRO_MAX[dims]."""
-        g = self.geo
-        cap = _MICRO_MAX[g.dims] if isinstance(_MICRO_MAX, dict) else _MICRO_MAX
-        m = 1
-        while m < g.L and g.p ** ((m + 1) * g.dims) <= cap:
-            m += 1
-        return m
+        geo = self.geo
+        cap = _MICRO_MAX[geo.dims] if isinstance(_MICRO_MAX, dict) else _MICRO_MAX
+        levels = 1
+        while levels < geo.L and geo.p ** ((levels + 1) * geo.dims) <= cap:
+            levels += 1
+        return levels
 
-    def _kmax(self, m, ns=0):
-        """Levels per pass: m in registers plus as many shared-memory levels as keep the micro-tiles
-        of a tile <= _NODE_MAX and the shared memory within the device limit (ns: statistics
-        reduced alongside the L+1 energies)."""
-        g = self.geo
-        smem = int(self.ctx.limits.maxComputeSharedMemorySize) // 4
-        s = 0
+    def _levels_per_pass(self, in_registers, extra_values=0):
+        """Levels per pass: ``in_registers`` plus as many shared-memory levels as keep the micro-tiles
+        of a tile <= _NODE_MAX and the shared memory within the device limit (``extra_values``:
+        statistics reduced alongside the L+1 energies)."""
+        geo = self.geo
+        shared_limit = int(self.ctx.limits.maxComputeSharedMemorySize) // 4
+        in_shared = 0
         while True:
-            nm = g.p ** ((s + 1) * g.dims)
-            sh = sum(g.p ** (i * g.dims) for i in range(s + 2))
-            lpt = min(256, _pow2_at_least(nm))   # the most invocations per tile any policy uses
-            if nm > _NODE_MAX or sh + (g.L + 1 + ns) * (lpt + 8) > smem:
-                return m + s
-            s += 1
+            micro_tiles = geo.p ** ((in_shared + 1) * geo.dims)
+            shared_floats = sum(geo.p ** (i * geo.dims) for i in range(in_shared + 2))
+            per_tile = min(256, _pow2_at_least(micro_tiles))   # the most invocations per tile any policy uses
+            if (micro_tiles > _NODE_MAX
+                    or shared_floats + (geo.L + 1 + extra_values) * (per_tile + 8) > shared_limit):
+                return in_registers + in_shared
+            in_shared += 1
 
-    def _schedule(self, nb, mode):
-        """Passes for nb fields. mode: "energies" (tile means in scratch), "observables" (the same,
-        plus [mass, min, max, nonfinite] per field: ``STATS`` kernels), "pyramid" (levels 1..L to a
-        pyramid buffer: levels layout of nb fields starting at level 1) or "bands" (d^(0..L-1) and c
-        to a bands buffer, levels layout). Returns (passes, scratch floats)."""
-        g, p, d = self.geo, self.geo.p, self.geo.dims
-        stats = mode == "observables"
-        ns = 3 if stats else 0      # min, max, flag reduced with the sums (mass comes from the coarse)
-        micro = self._micro_levels()
-        kmax = self._kmax(micro, ns)
-        lev_off = g.level_offsets(nb)
-        pyramid = mode == "pyramid"
-        passes, a, scratch = [], 0, 0
-        h, w = g.H, g.W
-        prev = None  # (means_off, parts_off) of the previous pass in scratch
-        rowsum_src = None
-        while a < g.L:
-            k = min(kmax, g.L - a)
-            m = min(micro, k)
-            T = p ** k
-            final = a + k == g.L
-            th, tw = (h // T if d == 2 else 1), w // T
-            ntiles = nb * th * tw
-            nm = p ** ((k - m) * d)
-            nv = a + k + (1 if final else 0)
-            sh = sum(p ** (i * d) for i in range(k - m + 1))
-            lpt, tpw = self._threads(nm, ntiles, sh, nv + ns)
-            spec = {"LOCAL_X": lpt * tpw, "LPT": lpt, "TPW": tpw, "P": p, "DIMS": d, "K": k, "M": m,
-                    "NPREV": a, "FINAL": int(final), "WRITE_PYR": int(pyramid),
-                    "WRITE_BANDS": int(mode == "bands"), "C": p ** d, "T": T, "SM": p ** m,
-                    "CM": p ** (m * d), "NM": nm, "SH": sh, "NV": nv}
-            ps = _Pass()
-            defs = {"STATS": 1} if stats else {}
-            if a == 0 and p % 2 == 0:   # leaves in vec2 pairs: N, member offsets and micro-tile columns are even
-                defs["PAIRS"] = 1
-            ps.kernel = self.ctx.kernel("bands_pyramid.comp", spec=spec, defines=defs or None)
-            ps.groups = ps.kernel.grid(-(-ntiles // tpw))
-            push = {"nb": nb, "h": h, "w": w, "L": g.L, "src_off": 0, "src_bstride": h * w,
-                    "pin_off": 0, "dst_off": 0, "pout_off": 0, "bands_off": lev_off[a]}
-            ps.src = "x" if a == 0 else ("pyr" if pyramid else "scratch")
-            ps.pin = "scratch"
-            ps.dst = "pyr" if pyramid else "scratch"
-            ps.bands = "bands" if mode == "bands" else "scratch"
-            ps.st = None
-            if stats:
-                push["stats_off"] = 0
-                ps.st = "scratch"
-            if a > 0:
-                push["src_off"] = (lev_off[a] - lev_off[1]) if pyramid else prev[0]
-                push["pin_off"] = prev[1]
-            if pyramid:
-                push["dst_off"] = lev_off[a + 1] - lev_off[1]
-            elif not final:
-                push["dst_off"] = scratch
-                scratch += ntiles
-            if final:
-                if g.r > 1:
-                    ps.pout = "scratch"
-                    push["pout_off"] = rowsum_src = scratch
-                    scratch += ntiles * nv
-                    if stats:          # the squares' statistics rows, combined by bands_rowsum
-                        push["stats_off"] = scratch
-                        scratch += ntiles * 4
-                else:
-                    ps.pout = "out"
-                    if stats:
-                        ps.st = "stats"
-            else:
-                ps.pout = "scratch"
-                push["pout_off"] = scratch
-                prev = (push["dst_off"], scratch)
-                scratch += ntiles * (nv + ns)
-            ps.push = push
-            passes.append(ps)
-            a += k
-            h, w = th, tw
-        passes[-1].push["_rowsum_src"] = rowsum_src
-        return passes, scratch
+    def _pass_spans(self, extra_values):
+        """The level spans of the passes: as many levels per pass as fit, the last pass reaching L."""
+        geo = self.geo
+        in_registers = self._register_levels()
+        per_pass = self._levels_per_pass(in_registers, extra_values)
+        first, ranges = 0, []
+        while first < geo.L:
+            levels = min(per_pass, geo.L - first)
+            ranges.append(_PassSpan(first, levels, min(in_registers, levels), first + levels == geo.L))
+            first += levels
+        return ranges
+
+    def _pyramid_kernel(self, span: _PassSpan, tiles, products: _Products):
+        """(kernel, workgroups) of ``bands_pyramid.comp`` for the pass ``span`` over ``tiles`` tiles."""
+        p, dims = self.geo.p, self.geo.dims
+        tile = p ** span.levels
+        micro_tiles = p ** ((span.levels - span.in_registers) * dims)
+        shared_floats = sum(p ** (i * dims) for i in range(span.levels - span.in_registers + 1))
+        extra_values = _STATS_VALUES if products.stats else 0
+        per_tile, per_group = self._threads(micro_tiles, tiles, shared_floats, span.values + extra_values)
+        spec = {"LOCAL_X": per_tile * per_group, "LPT": per_tile, "TPW": per_group, "P": p, "DIMS": dims,
+                "K": span.levels, "M": span.in_registers, "NPREV": span.first, "FINAL": int(span.final),
+                "WRITE_PYR": int(products.pyramid), "WRITE_BANDS": int(products.bands), "C": p ** dims,
+                "T": tile, "SM": p ** span.in_registers, "CM": p ** (span.in_registers * dims), "NM": micro_tiles,
+                "SH": shared_floats, "NV": span.values}
+        defines = {"STATS": 1} if products.stats else {}
+        if span.first == 0 and p % 2 == 0:   # leaves in vec2 pairs: N, member offsets and micro-tile columns are even
+            defines["PAIRS"] = 1
+        kernel = self.ctx.kernel("bands_pyramid.comp", spec=spec, defines=defines or None)
+        return kernel, kernel.grid(-(-tiles // per_group))
+
+    def _rowsum_pass(self, fields, partials_off, stats_partials_off):
+        """The rowsum that adds the squares' energies (and statistics) of each rectangular field."""
+        stats = stats_partials_off is not None
+        kernel = self.ctx.kernel("bands_rowsum.comp", spec={"LOCAL_X": _ROWSUM_LOCAL, "NV": self.geo.L + 1},
+                                 defines={"STATS": 1} if stats else None)
+        push = {"nb": fields, "r": self.geo.coarse_values, "src_off": partials_off}
+        if stats:
+            push["stats_src_off"] = stats_partials_off
+        return _RowsumPass(kernel, kernel.grid(fields), push, stats)
+
+    def _schedule(self, fields, products: _Products):
+        """The passes for ``fields`` fields and the scratch floats they need: ``(passes, floats)``.
+
+        Every pass reduces its level span of every tile. A pass before the last writes the tile
+        means (its grid for the next pass) and the per-tile energy partials to scratch (with
+        ``products.pyramid`` the means are the pyramid levels instead); the last pass writes the
+        energies to the output rows, or, for a rectangular field, one row per p^L x p^L square to
+        scratch, which its ``then`` rowsum adds up."""
+        geo = self.geo
+        level_offsets = geo.level_offsets(fields)
+        scratch = _ScratchLayout()
+        passes = []
+        rows, columns = geo.H, geo.W
+        for span in self._pass_spans(_STATS_VALUES if products.stats else 0):
+            tile = geo.p ** span.levels
+            tile_rows, tile_columns = (rows // tile if geo.dims == 2 else 1), columns // tile
+            tiles = fields * tile_rows * tile_columns
+            kernel, groups = self._pyramid_kernel(span, tiles, products)
+            previous = passes[-1] if passes else None
+            push = {"nb": fields, "h": rows, "w": columns, "L": geo.L, "src_bstride": rows * columns,
+                    "src_off": self._source_offset(span, previous, level_offsets, products),
+                    "pin_off": previous.push["pout_off"] if previous else 0,
+                    "bands_off": level_offsets[span.first]}
+            roles, offsets = self._pass_outputs(span, fields, tiles, products, level_offsets, scratch)
+            passes.append(_PyramidPass(kernel, groups, {**push, **offsets},
+                                       source=previous.dest if previous else _Buffer.FIELD,
+                                       bands=_Buffer.BANDS if products.bands else _Buffer.SCRATCH,
+                                       first=span.first, levels=span.levels, **roles))
+            rows, columns = tile_rows, tile_columns
+        return passes, scratch.size
+
+    @staticmethod
+    def _source_offset(span, previous, level_offsets, products):
+        """Where the pass ``span`` reads its level-``first`` grid."""
+        if previous is None:
+            return 0                                            # the fields (offset given at recording)
+        if products.pyramid:
+            return level_offsets[span.first] - level_offsets[1]  # in the pyramid the previous passes wrote
+        return previous.push["dst_off"]                         # the previous pass's tile means
+
+    def _pass_outputs(self, span, fields, tiles, products, level_offsets, scratch):
+        """Where the pass ``span`` writes: ``(roles, offsets)`` with the buffer roles ``dest``,
+        ``partials_out``, ``stats`` and the rowsum ``then``, and the push constants ``dst_off``,
+        ``pout_off`` (and ``stats_off``). Scratch is taken in this order: tile means, then partials
+        (the last pass of a rectangular field: the squares' energies, then their statistics)."""
+        extra_values = _STATS_VALUES if products.stats else 0
+        if products.pyramid:
+            dest, offsets = _Buffer.PYRAMID, {"dst_off": level_offsets[span.first + 1] - level_offsets[1]}
+        else:
+            dest, offsets = _Buffer.SCRATCH, {"dst_off": 0 if span.final else scratch.take(tiles)}
+        stats = _Buffer.SCRATCH if products.stats else None
+        if products.stats:
+            offsets["stats_off"] = 0
+        rowsum = None
+        if not span.final:
+            partials_out = _Buffer.SCRATCH
+            offsets["pout_off"] = scratch.take(tiles * (span.values + extra_values))
+        elif self.geo.coarse_values > 1:   # rectangular: energies per square, then the rowsum
+            partials_out = _Buffer.SCRATCH
+            offsets["pout_off"] = scratch.take(tiles * span.values)
+            if products.stats:
+                offsets["stats_off"] = scratch.take(tiles * _STATS_ROW)
+            rowsum = self._rowsum_pass(fields, offsets["pout_off"], offsets["stats_off"] if products.stats else None)
+        else:
+            partials_out, offsets["pout_off"] = _Buffer.OUT, 0
+            if products.stats:
+                stats = _Buffer.STATS
+        return dict(dest=dest, partials_out=partials_out, stats=stats, then=rowsum), offsets
 
     # ------------------------------------------------------------------ recording
-    def _record(self, rec, passes, x, x_off, pyr, scratch, out, out_off, nb, bands=None, stats=None, stats_off=0):
-        res = {"x": x, "pyr": pyr, "scratch": scratch, "out": out, "bands": bands, "stats": stats}
-        g = self.geo
-        for ps in passes:
-            push = {k: v for k, v in ps.push.items() if not k.startswith("_")}
-            if ps.src == "x":
-                push["src_off"] = x_off
-                push["src_bstride"] = g.N
-            if ps.pout == "out":
+    def _record(self, rec, passes, buffers, field_off=0, out_off=0, stats_off=0):
+        """Record ``passes`` with their buffer roles bound to ``buffers`` ({_Buffer: DeviceArray});
+        ``field_off``, ``out_off``, ``stats_off``: element offsets of the first field, the energies
+        row and the statistics row of this recording."""
+        for step in passes:
+            push = dict(step.push)
+            if step.source is _Buffer.FIELD:
+                push["src_off"], push["src_bstride"] = field_off, self.geo.N
+            if step.partials_out is _Buffer.OUT:
                 push["pout_off"] = out_off
-            if ps.st == "stats":
+            if step.stats is _Buffer.STATS:
                 push["stats_off"] = stats_off
-            extra = (res[ps.st],) if ps.st is not None else ()
-            rec.dispatch(ps.kernel, ps.groups, res[ps.src], res[ps.pin], res[ps.dst], res[ps.pout], res[ps.bands],
-                         *extra, push=push)
-        last = passes[-1]
-        rs = last.push["_rowsum_src"]
-        if rs is not None and last.st is None:
-            k = self._rowsum
-            rec.dispatch(k, k.grid(nb), scratch, out, push={"nb": nb, "r": g.r, "src_off": rs, "out_off": out_off})
-        elif rs is not None:
-            k = self._rowsum_stats
-            rec.dispatch(k, k.grid(nb), scratch, out, stats,
-                         push={"nb": nb, "r": g.r, "src_off": rs, "out_off": out_off,
-                               "stats_src_off": last.push["stats_off"], "stats_off": stats_off})
+            rec.dispatch(step.kernel, step.groups, *(buffers[role] for role in step.bindings), push=push)
+        rowsum = passes[-1].then
+        if rowsum is not None:
+            push = dict(rowsum.push, out_off=out_off)
+            bound = [buffers[_Buffer.SCRATCH], buffers[_Buffer.OUT]]
+            if rowsum.stats:
+                push["stats_off"] = stats_off
+                bound.append(buffers[_Buffer.STATS])
+            rec.dispatch(rowsum.kernel, rowsum.groups, *bound, push=push)
 
-    def _check_array(self, name, arr, need, multiple=False):
-        if not isinstance(arr, DeviceArray):
-            raise TypeError(f"{name} must be a DeviceArray, got {type(arr).__name__}")
-        if arr.ctx is not self.ctx:
+    def _check_array(self, name, array, need, multiple=False):
+        if not isinstance(array, DeviceArray):
+            raise TypeError(f"{name} must be a DeviceArray, got {type(array).__name__}")
+        if array.ctx is not self.ctx:
             raise ValueError(f"{name}: device array belongs to another Context")
-        if arr.dtype != np.float32:
-            raise TypeError(f"{name}: dtype {arr.dtype} not supported; allowed: float32")
-        ok = (arr.size % need == 0 and arr.size > 0) if multiple else arr.size == need
+        if array.dtype != np.float32:
+            raise TypeError(f"{name}: dtype {array.dtype} not supported; allowed: float32")
+        ok = (array.size % need == 0 and array.size > 0) if multiple else array.size == need
         if not ok:
             what = f"a multiple of {need}" if multiple else f"{need}"
-            raise ValueError(f"{name}: has {arr.size} elements (shape {arr.shape}); needs {what}")
+            raise ValueError(f"{name}: has {array.size} elements (shape {array.shape}); needs {what}")
 
     def record_energies(self, rec, x, out, row: int = 0):
         """Record ``[E_0..E_{L-1}, E_c]`` of every field of ``x`` (batch, *spatial) into row ``row``
         of ``out`` viewed as ``(rows, batch, L+1)`` float32."""
         self._require_open()
-        g = self.geo
-        self._check_array("x", x, self.batch * g.N)
-        per_row = self.batch * (g.L + 1)
+        geo = self.geo
+        self._check_array("x", x, self.batch * geo.N)
+        per_row = self.batch * (geo.L + 1)
         self._check_array("out", out, per_row, multiple=True)
         rows = out.size // per_row
-        row = _checks.integer("row", row, 0, rows - 1, f"out holds {rows} rows of {self.batch} x {g.L + 1}")
-        self._record(rec, self._energy_sched, x, 0, self._scratch, self._scratch, out,
-                     int(row) * per_row, self.batch)
+        row = _checks.integer("row", row, 0, rows - 1, f"out holds {rows} rows of {self.batch} x {geo.L + 1}")
+        self._record(rec, self._energy_sched, {_Buffer.FIELD: x, _Buffer.SCRATCH: self._scratch, _Buffer.OUT: out},
+                     out_off=row * per_row)
 
     def record_observables(self, rec, x, energies_out, stats_out, row: int = 0):
         """Record the observables of SPEC §5 of every field of ``x`` (batch, *spatial) in one read of
@@ -335,58 +449,58 @@ class BandPlan(Owner):
         when there are none), ``nonfinite`` is 1.0 when any value is NaN/Inf, else 0.0, and mass is
         ``N * c`` (the coarse mean times the leaf count: a tree sum; NaN/Inf in a non-finite field)."""
         self._require_open()
-        g = self.geo
-        self._check_array("x", x, self.batch * g.N)
-        per_row = self.batch * (g.L + 1)
+        geo = self.geo
+        self._check_array("x", x, self.batch * geo.N)
+        per_row = self.batch * (geo.L + 1)
+        stats_per_row = self.batch * _STATS_ROW
         self._check_array("energies_out", energies_out, per_row, multiple=True)
-        self._check_array("stats_out", stats_out, self.batch * 4, multiple=True)
-        rows = min(energies_out.size // per_row, stats_out.size // (self.batch * 4))
+        self._check_array("stats_out", stats_out, stats_per_row, multiple=True)
+        rows = min(energies_out.size // per_row, stats_out.size // stats_per_row)
         row = _checks.integer("row", row, 0, rows - 1,
                               f"energies_out / stats_out hold {rows} rows of {self.batch} fields")
         if self._obs_sched is None:
-            self._obs_sched, n_scratch = self._schedule(self.batch, "observables")
-            self._obs_scratch = self.ctx.empty((max(n_scratch, 1),), np.float32)
-            if g.r > 1:
-                self._rowsum_stats = self.ctx.kernel("bands_rowsum.comp", spec={"LOCAL_X": 64, "NV": g.L + 1},
-                                                     defines={"STATS": 1})
-        self._record(rec, self._obs_sched, x, 0, self._obs_scratch, self._obs_scratch, energies_out,
-                     int(row) * per_row, self.batch, stats=stats_out, stats_off=int(row) * self.batch * 4)
+            self._obs_sched, scratch_floats = self._schedule(self.batch, _OBSERVABLES)
+            self._obs_scratch = self.ctx.empty((max(scratch_floats, 1),), np.float32)
+        self._record(rec, self._obs_sched, {_Buffer.FIELD: x, _Buffer.SCRATCH: self._obs_scratch,
+                                            _Buffer.OUT: energies_out, _Buffer.STATS: stats_out},
+                     out_off=row * per_row, stats_off=row * stats_per_row)
 
     def record_sheets(self, rec, x, out, member: int = 0):
         """Record the ``(2L+1, *spatial)`` panel stack ``[s^(0..L), D^(0..L-1)]`` of field
         ``member`` of ``x`` into ``out``."""
         self._require_open()
-        g = self.geo
-        self._check_array("x", x, self.batch * g.N)
-        self._check_array("out", out, (2 * g.L + 1) * g.N)
+        geo = self.geo
+        self._check_array("x", x, self.batch * geo.N)
+        self._check_array("out", out, (2 * geo.L + 1) * geo.N)
         member = _checks.integer("member", member, 0, self.batch - 1)
         if self._sheet_sched is None:
-            self._sheet_sched, n_scratch = self._schedule(1, "pyramid")
-            off = g.level_offsets(1)
-            self._sheet_pyr = self.ctx.empty((max(off[-1] - off[1], 1),), np.float32)
+            self._sheet_sched, scratch_floats = self._schedule(1, _SHEET_PYRAMID)
+            offsets = geo.level_offsets(1)
+            self._sheet_pyr = self.ctx.empty((max(offsets[-1] - offsets[1], 1),), np.float32)
             # the final pass's energies of the member are not needed: they land in scratch too
-            self._sheet_scratch = self.ctx.empty((n_scratch + g.r * (g.L + 1),), np.float32)
-            self._sheet_out_off = n_scratch
-        self._record(rec, self._sheet_sched, x, int(member) * g.N, self._sheet_pyr, self._sheet_scratch,
-                     self._sheet_scratch, self._sheet_out_off, 1)
-        k = self._sheets_kernel
-        rec.dispatch(k, k.grid(-(-g.N // k.local_size[0])), x, self._sheet_pyr, out,
-                     push={"H": g.H, "W": g.W, "L": g.L, "src_off": int(member) * g.N})
+            self._sheet_scratch = self.ctx.empty((scratch_floats + geo.coarse_values * (geo.L + 1),), np.float32)
+            self._sheet_out_off = scratch_floats
+        self._record(rec, self._sheet_sched, {_Buffer.FIELD: x, _Buffer.PYRAMID: self._sheet_pyr,
+                                              _Buffer.SCRATCH: self._sheet_scratch, _Buffer.OUT: self._sheet_scratch},
+                     field_off=member * geo.N, out_off=self._sheet_out_off)
+        kernel = self._sheets_kernel
+        rec.dispatch(kernel, kernel.grid(-(-geo.N // kernel.local_size[0])), x, self._sheet_pyr, out,
+                     push={"H": geo.H, "W": geo.W, "L": geo.L, "src_off": member * geo.N})
 
     def record_decompose(self, rec, x, bands, energies_out):
         """Record the full decomposition of all fields of ``x`` into ``bands`` (levels layout:
         d^(0..L-1) at own resolution, then c; ``Bands``' storage) and ``energies_out`` (batch, L+1):
         the energies passes, also writing every detail from the registers that formed it."""
         self._require_open()
-        g = self.geo
-        self._check_array("x", x, self.batch * g.N)
-        self._check_array("bands", bands, g.level_offsets(self.batch)[-1])
-        self._check_array("energies_out", energies_out, self.batch * (g.L + 1))
-        if not hasattr(self, "_decomp_sched"):
-            self._decomp_sched, n = self._schedule(self.batch, "bands")
-            self._decomp_scratch = self.ctx.empty((max(n, 1),), np.float32)
-        self._record(rec, self._decomp_sched, x, 0, self._decomp_scratch, self._decomp_scratch, energies_out,
-                     0, self.batch, bands=bands)
+        geo = self.geo
+        self._check_array("x", x, self.batch * geo.N)
+        self._check_array("bands", bands, geo.level_offsets(self.batch)[-1])
+        self._check_array("energies_out", energies_out, self.batch * (geo.L + 1))
+        if self._decomp_sched is None:
+            self._decomp_sched, scratch_floats = self._schedule(self.batch, _DECOMPOSITION)
+            self._decomp_scratch = self.ctx.empty((max(scratch_floats, 1),), np.float32)
+        self._record(rec, self._decomp_sched, {_Buffer.FIELD: x, _Buffer.SCRATCH: self._decomp_scratch,
+                                               _Buffer.OUT: energies_out, _Buffer.BANDS: bands})
 
     # ------------------------------------------------------------------ lifetime
     def _require_open(self):
@@ -394,10 +508,9 @@ class BandPlan(Owner):
             raise ValueError("this BandPlan is closed")
 
     def _close_now(self):
-        for a in (self._scratch, self._sheet_pyr, self._sheet_scratch, self._obs_scratch,
-                  getattr(self, "_decomp_scratch", None)):
-            if a is not None:
-                a.close()
+        for scratch in (self._scratch, self._sheet_pyr, self._sheet_scratch, self._obs_scratch, self._decomp_scratch):
+            if scratch is not None:
+                scratch.close()
 
     def __repr__(self):
         return (f"<vkbands.BandPlan spatial={self.spatial_shape} arity={self.arity} L={self.levels} "
@@ -420,11 +533,11 @@ def _plan(ctx, spatial, p, batch) -> BandPlan:
 
 
 def _float32_input(call, name="x"):
-    arr = call.arrays[name]
-    if arr.dtype != np.float32:
+    array = call.arrays[name]
+    if array.dtype != np.float32:
         call.close()
-        raise TypeError(f"{name}: dtype {arr.dtype} not supported; allowed: float32 (float64 is cast)")
-    return arr
+        raise TypeError(f"{name}: dtype {array.dtype} not supported; allowed: float32 (float64 is cast)")
+    return array
 
 
 # ---------------------------------------------------------------------- public functions
@@ -435,16 +548,16 @@ def energies(x, arity=3, dims=None):
     Parseval: ``E.sum(-1) == sum(x**2)``. No band array is materialised (a few small scratch
     buffers, cached per shape). NaN/Inf in a field make its energies NaN/Inf.
     """
-    g = _Geometry(_shape_of(x), arity, dims)
+    geo = _Geometry(_shape_of(x), arity, dims)
     call = Call(x=x)
-    X = _float32_input(call)
-    out = call.empty(g.batch_shape + (g.L + 1,), np.float32)
-    if g.B:
+    field = _float32_input(call)
+    out = call.empty(geo.batch_shape + (geo.L + 1,), np.float32)
+    if geo.B:
         # batches over maxStorageBufferRange run in member ranges (aligned row views, no copy)
-        xs, outs = X.reshape((g.B,) + g.spatial), out.reshape(g.B, g.L + 1)
-        for start, stop in row_ranges(call.ctx, g.B, g.N * 4, (g.L + 1) * 4, what="energies: x"):
-            _plan(call.ctx, g.spatial, g.p, stop - start).record_energies(
-                call.rec, xs.rows(start, stop), outs.rows(start, stop))
+        fields, rows = field.reshape((geo.B,) + geo.spatial), out.reshape(geo.B, geo.L + 1)
+        for start, stop in row_ranges(call.ctx, geo.B, geo.N * 4, (geo.L + 1) * 4, what="energies: x"):
+            _plan(call.ctx, geo.spatial, geo.p, stop - start).record_energies(
+                call.rec, fields.rows(start, stop), rows.rows(start, stop))
     return call.result(out)
 
 
@@ -469,12 +582,12 @@ class Bands(Owner):
         self._offsets = geo.level_offsets(geo.B)
 
     # ------------------------------------------------------------------ helpers
-    def _level_shape(self, m):
-        h, w = self._geo.hw[m]
-        return self.batch_shape + ((h, w) if self.dims == 2 else (w,))
+    def _level_shape(self, level):
+        rows, columns = self._geo.level_sizes[level]
+        return self.batch_shape + ((rows, columns) if self.dims == 2 else (columns,))
 
-    def _slice(self, m, shape):
-        start, stop = self._offsets[m], self._offsets[m + 1]
+    def _slice(self, level, shape):
+        start, stop = self._offsets[level], self._offsets[level + 1]
         if not self.device:
             return self._buf[start:stop].reshape(shape).copy()
         call = Call(b=self._buf)
@@ -482,16 +595,17 @@ class Bands(Owner):
         call.rec.copy(self._buf, out, nbytes=(stop - start) * 4, src_offset=start * 4)
         return call.result(out)
 
-    def _synth(self, l0, l1, with_coarse):
-        g = self._geo
+    def _synth(self, first, stop, with_coarse):
+        """``sum_{first <= l < stop} D^(l)`` (plus ``U^L c`` when ``with_coarse``) at leaf resolution."""
+        geo = self._geo
         call = Call(b=self._buf)
         out = call.empty(self.batch_shape + self.spatial_shape, np.float32)
-        k = call.ctx.kernel("bands_synth.comp", spec={"LOCAL_X": _ELEMENTWISE_LOCAL, "P": g.p, "DIMS": g.dims,
-                                                     "PER_INVOCATION": _PER_INVOCATION})
-        per = k.local_size[0] * _PER_INVOCATION
-        if g.B:
-            call.rec.dispatch(k, k.grid(-(-(g.B * g.N) // per)), call.arrays["b"], out,
-                              push={"nb": g.B, "H": g.H, "W": g.W, "L": g.L, "l0": l0, "l1": l1,
+        kernel = call.ctx.kernel("bands_synth.comp", spec={"LOCAL_X": _ELEMENTWISE_LOCAL, "P": geo.p,
+                                                          "DIMS": geo.dims, "PER_INVOCATION": _PER_INVOCATION})
+        per_group = kernel.local_size[0] * _PER_INVOCATION
+        if geo.B:
+            call.rec.dispatch(kernel, kernel.grid(-(-(geo.B * geo.N) // per_group)), call.arrays["b"], out,
+                              push={"nb": geo.B, "H": geo.H, "W": geo.W, "L": geo.L, "l0": first, "l1": stop,
                                     "with_coarse": int(with_coarse), "out_off": 0})
         return call.result(out)
 
@@ -505,9 +619,9 @@ class Bands(Owner):
         """``c = A^(L)``: batch shape (a scalar for one field); rectangular 2-D fields keep their
         top grid ``batch + (p**(Ly-L), p**(Lx-L))`` (as ``vkbands.reference.coarse``)."""
         self._require_open()
-        shape = self.batch_shape + (self._geo.top_shape if self._geo.r > 1 else ())
-        c = self._slice(self.levels, shape)
-        return c[()] if not self.device and c.ndim == 0 else c
+        shape = self.batch_shape + (self._geo.top_shape if self._geo.coarse_values > 1 else ())
+        coarse = self._slice(self.levels, shape)
+        return coarse[()] if not self.device and coarse.ndim == 0 else coarse
 
     def detail(self, l, leaf=False):
         """Detail band ``d^(l)`` at its own resolution (``batch + spatial // p**l``), or with
@@ -541,25 +655,25 @@ class Bands(Owner):
         self._require_open()
         top = self._buf[self._offsets[self.levels]:] if not self.device else \
             self._buf.numpy()[self._offsets[self.levels]:]
-        return ~np.isfinite(top.reshape(self.batch_shape + (self._geo.r,))).all(axis=-1)
+        return ~np.isfinite(top.reshape(self.batch_shape + (self._geo.coarse_values,))).all(axis=-1)
 
     def numpy(self):
         """``(details, coarse)`` as NumPy float32, the structure of ``vkbands.reference.decompose``:
         ``details[l]`` = d^(l) at own resolution, ``coarse`` as :attr:`coarse`."""
         self._require_open()
-        buf = self._buf.numpy() if self.device else self._buf
-        details = [buf[self._offsets[m]:self._offsets[m + 1]].reshape(self._level_shape(m)).copy()
-                   for m in range(self.levels)]
-        shape = self.batch_shape + (self._geo.top_shape if self._geo.r > 1 else ())
-        c = buf[self._offsets[self.levels]:].reshape(shape).copy()
-        return details, (c[()] if c.ndim == 0 else c)
+        storage = self._buf.numpy() if self.device else self._buf
+        details = [storage[self._offsets[level]:self._offsets[level + 1]].reshape(self._level_shape(level)).copy()
+                   for level in range(self.levels)]
+        shape = self.batch_shape + (self._geo.top_shape if self._geo.coarse_values > 1 else ())
+        coarse = storage[self._offsets[self.levels]:].reshape(shape).copy()
+        return details, (coarse[()] if coarse.ndim == 0 else coarse)
 
     def _close_now(self):
         """Free the device memory of device-backed Bands (``close()``: idempotent; NumPy-backed Bands
         hold no device memory)."""
         if self.device:
-            for a in [self._buf, self._energies] + self._scratch:
-                a.close()
+            for array in [self._buf, self._energies] + self._scratch:
+                array.close()
 
     def __repr__(self):
         kind = "device" if self.device else "numpy"
@@ -572,26 +686,26 @@ def decompose(x, arity=3, dims=None) -> Bands:
 
     ``x``: ``(N,)``, ``(H, W)``, ``(B, N)`` with ``dims=1``, ``(B, H, W)``; NumPy or DeviceArray.
     """
-    g = _Geometry(_shape_of(x), arity, dims)
+    geo = _Geometry(_shape_of(x), arity, dims)
     call = Call(x=x)
-    X = _float32_input(call)
+    field = _float32_input(call)
     ctx = call.ctx
-    off = g.level_offsets(g.B)
-    buf = ctx.empty((max(off[-1], 1),), np.float32)
-    en = ctx.empty(g.batch_shape + (g.L + 1,), np.float32)
+    size = geo.level_offsets(geo.B)[-1]
+    storage = ctx.empty((max(size, 1),), np.float32)
+    energy_rows = ctx.empty(geo.batch_shape + (geo.L + 1,), np.float32)
     try:
-        if g.B:
-            _plan(ctx, g.spatial, g.p, g.B).record_decompose(call.rec, X, buf, en)
+        if geo.B:
+            _plan(ctx, geo.spatial, geo.p, geo.B).record_decompose(call.rec, field, storage, energy_rows)
         call.result()
         if call.host:
-            bands = Bands(g, buf.numpy()[:off[-1]], en.numpy())
-            buf.close(), en.close()
+            bands = Bands(geo, storage.numpy()[:size], energy_rows.numpy())
+            storage.close(), energy_rows.close()
             return bands
     except BaseException:
         call.close()
-        buf.close(), en.close()
+        storage.close(), energy_rows.close()
         raise
-    return Bands(g, buf, en)
+    return Bands(geo, storage, energy_rows)
 
 
 def reconstruct(bands: Bands):
@@ -615,21 +729,21 @@ def leakage(x_or_bands, arity=3, dims=None):
     own = not isinstance(x_or_bands, Bands)
     bands = decompose(x_or_bands, arity, dims) if own else x_or_bands
     try:
-        details, c = bands.numpy()
+        details, coarse = bands.numpy()
     finally:
         if own:
             bands.close()
-    p, d, L = bands.arity, bands.dims, bands.levels
-    top = np.asarray(c, np.float64).reshape(bands.batch_shape + tuple(bands._geo.top_shape))
-    parts = [np.asarray(a, np.float64) for a in details] + [top]
-    G = np.zeros((L + 1, L + 1))
-    for k in range(L + 1):
+    p, dims, L = bands.arity, bands.dims, bands.levels
+    top = np.asarray(coarse, np.float64).reshape(bands.batch_shape + tuple(bands._geo.top_shape))
+    parts = [np.asarray(detail, np.float64) for detail in details] + [top]
+    gram = np.zeros((L + 1, L + 1))
+    for k in range(L + 1):           # bands k <= l: <U^k a, U^l b> = p**(k*dims) <a, U^(l-k) b>
         for l in range(k, L + 1):
-            up = R.expand(parts[l], p, l - k, d) if l > k else parts[l]
-            G[k, l] = G[l, k] = float(p) ** (k * d) * np.sum(parts[k] * up)
-    norm = np.sqrt(np.maximum(np.diag(G), 0.0))
-    nz = norm > 1e-6 * np.sqrt(norm @ norm)
-    out = np.zeros_like(G)
-    out[np.ix_(nz, nz)] = G[np.ix_(nz, nz)] / np.outer(norm[nz], norm[nz])
+            expanded = R.expand(parts[l], p, l - k, dims) if l > k else parts[l]
+            gram[k, l] = gram[l, k] = float(p) ** (k * dims) * np.sum(parts[k] * expanded)
+    norm = np.sqrt(np.maximum(np.diag(gram), 0.0))
+    nonzero = norm > 1e-6 * np.sqrt(norm @ norm)
+    out = np.zeros_like(gram)
+    out[np.ix_(nonzero, nonzero)] = gram[np.ix_(nonzero, nonzero)] / np.outer(norm[nonzero], norm[nonzero])
     np.fill_diagonal(out, 1.0)
     return out
