@@ -59,139 +59,213 @@ def _string(words, start):
     return raw.split(b"\0", 1)[0].decode()
 
 
-def reflect(spirv: bytes) -> Reflection:
+_TYPE_OPS = frozenset((_OpTypeBool, _OpTypeInt, _OpTypeFloat, _OpTypeVector, _OpTypeMatrix, _OpTypeImage,
+                       _OpTypeSampledImage, _OpTypeArray, _OpTypeRuntimeArray, _OpTypeStruct, _OpTypePointer))
+_SPEC_SCALAR_OPS = (_OpSpecConstant, _OpSpecConstantTrue, _OpSpecConstantFalse)
+
+
+@dataclass
+class _Module:
+    """What reflection reads from a module, by result id (SPIR-V spec 2.3: one pass over the words)."""
+    names: dict = field(default_factory=dict)               # id -> OpName
+    member_names: dict = field(default_factory=dict)        # (struct id, member) -> OpMemberName
+    decorations: dict = field(default_factory=dict)         # id -> {decoration: literal, or True}
+    member_decorations: dict = field(default_factory=dict)  # (struct id, member) -> {decoration: ...}
+    types: dict = field(default_factory=dict)               # id -> (opcode, operands after the result id)
+    constants: dict = field(default_factory=dict)           # id -> literal (spec constants: their default)
+    spec_constants: dict = field(default_factory=dict)      # id -> default (int, or bool for spec bools)
+    composites: dict = field(default_factory=dict)          # OpSpecConstantComposite id -> constituent ids
+    variables: list = field(default_factory=list)           # (pointer type id, variable id, storage class)
+    local_size: tuple = (1, 1, 1)                           # OpExecutionMode LocalSize
+    local_size_ids: tuple | None = None                     # OpExecutionModeId LocalSizeId
+
+
+def _instructions(spirv: bytes):
+    """``(opcode, operands)`` of every instruction after the 5-word header."""
     n = len(spirv) // 4
     words = struct.unpack(f"<{n}I", spirv[: n * 4])
     if words[0] != 0x07230203:
         raise ValueError("not a SPIR-V module (bad magic number)")
-    names, member_names = {}, {}
-    deco, member_deco = {}, {}
-    types, consts, variables = {}, {}, []
-    spec_consts, composites = {}, {}
-    local_size, local_size_ids = (1, 1, 1), None
     i = 5
     while i < n:
         op, count = words[i] & 0xFFFF, words[i] >> 16
-        a = words[i + 1: i + count]
-        if op == _OpName:
-            names[a[0]] = _string(a, 1)
-        elif op == _OpMemberName:
-            member_names[(a[0], a[1])] = _string(a, 2)
-        elif op == _OpDecorate:
-            deco.setdefault(a[0], {})[a[1]] = a[2] if len(a) > 2 else True
-        elif op == _OpMemberDecorate:
-            member_deco.setdefault((a[0], a[1]), {})[a[2]] = a[3] if len(a) > 3 else True
-        elif op == _OpExecutionMode and a[1] == _LocalSize:
-            local_size = tuple(a[2:5])
-        elif op == _OpExecutionModeId and a[1] == _LocalSizeId:
-            local_size_ids = tuple(a[2:5])
-        elif op in (_OpTypeBool, _OpTypeInt, _OpTypeFloat, _OpTypeVector, _OpTypeMatrix, _OpTypeImage,
-                    _OpTypeSampledImage, _OpTypeArray, _OpTypeRuntimeArray, _OpTypeStruct, _OpTypePointer):
-            types[a[0]] = (op, a[1:])
-        elif op == _OpConstant:
-            consts[a[1]] = a[2]
-        elif op in (_OpSpecConstant, _OpSpecConstantTrue, _OpSpecConstantFalse):
-            spec_consts[a[1]] = (a[0], op, a[2] if op == _OpSpecConstant else op == _OpSpecConstantTrue)
-            consts[a[1]] = a[2] if op == _OpSpecConstant else int(op == _OpSpecConstantTrue)
-        elif op == _OpSpecConstantComposite:
-            composites[a[1]] = a[2:]
-        elif op == _OpVariable:
-            variables.append((a[0], a[1], a[2]))
+        yield op, words[i + 1: i + count]
         i += count
 
-    def size_of(tid):
-        op, rest = types[tid]
-        if op in (_OpTypeInt, _OpTypeFloat):
-            return rest[0] // 8
-        if op == _OpTypeBool:
-            return 4
-        if op == _OpTypeVector:
-            return size_of(rest[0]) * rest[1]
-        if op == _OpTypeMatrix:
-            return size_of(rest[0]) * rest[1]
-        if op == _OpTypeArray:
-            return deco.get(tid, {}).get(_ArrayStride, size_of(rest[0])) * consts[rest[1]]
-        if op == _OpTypeStruct:
-            return max((member_deco.get((tid, k), {}).get(_Offset, 0) + size_of(m) for k, m in enumerate(rest)),
-                       default=0)
-        raise ValueError(f"push-constant member type opcode {op} is not supported")
 
-    def scalar_of(tid):
-        op, rest = types[tid]
-        if op == _OpTypeVector:
-            f, c = scalar_of(rest[0])
-            return f, c * rest[1]
-        if op == _OpTypeArray:
-            f, c = scalar_of(rest[0])
-            return f, c * consts[rest[1]]
-        if op == _OpTypeFloat:
-            return "f", 1
-        if op == _OpTypeInt:
-            return ("i" if rest[1] else "I"), 1
-        return "I", 1
+def _parse(spirv: bytes) -> _Module:
+    module = _Module()
+    for op, a in _instructions(spirv):
+        if op == _OpName:
+            module.names[a[0]] = _string(a, 1)
+        elif op == _OpMemberName:
+            module.member_names[(a[0], a[1])] = _string(a, 2)
+        elif op == _OpDecorate:
+            module.decorations.setdefault(a[0], {})[a[1]] = a[2] if len(a) > 2 else True
+        elif op == _OpMemberDecorate:
+            module.member_decorations.setdefault((a[0], a[1]), {})[a[2]] = a[3] if len(a) > 3 else True
+        elif op == _OpExecutionMode and a[1] == _LocalSize:
+            module.local_size = tuple(a[2:5])
+        elif op == _OpExecutionModeId and a[1] == _LocalSizeId:
+            module.local_size_ids = tuple(a[2:5])
+        elif op in _TYPE_OPS:
+            module.types[a[0]] = (op, a[1:])
+        elif op == _OpConstant:
+            module.constants[a[1]] = a[2]
+        elif op in _SPEC_SCALAR_OPS:
+            module.spec_constants[a[1]] = a[2] if op == _OpSpecConstant else op == _OpSpecConstantTrue
+            module.constants[a[1]] = a[2] if op == _OpSpecConstant else int(op == _OpSpecConstantTrue)
+        elif op == _OpSpecConstantComposite:
+            module.composites[a[1]] = a[2:]
+        elif op == _OpVariable:
+            module.variables.append((a[0], a[1], a[2]))
+    return module
 
+
+# ----------------------------------------------------------------------------- push constants
+
+def _byte_size(module: _Module, type_id) -> int:
+    """Bytes of a push-constant member type (arrays by their ArrayStride, structs by their last member)."""
+    op, rest = module.types[type_id]
+    if op in (_OpTypeInt, _OpTypeFloat):
+        return rest[0] // 8
+    if op == _OpTypeBool:
+        return 4
+    if op in (_OpTypeVector, _OpTypeMatrix):
+        return _byte_size(module, rest[0]) * rest[1]
+    if op == _OpTypeArray:
+        stride = module.decorations.get(type_id, {}).get(_ArrayStride, _byte_size(module, rest[0]))
+        return stride * module.constants[rest[1]]
+    if op == _OpTypeStruct:
+        return max((module.member_decorations.get((type_id, k), {}).get(_Offset, 0) + _byte_size(module, m)
+                    for k, m in enumerate(rest)), default=0)
+    raise ValueError(f"push-constant member type opcode {op} is not supported")
+
+
+def _scalar_format(module: _Module, type_id):
+    """``(struct format character, component count)`` of a push-constant member type."""
+    op, rest = module.types[type_id]
+    if op == _OpTypeVector:
+        fmt, count = _scalar_format(module, rest[0])
+        return fmt, count * rest[1]
+    if op == _OpTypeArray:
+        fmt, count = _scalar_format(module, rest[0])
+        return fmt, count * module.constants[rest[1]]
+    if op == _OpTypeFloat:
+        return "f", 1
+    if op == _OpTypeInt:
+        return ("i" if rest[1] else "I"), 1
+    return "I", 1
+
+
+def _push_members(module: _Module, block) -> list[PushMember]:
+    members = []
+    for k, member_type in enumerate(module.types[block][1]):
+        fmt, count = _scalar_format(module, member_type)
+        members.append(PushMember(module.member_names.get((block, k), f"m{k}"),
+                                  module.member_decorations[(block, k)][_Offset], fmt, count))
+    return members
+
+
+# ----------------------------------------------------------------------------- descriptor bindings
+
+def _descriptor_kind(module: _Module, base, storage, binding) -> str:
+    """storage_buffer / uniform_buffer / storage_image / sampled_image for a variable whose type,
+    arrays stripped, is ``base``."""
+    top = module.types[base][0]
+    if storage == _StorageBuffer or (storage == _Uniform and _BufferBlock in module.decorations.get(base, {})):
+        return "storage_buffer"
+    if storage == _Uniform:
+        return "uniform_buffer"
+    if top == _OpTypeImage:
+        return "storage_image" if module.types[base][1][5] == 2 else "sampled_image"   # Sampled operand: 2 = storage
+    if top == _OpTypeSampledImage:
+        return "sampled_image"
+    raise ValueError(f"binding {binding}: unsupported descriptor type")
+
+
+def _read_only_write_only(module: _Module, base, var_decorations, kind):
+    """GLSL ``readonly`` / ``writeonly``: on the variable, or on every member of its block."""
+    if kind in ("uniform_buffer", "sampled_image"):
+        return True, False
+    if module.types[base][0] == _OpTypeStruct:
+        members = range(len(module.types[base][1]))
+        member_decorations = [module.member_decorations.get((base, k), {}) for k in members]
+        return (_NonWritable in var_decorations or all(_NonWritable in d for d in member_decorations),
+                _NonReadable in var_decorations or all(_NonReadable in d for d in member_decorations))
+    return _NonWritable in var_decorations, _NonReadable in var_decorations
+
+
+def _binding(module: _Module, var_id, pointee, storage) -> Binding | None:
+    """The descriptor of a variable, or None for a variable without a binding."""
+    var_decorations = module.decorations.get(var_id, {})
+    if _Binding not in var_decorations:
+        return None
+    base = pointee
+    while module.types[base][0] in (_OpTypeArray, _OpTypeRuntimeArray):
+        base = module.types[base][1][0]
+    kind = _descriptor_kind(module, base, storage, var_decorations[_Binding])
+    read_only, write_only = _read_only_write_only(module, base, var_decorations, kind)
+    name = module.names.get(var_id) or module.names.get(base, "")
+    return Binding(var_decorations.get(_DescriptorSet, 0), var_decorations[_Binding], name, kind,
+                   readable=not write_only, writable=not read_only)
+
+
+def _merge_aliases(bindings) -> list[Binding]:
+    """Aliased declarations of one binding (e.g. vec4[] and float[] views) become one, in binding order."""
+    merged = {}
+    for b in bindings:
+        seen = merged.get((b.set, b.binding))
+        merged[(b.set, b.binding)] = b if seen is None else Binding(
+            b.set, b.binding, seen.name, seen.kind, seen.readable or b.readable, seen.writable or b.writable)
+    return sorted(merged.values(), key=lambda b: (b.set, b.binding))
+
+
+# ----------------------------------------------------------------------------- specialisation constants
+
+def _spec_constants(module: _Module):
+    """``(spec_ids, spec_defaults, names by SpecId)`` of the named specialisation constants."""
+    spec_ids, defaults, names_by_spec_id = {}, {}, {}
+    for const_id, default in module.spec_constants.items():
+        spec_id = module.decorations.get(const_id, {}).get(_SpecId)
+        if spec_id is not None and const_id in module.names:
+            name = module.names[const_id]
+            spec_ids[name], defaults[name], names_by_spec_id[spec_id] = spec_id, default, name
+    return spec_ids, defaults, names_by_spec_id
+
+
+def _local_size(module: _Module, names_by_spec_id) -> tuple:
+    """The workgroup size; a component set by a specialisation constant is given by its name."""
+    def component(const_id):
+        spec_id = module.decorations.get(const_id, {}).get(_SpecId)
+        if spec_id is not None:
+            return names_by_spec_id.get(spec_id, module.constants.get(const_id, 1))
+        return module.constants.get(const_id, 1)
+
+    workgroup = [c for cid, c in module.composites.items()
+                 if module.decorations.get(cid, {}).get(_BuiltIn) == _WorkgroupSize]
+    if workgroup:  # glslc's encoding of local_size_x_id: a spec-constant composite decorated WorkgroupSize
+        return tuple(component(c) for c in workgroup[0])
+    if module.local_size_ids:
+        return tuple(component(c) for c in module.local_size_ids)
+    return module.local_size
+
+
+def reflect(spirv: bytes) -> Reflection:
+    """Descriptor bindings, push-constant members, specialisation constants and local size of a module."""
+    module = _parse(spirv)
     refl = Reflection()
-    for type_id, var_id, storage in variables:
-        pointee = types[type_id][1][1]
+    bindings = []
+    for pointer_type, var_id, storage in module.variables:
+        pointee = module.types[pointer_type][1][1]
         if storage == _PushConstant:
-            members = types[pointee][1]
-            for k, m in enumerate(members):
-                fmt, cnt = scalar_of(m)
-                refl.push.append(PushMember(member_names.get((pointee, k), f"m{k}"),
-                                            member_deco[(pointee, k)][_Offset], fmt, cnt))
-            refl.push_size = size_of(pointee)
-            continue
-        d = deco.get(var_id, {})
-        if _Binding not in d:
-            continue
-        base = pointee
-        while types[base][0] in (_OpTypeArray, _OpTypeRuntimeArray):
-            base = types[base][1][0]
-        top = types[base][0]
-        if storage == _StorageBuffer or (storage == _Uniform and _BufferBlock in deco.get(base, {})):
-            kind = "storage_buffer"
-        elif storage == _Uniform:
-            kind = "uniform_buffer"
-        elif top == _OpTypeImage:
-            kind = "storage_image" if types[base][1][5] == 2 else "sampled_image"
-        elif top == _OpTypeSampledImage:
-            kind = "sampled_image"
+            refl.push += _push_members(module, pointee)
+            refl.push_size = _byte_size(module, pointee)
         else:
-            raise ValueError(f"binding {d[_Binding]}: unsupported descriptor type")
-        if top == _OpTypeStruct:
-            nm = len(types[base][1])
-            ro = _NonWritable in d or all(_NonWritable in member_deco.get((base, k), {}) for k in range(nm))
-            wo = _NonReadable in d or all(_NonReadable in member_deco.get((base, k), {}) for k in range(nm))
-        else:
-            ro, wo = _NonWritable in d, _NonReadable in d
-        if kind in ("uniform_buffer", "sampled_image"):
-            ro, wo = True, False
-        refl.bindings.append(Binding(d.get(_DescriptorSet, 0), d[_Binding], names.get(var_id) or names.get(base, ""), kind,
-                                     readable=not wo, writable=not ro))
-    merged = {}  # aliased declarations of one binding (e.g. vec4[] and float[] views) become one
-    for b in refl.bindings:
-        m = merged.get((b.set, b.binding))
-        merged[(b.set, b.binding)] = b if m is None else Binding(
-            b.set, b.binding, m.name, m.kind, m.readable or b.readable, m.writable or b.writable)
-    refl.bindings = sorted(merged.values(), key=lambda b: (b.set, b.binding))
-    named_by_specid = {}
-    for cid, (_, op, default) in spec_consts.items():
-        if _SpecId in deco.get(cid, {}) and cid in names:
-            refl.spec_ids[names[cid]] = deco[cid][_SpecId]
-            refl.spec_defaults[names[cid]] = default
-            named_by_specid[deco[cid][_SpecId]] = names[cid]
-
-    def size_component(cid):  # a literal, or the name of the spec constant that sets it
-        sid = deco.get(cid, {}).get(_SpecId)
-        if sid is not None:
-            return named_by_specid.get(sid, consts.get(cid, 1))
-        return consts.get(cid, 1)
-
-    wg = [c for cid, c in composites.items() if deco.get(cid, {}).get(_BuiltIn) == _WorkgroupSize]
-    if wg:  # glslc's encoding of local_size_x_id: a spec-constant composite decorated WorkgroupSize
-        refl.local_size = tuple(size_component(c) for c in wg[0])
-    elif local_size_ids:
-        refl.local_size = tuple(size_component(c) for c in local_size_ids)
-    else:
-        refl.local_size = local_size
+            binding = _binding(module, var_id, pointee, storage)
+            if binding is not None:
+                bindings.append(binding)
+    refl.bindings = _merge_aliases(bindings)
+    refl.spec_ids, refl.spec_defaults, names_by_spec_id = _spec_constants(module)
+    refl.local_size = _local_size(module, names_by_spec_id)
     return refl
