@@ -92,12 +92,36 @@ class GraphicsPipeline(Resource):
         ctx._require_open()
         self.ctx = ctx
         self.name = f"{shader_path(vert).name}+{shader_path(frag).name}"
-        stages = [("vertex", vert), ("fragment", frag)]
-        spirv = {st: compile_glsl(src, defines) for st, src in stages}
-        refl = {st: reflect(code) for st, code in spirv.items()}
-        # ---- bindings merged over stages
+        spirv = {"vertex": compile_glsl(vert, defines), "fragment": compile_glsl(frag, defines)}
+        refl = {stage: reflect(code) for stage, code in spirv.items()}
+        self.bindings, self.binding_stages = self._merged_bindings(refl)
+        self.push_members, self.push_size, self.push_stages = self._push_range(refl)
+        spec = self._checked_spec(refl, spec)
+        dev = ctx.device
+        self.set_layout = self.layout = self.pipeline = self._pool = None
+        self._modules = []
+        try:
+            self._create_layouts()
+            stage_infos, keep_stages = self._shader_stages(spirv, refl, spec)
+            fixed, keep_fixed = _fixed_function_state(vertex_stride, vertex_attributes, topology, blend)
+            info = vk.VkGraphicsPipelineCreateInfo(
+                stageCount=len(stage_infos), pStages=stage_infos, **fixed, layout=self.layout,
+                renderPass=getattr(render_pass, "handle", render_pass), subpass=0)
+            self.pipeline = vk.vkCreateGraphicsPipelines(dev, ctx.pipeline_cache, 1, [info], None)[0]
+            del keep_stages, keep_fixed   # the create-info arrays are only read during the call
+            self._pool = self._descriptor_pool(max_sets)
+        except BaseException:
+            _pipeline_release(dev, self._pool, self.pipeline, self._modules, self.layout, self.set_layout)()
+            raise
+        self._adopt(ctx, _pipeline_release(dev, self._pool, self.pipeline, list(self._modules), self.layout,
+                                           self.set_layout))
+        ctx.check()
+
+    # -------------------------------------------------------------- building
+    def _merged_bindings(self, refl):
+        """Set-0 bindings of both stages, in binding order, and the stage bits of each binding."""
         merged, stage_bits = {}, {}
-        for st, r in refl.items():
+        for stage, r in refl.items():
             for b in r.bindings:
                 if b.set != 0:
                     raise ValueError(f"{self.name}: only descriptor set 0 is supported")
@@ -105,110 +129,78 @@ class GraphicsPipeline(Resource):
                     raise ValueError(f"{self.name}: binding {b.binding} is {merged[b.binding].kind} in one "
                                      f"stage and {b.kind} in another")
                 merged.setdefault(b.binding, b)
-                stage_bits[b.binding] = stage_bits.get(b.binding, 0) | _STAGE_BITS[st]
-        self.bindings = [merged[k] for k in sorted(merged)]
-        self.binding_stages = stage_bits
-        # ---- push constants: one range over the stages that declare the block
-        self.push_members, self.push_size, self.push_stages = {}, 0, 0
-        for st, r in refl.items():
+                stage_bits[b.binding] = stage_bits.get(b.binding, 0) | _STAGE_BITS[stage]
+        return [merged[k] for k in sorted(merged)], stage_bits
+
+    def _push_range(self, refl):
+        """``(members by name, size, stage bits)``: one push-constant range over the stages that
+        declare the block; a member must be the same in both."""
+        members, size, stages = {}, 0, 0
+        for stage, r in refl.items():
             if r.push_size:
-                self.push_stages |= _STAGE_BITS[st]
-                self.push_size = max(self.push_size, r.push_size)
+                stages |= _STAGE_BITS[stage]
+                size = max(size, r.push_size)
                 for m in r.push:
-                    old = self.push_members.get(m.name)
+                    old = members.get(m.name)
                     if old is not None and old != m:
                         raise ValueError(f"{self.name}: push constant {m.name!r} differs between stages")
-                    self.push_members[m.name] = m
-        # ---- spec constants by name (both stages)
+                    members[m.name] = m
+        return members, size, stages
+
+    def _checked_spec(self, refl, spec):
+        """Specialisation constants by name: every name must be declared by one of the stages."""
         spec = dict(spec or {})
         known = {nm: sid for r in refl.values() for nm, sid in r.spec_ids.items()}
         unknown = set(spec) - set(known)
         if unknown:
             raise ValueError(f"{self.name}: unknown specialization constant(s) {sorted(unknown)}; "
                              f"the shaders declare {sorted(known) or 'none'}")
-        dev = ctx.device
-        self.set_layout = self.layout = self.pipeline = self._pool = None
-        self._modules = []
-        try:
-            lb = [vk.VkDescriptorSetLayoutBinding(binding=b.binding, descriptorType=_DESCRIPTOR_TYPES[b.kind],
-                                                  descriptorCount=1, stageFlags=stage_bits[b.binding])
-                  for b in self.bindings]
-            self.set_layout = vk.vkCreateDescriptorSetLayout(
-                dev, vk.VkDescriptorSetLayoutCreateInfo(bindingCount=len(lb), pBindings=lb), None)
-            set_layouts = [self.set_layout]
-            ranges = ([vk.VkPushConstantRange(stageFlags=self.push_stages, offset=0, size=self.push_size)]
-                      if self.push_size else [])
-            self.layout = vk.vkCreatePipelineLayout(dev, vk.VkPipelineLayoutCreateInfo(
-                setLayoutCount=1, pSetLayouts=set_layouts, pushConstantRangeCount=len(ranges),
-                pPushConstantRanges=ranges), None)
-            keep, stage_infos = [], []
-            for st, _src in stages:
-                code = spirv[st]
-                module = vk.vkCreateShaderModule(dev, vk.VkShaderModuleCreateInfo(codeSize=len(code), pCode=code),
-                                                 None)
-                self._modules.append(module)
-                entries, data = [], b""
-                for nm, sid in refl[st].spec_ids.items():
-                    entries.append(vk.VkSpecializationMapEntry(constantID=sid, offset=len(data), size=4))
-                    data += _spec_bytes(spec.get(nm, refl[st].spec_defaults[nm]))
-                blob = vk.ffi.new("char[]", data or b"\0")
-                sinfo = (vk.VkSpecializationInfo(mapEntryCount=len(entries), pMapEntries=entries,
-                                                 dataSize=len(data), pData=blob) if entries else None)
-                keep += [entries, blob, sinfo]
-                stage_infos.append(vk.VkPipelineShaderStageCreateInfo(
-                    stage=_STAGE_BITS[st], module=module, pName="main", pSpecializationInfo=sinfo))
-            vb = [vk.VkVertexInputBindingDescription(binding=0, stride=int(vertex_stride),
-                                                     inputRate=vk.VK_VERTEX_INPUT_RATE_VERTEX)] if vertex_stride else []
-            va = [vk.VkVertexInputAttributeDescription(location=loc, binding=0, format=fmt, offset=off)
-                  for loc, fmt, off in vertex_attributes]
-            vin = vk.VkPipelineVertexInputStateCreateInfo(
-                vertexBindingDescriptionCount=len(vb), pVertexBindingDescriptions=vb or None,
-                vertexAttributeDescriptionCount=len(va), pVertexAttributeDescriptions=va or None)
-            ia = vk.VkPipelineInputAssemblyStateCreateInfo(topology=topology)
-            vp = vk.VkPipelineViewportStateCreateInfo(viewportCount=1, scissorCount=1)
-            rs = vk.VkPipelineRasterizationStateCreateInfo(
-                polygonMode=vk.VK_POLYGON_MODE_FILL, cullMode=vk.VK_CULL_MODE_NONE,
-                frontFace=vk.VK_FRONT_FACE_COUNTER_CLOCKWISE, lineWidth=1.0)
-            ms = vk.VkPipelineMultisampleStateCreateInfo(rasterizationSamples=vk.VK_SAMPLE_COUNT_1_BIT)
-            rgba = (vk.VK_COLOR_COMPONENT_R_BIT | vk.VK_COLOR_COMPONENT_G_BIT | vk.VK_COLOR_COMPONENT_B_BIT
-                    | vk.VK_COLOR_COMPONENT_A_BIT)
-            if blend == "alpha":
-                att = vk.VkPipelineColorBlendAttachmentState(
-                    blendEnable=vk.VK_TRUE, srcColorBlendFactor=vk.VK_BLEND_FACTOR_SRC_ALPHA,
-                    dstColorBlendFactor=vk.VK_BLEND_FACTOR_ONE_MINUS_SRC_ALPHA, colorBlendOp=vk.VK_BLEND_OP_ADD,
-                    srcAlphaBlendFactor=vk.VK_BLEND_FACTOR_ONE,
-                    dstAlphaBlendFactor=vk.VK_BLEND_FACTOR_ONE_MINUS_SRC_ALPHA, alphaBlendOp=vk.VK_BLEND_OP_ADD,
-                    colorWriteMask=rgba)
-            elif blend is None:
-                att = vk.VkPipelineColorBlendAttachmentState(blendEnable=vk.VK_FALSE, colorWriteMask=rgba)
-            else:
-                raise ValueError(f"blend={blend!r}: allowed values are 'alpha' and None")
-            atts = [att]
-            cb = vk.VkPipelineColorBlendStateCreateInfo(attachmentCount=1, pAttachments=atts)
-            dyn_states = [vk.VK_DYNAMIC_STATE_VIEWPORT, vk.VK_DYNAMIC_STATE_SCISSOR]
-            dyn = vk.VkPipelineDynamicStateCreateInfo(dynamicStateCount=2, pDynamicStates=dyn_states)
-            rp = getattr(render_pass, "handle", render_pass)
-            info = vk.VkGraphicsPipelineCreateInfo(
-                stageCount=len(stage_infos), pStages=stage_infos, pVertexInputState=vin, pInputAssemblyState=ia,
-                pViewportState=vp, pRasterizationState=rs, pMultisampleState=ms, pColorBlendState=cb,
-                pDynamicState=dyn, layout=self.layout, renderPass=rp, subpass=0)
-            self.pipeline = vk.vkCreateGraphicsPipelines(dev, ctx.pipeline_cache, 1, [info], None)[0]
-            del keep
-            # A small descriptor pool of the pipeline's own (sets are few and long-lived in a viewer).
-            counts = {}
-            for b in self.bindings:
-                counts[_DESCRIPTOR_TYPES[b.kind]] = counts.get(_DESCRIPTOR_TYPES[b.kind], 0) + max_sets
-            sizes = [vk.VkDescriptorPoolSize(type=t, descriptorCount=c) for t, c in counts.items()]
-            if sizes:
-                self._pool = vk.vkCreateDescriptorPool(dev, vk.VkDescriptorPoolCreateInfo(
-                    flags=vk.VK_DESCRIPTOR_POOL_CREATE_FREE_DESCRIPTOR_SET_BIT, maxSets=max_sets,
-                    poolSizeCount=len(sizes), pPoolSizes=sizes), None)
-        except BaseException:
-            _pipeline_release(dev, self._pool, self.pipeline, self._modules, self.layout, self.set_layout)()
-            raise
-        self._adopt(ctx, _pipeline_release(dev, self._pool, self.pipeline, list(self._modules), self.layout,
-                                           self.set_layout))
-        ctx.check()
+        return spec
+
+    def _create_layouts(self):
+        dev = self.ctx.device
+        layout_bindings = [vk.VkDescriptorSetLayoutBinding(
+            binding=b.binding, descriptorType=_DESCRIPTOR_TYPES[b.kind], descriptorCount=1,
+            stageFlags=self.binding_stages[b.binding]) for b in self.bindings]
+        self.set_layout = vk.vkCreateDescriptorSetLayout(dev, vk.VkDescriptorSetLayoutCreateInfo(
+            bindingCount=len(layout_bindings), pBindings=layout_bindings), None)
+        set_layouts = [self.set_layout]
+        ranges = ([vk.VkPushConstantRange(stageFlags=self.push_stages, offset=0, size=self.push_size)]
+                  if self.push_size else [])
+        self.layout = vk.vkCreatePipelineLayout(dev, vk.VkPipelineLayoutCreateInfo(
+            setLayoutCount=1, pSetLayouts=set_layouts, pushConstantRangeCount=len(ranges),
+            pPushConstantRanges=ranges), None)
+
+    def _shader_stages(self, spirv, refl, spec):
+        """``(stage create infos, what they point to)``; the shader modules go to ``self._modules``."""
+        keep, stage_infos = [], []
+        for stage, code in spirv.items():
+            module = vk.vkCreateShaderModule(self.ctx.device, vk.VkShaderModuleCreateInfo(
+                codeSize=len(code), pCode=code), None)
+            self._modules.append(module)
+            entries, data = [], b""
+            for nm, sid in refl[stage].spec_ids.items():
+                entries.append(vk.VkSpecializationMapEntry(constantID=sid, offset=len(data), size=4))
+                data += _spec_bytes(spec.get(nm, refl[stage].spec_defaults[nm]))
+            blob = vk.ffi.new("char[]", data or b"\0")
+            sinfo = (vk.VkSpecializationInfo(mapEntryCount=len(entries), pMapEntries=entries,
+                                             dataSize=len(data), pData=blob) if entries else None)
+            keep += [entries, blob, sinfo]
+            stage_infos.append(vk.VkPipelineShaderStageCreateInfo(
+                stage=_STAGE_BITS[stage], module=module, pName="main", pSpecializationInfo=sinfo))
+        return stage_infos, keep
+
+    def _descriptor_pool(self, max_sets):
+        """A small descriptor pool of the pipeline's own (sets are few and long-lived in a viewer)."""
+        counts = {}
+        for b in self.bindings:
+            counts[_DESCRIPTOR_TYPES[b.kind]] = counts.get(_DESCRIPTOR_TYPES[b.kind], 0) + max_sets
+        sizes = [vk.VkDescriptorPoolSize(type=t, descriptorCount=c) for t, c in counts.items()]
+        if not sizes:
+            return None
+        return vk.vkCreateDescriptorPool(self.ctx.device, vk.VkDescriptorPoolCreateInfo(
+            flags=vk.VK_DESCRIPTOR_POOL_CREATE_FREE_DESCRIPTOR_SET_BIT, maxSets=max_sets,
+            poolSizeCount=len(sizes), pPoolSizes=sizes), None)
 
     # -------------------------------------------------------------- helpers
     def pack(self, values: dict | None) -> bytes:
@@ -279,6 +271,49 @@ class Sampler(Resource):
             borderColor=vk.VK_BORDER_COLOR_FLOAT_TRANSPARENT_BLACK), None)
         dev, handle = ctx.device, self.handle
         self._adopt(ctx, lambda: vk.vkDestroySampler(dev, handle, None))
+
+
+_RGBA = (vk.VK_COLOR_COMPONENT_R_BIT | vk.VK_COLOR_COMPONENT_G_BIT | vk.VK_COLOR_COMPONENT_B_BIT
+         | vk.VK_COLOR_COMPONENT_A_BIT)
+
+
+def _blend_attachment(blend):
+    """The blend of the colour attachment: "alpha" (SRC_ALPHA, ONE_MINUS_SRC_ALPHA; ImGui's) or None (opaque)."""
+    if blend == "alpha":
+        return vk.VkPipelineColorBlendAttachmentState(
+            blendEnable=vk.VK_TRUE, srcColorBlendFactor=vk.VK_BLEND_FACTOR_SRC_ALPHA,
+            dstColorBlendFactor=vk.VK_BLEND_FACTOR_ONE_MINUS_SRC_ALPHA, colorBlendOp=vk.VK_BLEND_OP_ADD,
+            srcAlphaBlendFactor=vk.VK_BLEND_FACTOR_ONE,
+            dstAlphaBlendFactor=vk.VK_BLEND_FACTOR_ONE_MINUS_SRC_ALPHA, alphaBlendOp=vk.VK_BLEND_OP_ADD,
+            colorWriteMask=_RGBA)
+    if blend is None:
+        return vk.VkPipelineColorBlendAttachmentState(blendEnable=vk.VK_FALSE, colorWriteMask=_RGBA)
+    raise ValueError(f"blend={blend!r}: allowed values are 'alpha' and None")
+
+
+def _fixed_function_state(vertex_stride, vertex_attributes, topology, blend):
+    """``(create-info fields, what they point to)``: vertex input (binding 0), topology, one dynamic
+    viewport and scissor, filled polygons without culling, one sample, the blend of one attachment."""
+    vertex_bindings = [vk.VkVertexInputBindingDescription(
+        binding=0, stride=int(vertex_stride), inputRate=vk.VK_VERTEX_INPUT_RATE_VERTEX)] if vertex_stride else []
+    attributes = [vk.VkVertexInputAttributeDescription(location=loc, binding=0, format=fmt, offset=off)
+                  for loc, fmt, off in vertex_attributes]
+    vertex_input = vk.VkPipelineVertexInputStateCreateInfo(
+        vertexBindingDescriptionCount=len(vertex_bindings), pVertexBindingDescriptions=vertex_bindings or None,
+        vertexAttributeDescriptionCount=len(attributes), pVertexAttributeDescriptions=attributes or None)
+    attachments = [_blend_attachment(blend)]
+    dynamic_states = [vk.VK_DYNAMIC_STATE_VIEWPORT, vk.VK_DYNAMIC_STATE_SCISSOR]
+    fields = dict(
+        pVertexInputState=vertex_input,
+        pInputAssemblyState=vk.VkPipelineInputAssemblyStateCreateInfo(topology=topology),
+        pViewportState=vk.VkPipelineViewportStateCreateInfo(viewportCount=1, scissorCount=1),
+        pRasterizationState=vk.VkPipelineRasterizationStateCreateInfo(
+            polygonMode=vk.VK_POLYGON_MODE_FILL, cullMode=vk.VK_CULL_MODE_NONE,
+            frontFace=vk.VK_FRONT_FACE_COUNTER_CLOCKWISE, lineWidth=1.0),
+        pMultisampleState=vk.VkPipelineMultisampleStateCreateInfo(rasterizationSamples=vk.VK_SAMPLE_COUNT_1_BIT),
+        pColorBlendState=vk.VkPipelineColorBlendStateCreateInfo(attachmentCount=1, pAttachments=attachments),
+        pDynamicState=vk.VkPipelineDynamicStateCreateInfo(dynamicStateCount=2, pDynamicStates=dynamic_states))
+    return fields, [vertex_bindings, attributes, attachments, dynamic_states]
 
 
 def _pipeline_release(dev, pool, pipeline, modules, layout, set_layout):
