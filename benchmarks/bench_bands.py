@@ -1,6 +1,6 @@
 """Benchmark: tree-Haar band decomposition (issue 3). One run prints one table.
 
-    .venv/bin/python -m vkbands.benchmarks.bench_bands      (or: python benchmarks/bench_bands.py)
+    .venv/bin/python benchmarks/bench_bands.py
     [--quick] [--out DIR]    (--quick: each timing runs >= 0.15 s / 3 times instead of 0.6 s / 7;
                               --out DIR: also write the output to DIR/bench_bands.md)
 
