@@ -13,7 +13,7 @@ def _x0(system, B=None, seed=0):
         return init.random(batch + (243,), seed=seed)
     if system == "heat":
         return init.random(batch + (27, 27), seed=seed)
-    return R.grayscott_init(batch + (27, 27), seed=seed)
+    return init.grayscott(batch + (27, 27), seed=seed)
 
 
 PARAMS = {"tree": dict(dims=1), "coupled": dict(dims=1, eps=0.05, phi="tanh"), "heat": dict(alpha=0.2),
