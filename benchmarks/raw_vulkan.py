@@ -452,7 +452,7 @@ class RawHeat:
     W % 4 == 0, push H, W, batch, alpha) on two ping-pong buffers ``a`` (the state) and ``b``."""
 
     def __init__(self, raw: Raw, H, W, alpha, batch=1):
-        from vkbands.systems import _GRID_LOCAL, _GRID_RY      # the engine's launch shape, kept in step
+        from vkbands.systems._grid import _GRID_LOCAL, _GRID_RY   # the engine's launch shape, kept in step
         self.raw, self.H, self.W, self.alpha, self.batch = raw, int(H), int(W), float(alpha), int(batch)
         defines = {"ALIGNED": 1} if W % 4 == 0 else None
         # constant_id 0 = LOCAL_X, 1 = RY (shaders/step_heat.comp); push: uint H, W, batch; float alpha

@@ -11,7 +11,7 @@ import pytest
 
 from vkbands import init
 from vkbands import reference as R
-from vkbands import systems as S
+from vkbands.systems import _fused as S
 from vkbands.rollout import Simulation, rollout
 from vkbands.systems import make_system
 

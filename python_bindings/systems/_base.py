@@ -1,0 +1,100 @@
+"""Shared by every system: observation buffers (:class:`ObsBuffers`) and the base of the stepping
+classes (:class:`SystemBase`)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._owner import Owner
+from ._spec import ParamSpec
+
+__all__ = ["ObsBuffers", "SystemBase", "ARITY", "check_buffers"]
+
+# The arity p (SPEC section 1): every system takes it (grid systems for their band energies).
+ARITY = ParamSpec("arity", 3, "int", lo=2, help="p, the branching factor of the bands (tree systems: of the tree)")
+
+
+# ----------------------------------------------------------------------------- observation buffers
+class ObsBuffers(Owner):
+    """Device buffers for ``rows`` observation rows of ``B`` fields.
+
+    Fused systems write one array ``(rows, B, L + 5)``: ``[E_0..E_{L-1}, E_c, mass, min, max,
+    nonfinite]``; grid systems write ``energies (rows, F, L + 1)`` and ``stats (rows, F, 4)``
+    ``[mass, min, max, nonfinite]`` for F observed fields (F = 2B for Gray-Scott: u and v), both from
+    ``BandPlan.record_observables`` (one read of the fields per observation; min / max over the finite
+    values, mass = N * coarse mean).
+    ``read(n)`` returns the first n rows as a dict of NumPy arrays: ``energies (n, B, L+1)``,
+    ``mass``, ``min``, ``max`` (n, B) float64 and ``nonfinite`` (n, B) bool.
+    """
+
+    def __init__(self, ctx, rows, B, L, fields=None, pick=None):
+        self.rows, self.B, self.L = int(rows), int(B), int(L)
+        self.pick = pick                     # for F = 2B: which of (u, v) to report
+        if fields is None:
+            self.fused = self._own(ctx.zeros((self.rows, B, L + 5)))
+            self.energies = self.stats = None
+        else:
+            self.fused = None
+            self.fields = fields
+            self.energies = self._own(ctx.zeros((self.rows, fields, L + 1)))
+            self.stats = self._own(ctx.zeros((self.rows, fields, 4)))
+
+    def read(self, n=None):
+        n = self.rows if n is None else int(n)
+        if self.fused is not None:
+            a = self.fused.numpy()[:n].astype(np.float64)
+            L = self.L
+            return dict(energies=a[..., :L + 1], mass=a[..., L + 1], min=a[..., L + 2], max=a[..., L + 3],
+                        nonfinite=a[..., L + 4] > 0)
+        E = self.energies.numpy()[:n].astype(np.float64)
+        S = self.stats.numpy()[:n].astype(np.float64)
+        flag = S[..., 3] > 0
+        if self.pick is not None:
+            k = self.fields // self.B
+            E = E.reshape(n, self.B, k, -1)[:, :, self.pick]
+            flag = flag.reshape(n, self.B, k).any(axis=2)
+            S = S.reshape(n, self.B, k, 4)[:, :, self.pick]
+        return dict(energies=E, mass=S[..., 0], min=S[..., 1], max=S[..., 2], nonfinite=flag)
+
+
+def check_buffers(every, snap_every, observe_first, snap_first, obs, snap):
+    """The buffers a ``record`` call needs for the observations and snapshots it was asked for."""
+    if (every or observe_first) and obs is None:
+        raise ValueError("observables requested but no obs buffers given")
+    if (snap_every or snap_first) and snap is None:
+        raise ValueError("snapshots requested but no snapshot buffer given")
+
+
+class SystemBase(Owner):
+    """What every stepping class shares: ``ctx``, ``batch``, ``spatial``, ``dims``, its registered
+    ``spec`` (set by :func:`vkbands.systems.register`), a small dummy buffer for unused bindings."""
+    spec = None          # the SystemSpec, set by register()
+    fused = False
+
+    def __init__(self, ctx, B, spatial, dims, **params):
+        self.ctx, self.batch, self.spatial, self.dims = ctx, int(B), tuple(spatial), int(dims)
+        self._dummy = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _check_params(self, params):
+        """``params`` of a ``set_params`` call checked against the spec (L known), converted."""
+        return self.spec.check_params(params, levels=self.levels)
+
+    def _dummy_array(self):
+        if self._dummy is None:
+            self._dummy = self._own(self.ctx.zeros((4,)))
+        return self._dummy
+
+    def invalidate(self):
+        """The state was written from outside (nothing cached for this system)."""
+
+    def close(self):
+        super().close()
+        self._dummy = None
+
+    def __repr__(self):
+        return f"<vkbands {self.name} system B={self.batch} spatial={self.spatial} p={self.arity} L={self.levels}>"
+
+

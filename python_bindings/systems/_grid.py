@@ -1,0 +1,112 @@
+"""The 2-D grid systems' base (:class:`GridSystem`): periodic stencil steps by ping-pong dispatches
+(``step_heat.comp``, ``step_grayscott.comp``, ...), observables through ``BandPlan``."""
+from __future__ import annotations
+
+from .. import reference as R
+from ._base import ARITY, ObsBuffers, SystemBase, check_buffers
+
+__all__ = ["GridSystem", "default_arity"]
+
+_GRID_RY = 8          # rows per invocation of the stencil kernels
+_GRID_LOCAL = 64
+
+
+def _power_of(n, p):
+    while n % p == 0 and n > 1:
+        n //= p
+    return n == 1
+
+
+def default_arity(spatial):
+    """3 when every spatial size is a power of 3, else 2 (the arity used for 2-D band energies)."""
+    return 3 if all(_power_of(n, 3) for n in spatial) else 2
+
+
+# ----------------------------------------------------------------------------- grid systems
+class GridSystem(SystemBase):
+    """A 2-D stencil system stepped by ping-pong dispatches of ``shader`` (fields ``(B[, k], H, W)``,
+    ``k`` = the spec's fields per member), observed by ``BandPlan.record_observables``.
+
+    A subclass sets ``shader`` (a file in ``shaders/`` or a path; spec constants ``LOCAL_X``, ``RY``:
+    one invocation updates 4 cells x RY rows of one member, see ``grid_common.glsl``) and ``_push()``
+    (the push constants from ``self.params``); ``set_params`` checks parameters against the spec and
+    ``_resolve`` fills in the defaults (override it for presets)."""
+    shader = "?"
+
+    def __init__(self, ctx, B, spatial, dims, arity=None, **params):
+        super().__init__(ctx, B, spatial, dims)
+        H, W = self.spatial
+        self.arity = default_arity(self.spatial) if arity is None else ARITY.convert(arity)
+        self.levels = R.levels(self.spatial, self.arity, 2)
+        k = self.fields_per_member = self.spec.fields_per_member
+        self.pick = self.spec.observed_index if k > 1 else None     # ObsBuffers: which field to report
+        self.state_shape = (self.batch,) + ((k,) if k > 1 else ()) + self.spatial
+        self.fields = self.batch * k
+        self.params, self._raw = {}, {}
+        self.set_params(**params)        # checked before anything is allocated
+        defines = {"ALIGNED": 1} if W % 4 == 0 else None
+        self.kernel = ctx.kernel(self.shader, defines=defines, spec={"LOCAL_X": _GRID_LOCAL, "RY": _GRID_RY})
+        inv = (-(-W // 4)) * (-(-H // _GRID_RY)) * self.batch
+        self._groups = self.kernel.grid(-(-inv // _GRID_LOCAL))
+        self._other = ctx.zeros(self.state_shape)
+        self._own(self._other)
+        # observables: band energies, mass, min, max, NaN/Inf flag in one read of the fields
+        # (BandPlan.record_observables)
+        self._plan = None
+
+    def set_params(self, **params):
+        """Takes effect at the next ``record``; checked against the spec (TypeError for unknown names,
+        ValueError for values)."""
+        given = self._check_params(params)
+        merged = self.spec.merge(self._raw, given)
+        self.params, self._raw = dict(arity=self.arity, **self._resolve(merged, given)), merged
+
+    def _resolve(self, merged, given):
+        """The resolved parameters (every one of the spec's; defaults where not set)."""
+        return {p.name: (merged[p.name] if merged.get(p.name) is not None else p.default) for p in self.spec.params}
+
+    def _push(self):
+        raise NotImplementedError
+
+    def _bandplan(self):
+        if self._plan is None:
+            from ..bands import BandPlan
+            self._plan = BandPlan(self.ctx, self.spatial, self.arity, batch=self.fields)
+        return self._plan
+
+    def new_obs(self, rows):
+        return ObsBuffers(self.ctx, rows, self.batch, self.levels, fields=self.fields, pick=self.pick)
+
+    def _observe(self, rec, x, obs, row):
+        flat = x.reshape(self.fields, *self.spatial)
+        self._bandplan().record_observables(rec, flat, obs.energies, obs.stats, row=row)
+
+    def record(self, rec, state, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
+               snap=None):
+        check_buffers(every, snap_every, observe_first, snap_first, obs, snap)
+        orow = srow = 0
+        if observe_first:
+            self._observe(rec, state, obs, orow)
+            orow += 1
+        if snap_first:
+            rec.copy(state, snap, nbytes=state.nbytes, dst_offset=srow * state.nbytes)
+            srow += 1
+        push = self._push()
+        cur, nxt = state, self._other
+        for k in range(1, int(n) + 1):
+            rec.dispatch(self.kernel, self._groups, cur, nxt, push=push)
+            cur, nxt = nxt, cur
+            if every and k % every == 0:
+                self._observe(rec, cur, obs, orow)
+                orow += 1
+            if snap_every and k % snap_every == 0:
+                rec.copy(cur, snap, nbytes=state.nbytes, dst_offset=srow * state.nbytes)
+                srow += 1
+        if cur is not state:
+            rec.copy(cur, state)
+
+    def close(self):
+        if self._plan is not None:
+            self._plan.close()
+            self._plan = None
+        super().close()

@@ -1,0 +1,76 @@
+"""Tree (ultrametric / p-adic) diffusion, SPEC 3.1: each detail band times its own factor per step.
+
+Parameters: explicit per-band ``rates`` or the p-adic heat profile ``lambda_l = exp(-tau p**(-alpha l))``
+(``tau`` 1.0, ``alpha`` 1.0). Fields 1-D ``(N,)`` / ``(B, N)`` (pass ``dims=1`` for a batch) or square
+2-D ``(p**L, p**L)``. Runs fused (``step_tree.comp``, see :mod:`vkbands.systems._fused`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import reference as R
+from ._fused import FusedTreeSystem
+from ._registry import register
+from ._spec import ParamSpec, PictureSpec, SystemSpec
+
+__all__ = ["TreeSystem", "SPEC", "RATES", "TAU", "ALPHA"]
+
+# Shared with the coupled system (same meaning, same ranges).
+RATES = ParamSpec("rates", None, "floats", per_level=True, excludes=("tau", "alpha"),
+                  help="explicit per-band factors lambda_0..lambda_{L-1} (one value: every band); replaces the "
+                       "tau/alpha profile")
+TAU = ParamSpec("tau", 1.0, "float", lo=0.0, lo_open=True, live=True, slider=(0.001, 10.0), excludes=("rates",),
+                help="time scale of the p-adic heat profile lambda_l = exp(-tau p**(-alpha l))")
+ALPHA = ParamSpec("alpha", 1.0, "float", live=True, slider=(0.0, 4.0), excludes=("rates",),
+                  help="exponent of the profile (larger: coarse bands persist longer)")
+
+
+class TreeSystem(FusedTreeSystem):
+    """Tree diffusion (SPEC 3.1), fused multi-step kernel ``step_tree.comp``."""
+    shader = "step_tree.comp"
+
+    def _rates(self, params):
+        L = self.levels
+        if params.get("rates") is not None:
+            rates = np.asarray(params["rates"], dtype=np.float64).reshape(-1)
+            if rates.size == 1:
+                rates = np.repeat(rates, L)
+            rates = R._check_rates(rates, L)
+            if not np.all(np.isfinite(rates)):
+                raise ValueError(f"rates must be finite, got {rates}")
+            return rates
+        tau = params.get("tau") if params.get("tau") is not None else TAU.default
+        alpha = params.get("alpha") if params.get("alpha") is not None else ALPHA.default
+        return R.tree_rates(self.arity, L, tau=float(tau), alpha=float(alpha))
+
+    def set_params(self, **params):
+        """Takes effect at the next ``record``. Rates given replace the tau/alpha profile and vice versa;
+        checked against the spec (TypeError for unknown names, ValueError for values)."""
+        given = self._check_params(params)
+        merged = self.spec.merge(self._raw, given)
+        self.rates = self._rates(merged)
+        self.params = self._resolve(merged)
+        self._raw = merged
+        self._upload_params()
+
+    def _resolve(self, merged):
+        out = dict(arity=self.arity, rates=[float(r) for r in self.rates])
+        if merged.get("rates") is None:
+            out.update(tau=float(merged.get("tau") if merged.get("tau") is not None else TAU.default),
+                       alpha=float(merged.get("alpha") if merged.get("alpha") is not None else ALPHA.default))
+        return out
+
+    def _param_values(self):
+        return self.rates.astype(np.float32)
+
+
+def closed_form(r):
+    """SPEC 3.1: ``E_l(t) = rates[l]**(2t) E_l(0)``, ``E_c`` constant; (T, B, L+1) of a Rollout ``r``."""
+    lam = np.append(np.asarray(r.params["rates"], dtype=np.float64), 1.0)
+    return r.energies[:1] * lam[None, None, :] ** (2.0 * r.steps[:, None, None])
+
+
+SPEC = register(SystemSpec(
+    name="tree", title="tree (p-adic) diffusion: every detail band decays by its own factor per step",
+    cls=TreeSystem, params=(RATES, TAU, ALPHA), dims=(1, 2), square=True, default_depth={1: 6, 2: 5},
+    picture=PictureSpec(cmap="log"), closed_form=closed_form, reference="SPEC 3.1"))
