@@ -7,9 +7,11 @@ NumPy in, NumPy out; device arrays in, device arrays out (no readback). See READ
              ``LimitError`` (a ValueError: work over a device limit that cannot be split),
              ``VulkanError``, ``ValidationError``, ``ShaderCompileError``
 - bands:     ``decompose`` -> ``Bands``, ``reconstruct``, ``energies``, ``leakage``, ``BandPlan``
-- rollouts:  ``rollout`` -> ``Rollout``, ``Simulation``, ``NonFiniteError``
+- rollouts:  ``rollout`` -> ``Rollout``, ``Simulation``, ``NonFiniteError``; ``Setup`` (one validated
+             set-up: system, field, initial state, parameters)
 - pictures:  ``render_image``, ``save_png``, ``ImageWriter``
-- modules:   ``vkbands.init`` (initial states), ``vkbands.reference`` (pure-NumPy reference of the spec)
+- modules:   ``vkbands.init`` (initial states), ``vkbands.reference`` (pure-NumPy reference of the spec),
+             ``vkbands.systems`` (one module per system and their registry)
 """
 from vkbands.engine import (Context, DeviceArray, DeviceLostError, LimitError, OutOfDeviceMemoryError, Recorder,
                             ShaderCompileError, ValidationError, VkbandsError, VulkanError, default_context)
@@ -19,6 +21,7 @@ from .api import add, asarray
 from .bands import BandPlan, Bands, decompose, energies, leakage, reconstruct
 from .image import ImageWriter, render_image, save_png
 from .rollout import NonFiniteError, Rollout, Simulation, rollout
+from .setup import Setup
 
 __version__ = "0.1.0"
 
@@ -26,4 +29,4 @@ __all__ = ["Context", "DeviceArray", "Recorder", "ShaderCompileError", "Validati
            "VkbandsError", "VulkanError", "OutOfDeviceMemoryError", "DeviceLostError", "LimitError",
            "add", "asarray", "BandPlan", "Bands", "decompose", "energies", "leakage", "reconstruct",
            "ImageWriter", "render_image", "save_png", "NonFiniteError", "Rollout", "Simulation", "rollout",
-           "init", "reference"]
+           "Setup", "init", "reference"]

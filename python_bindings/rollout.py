@@ -3,6 +3,7 @@
 One call::
 
     r = vkbands.rollout("tree", x0, 200, every=1, snapshot_every=50, tau=1.0)
+    r = vkbands.rollout(vkbands.Setup("tree", depth=6, batch=256, tau=1.0), steps=200)   # or from a Setup
     r.energies        # (T, B, L+1) band energies [E_0..E_{L-1}, E_c] at steps r.steps
     r.mass, r.min, r.max, r.nonfinite          # (T, B)
     r.snapshots       # (S,) + x0.shape at steps r.snapshot_steps
@@ -12,7 +13,10 @@ One call::
 ``x0``: ``(N,)`` / ``(B, N)`` (pass ``dims=1``) / ``(H, W)`` / ``(B, H, W)``; Gray-Scott stacks u then v:
 ``(2, H, W)`` / ``(B, 2, H, W)``. Observations are taken at steps ``0, every, 2*every, ... <= steps``
 (``every=None``: none), snapshots at ``0, snapshot_every, ...``. The B axis of the observables is
-always there (B = 1 for an unbatched x0). System parameters: see :mod:`vkbands.systems`.
+always there (B = 1 for an unbatched x0). System parameters: see :mod:`vkbands.systems` and
+docs/SYSTEMS.md; they are checked against the system's spec before anything runs (a ValueError naming
+the parameter, the value and what is allowed). With a :class:`vkbands.Setup` instead of a system name,
+x0 (default ``setup.x0()``), dims and the parameters come from the set-up.
 
 How it runs: the steps are recorded once into a command buffer per chunk (tree/coupled: ONE dispatch
 runs the whole chunk in shared memory; heat/Gray-Scott: ping-pong step dispatches plus observation
@@ -23,7 +27,7 @@ rollouts that last more than a second.
 
 Incremental use (the viewer): :class:`Simulation` is the stepping object behind ``rollout``::
 
-    sim = Simulation(ctx, "grayscott", x0, preset="spots")
+    sim = Simulation(ctx, "grayscott", x0, preset="spots")    # or Simulation(ctx, setup)
     sim.state                  # DeviceArray (B, ...) of the current state (stays the same buffer)
     sim.advance(10)            # record + submit 10 steps, sim.step += 10
     sim.record_steps(rec, 10)  # or record 10 steps into your own Recorder (does not touch sim.step;
@@ -51,13 +55,18 @@ from vkbands.engine.errors import LimitError, _human
 
 from . import reference as R
 from ._owner import Owner
-from .systems import SYSTEMS, make_system, resolve_shape
+from . import systems
+from .setup import Setup
+from .systems import ParamSpec, make_system
 
 __all__ = ["rollout", "Rollout", "Simulation", "NonFiniteError"]
 
 _CHUNK_BYTES = 64 << 20          # device buffers for one chunk's observables + snapshots
 _FUSED_CHUNK_STEPS = 2000        # steps per replayed dispatch for tree/coupled
-_GRID_CHUNK_STEPS = 100          # steps recorded per replayed command buffer for heat/Gray-Scott
+_GRID_CHUNK_STEPS = 100          # steps recorded per replayed command buffer for the grid systems
+_STEPS = ParamSpec("steps", 0, "int", lo=0)
+_EVERY = ParamSpec("every", 1, "int", lo=1)
+_SNAPSHOT_EVERY = ParamSpec("snapshot_every", None, "int", lo=1)
 
 
 class NonFiniteError(FloatingPointError):
@@ -90,14 +99,17 @@ class Simulation(Owner):
     ``levels``, ``dims``, ``batch``, ``params``.
     """
 
-    def __init__(self, ctx, system, x0, dims=None, **params):
+    def __init__(self, ctx, system, x0=None, dims=None, **params):
         self.ctx = ctx or default_context()
-        if system not in SYSTEMS:
-            raise ValueError(f"system={system!r}: choose one of {', '.join(SYSTEMS)}")
+        if isinstance(system, Setup):
+            system, x0, dims, params = _from_setup(system, x0, dims, params)
+        elif x0 is None:
+            raise TypeError("Simulation needs x0 (or a vkbands.Setup instead of a system name)")
+        spec = systems.get(system)
         x0 = as_host_array(x0, np.float32, "x0")
-        self.name, self.shape = system, x0.shape
-        _check_state_fits(self.ctx, system, x0, resolve_shape(system, x0.shape, dims)[1])
-        self.system = self._own(make_system(self.ctx, system, x0.shape, dims=dims, **params))
+        self.name, self.shape = spec.name, x0.shape
+        _check_state_fits(self.ctx, spec.name, x0, spec.resolve_shape(x0.shape, dims)[1])
+        self.system = self._own(make_system(self.ctx, spec, x0.shape, dims=dims, **params))
         self.batched = x0.ndim == len(self.system.state_shape)
         self._x0 = x0.copy()
         self.state = self._own(self.ctx.array(x0.reshape(self.system.state_shape)))
@@ -196,19 +208,23 @@ class Rollout:
         """Slope of ``log E_l(t)`` vs t per member and band, (B, L+1) (tree: 2 log lambda_l)."""
         return R.contraction_rates(self.energies, self.steps)
 
+    @property
+    def spec(self):
+        """The system's :class:`vkbands.systems.SystemSpec`."""
+        return systems.get(self.system)
+
     def leakage(self, state=None):
-        """Normalised Gram matrix of the bands of ``state`` (default: ``final``), (L+1, L+1)."""
+        """Normalised Gram matrix of the bands of ``state`` (default: ``final``; its observed field),
+        (L+1, L+1)."""
         x = self.final if state is None else state
-        if self.system == "grayscott":
-            x = np.asarray(x)[..., 1, :, :]
+        x = self.spec.observed_field(x, self.dims)
         return R.leakage(x, self.arity, dims=self.dims)
 
     def closed_form(self):
-        """Tree diffusion: ``E_l(0) * rates[l]**(2 t)`` (and E_c constant), (T, B, L+1); else None."""
-        if self.system != "tree":
-            return None
-        lam = np.append(np.asarray(self.params["rates"], dtype=np.float64), 1.0)
-        return self.energies[:1] * lam[None, None, :] ** (2.0 * self.steps[:, None, None])
+        """The system's closed form of the energies, (T, B, L+1) (tree diffusion: ``E_l(0) *
+        rates[l]**(2 t)``, E_c constant), or None where it has none."""
+        f = self.spec.closed_form
+        return None if f is None else f(self)
 
     def summary(self, tau=1e-3) -> dict:
         """JSON-friendly derived quantities (per member lists)."""
@@ -228,21 +244,34 @@ def _observation_steps(steps, every):
     return np.arange(0, steps + 1, every, dtype=np.int64) if every else np.zeros(0, np.int64)
 
 
-def rollout(system, x0, steps, every=1, snapshot_every=None, *, dims=None, ctx=None, progress=None,
+def _from_setup(setup, x0, dims, params):
+    """(system, x0, dims, params) of a Setup (x0 given: used instead of ``setup.x0()``)."""
+    if params or dims is not None:
+        raise TypeError(f"with a Setup, dims and parameters come from it; got {sorted(params) or ['dims']}: use "
+                        "setup.replace(...)")
+    return setup.system, (setup.x0() if x0 is None else x0), setup.dims, dict(setup.params)
+
+
+def rollout(system, x0=None, steps=None, every=1, snapshot_every=None, *, dims=None, ctx=None, progress=None,
             chunk=None, **params) -> Rollout:
-    """Evolve ``x0`` for ``steps`` steps of ``system`` ("tree", "coupled", "heat", "grayscott") on the
-    device; see the module docstring. ``every=None``: no observables; ``snapshot_every=None``: no
-    snapshots. ``progress``: True/False (default: a bar when the run lasts more than 1 s).
+    """Evolve ``x0`` for ``steps`` steps of ``system`` (a registered name, ``vkbands.systems.names()``,
+    or a :class:`vkbands.Setup`: then ``rollout(setup, steps=...)``, x0 defaulting to ``setup.x0()``)
+    on the device; see the module docstring. ``every=None``: no observables; ``snapshot_every=None``:
+    no snapshots. ``progress``: True/False (default: a bar when the run lasts more than 1 s).
     ``chunk``: steps per replayed recording (default: chosen from memory and system).
-    Raises :class:`NonFiniteError` when a NaN/Inf appears."""
-    steps = int(steps)
-    if steps < 0:
-        raise ValueError(f"steps={steps}: must be >= 0")
-    for name, v in (("every", every), ("snapshot_every", snapshot_every)):
-        if v is not None and (int(v) != v or int(v) < 1):
-            raise ValueError(f"{name}={v!r}: must be a positive integer or None")
-    every = int(every) if every else 0
-    snap_every = int(snapshot_every) if snapshot_every else 0
+    Raises :class:`NonFiniteError` when a NaN/Inf appears; a ValueError for an argument or parameter
+    that is not allowed (naming it, the value and what is allowed), before anything runs."""
+    if isinstance(system, Setup):
+        if steps is None and x0 is not None and np.ndim(x0) == 0:
+            x0, steps = None, x0             # rollout(setup, 200)
+        system, x0, dims, params = _from_setup(system, x0, dims, params)
+    elif x0 is None:
+        raise TypeError("rollout() needs x0 (or a vkbands.Setup instead of a system name)")
+    if steps is None:
+        raise TypeError("rollout() needs steps")
+    steps = _STEPS.convert(steps)
+    every = _EVERY.convert(every) or 0
+    snap_every = _SNAPSHOT_EVERY.convert(snapshot_every) or 0
     t_setup = time.perf_counter()
     sim = Simulation(ctx, system, x0, dims=dims, **params)
     try:
@@ -260,7 +289,7 @@ def _chunk_steps(sim, steps, every, snap_every, chunk):
     else:
         per_step = 0.0
         if every:
-            per_step += 4 * sys.batch * (sys.levels + 5) * (2 if sys.name == "grayscott" else 1) / every
+            per_step += 4 * sys.batch * (sys.levels + 5) * sys.spec.fields_per_member / every
         if snap_every:
             per_step += 4 * int(np.prod(sys.state_shape)) / snap_every
         cap = _FUSED_CHUNK_STEPS if sys.fused else _GRID_CHUNK_STEPS
