@@ -15,7 +15,7 @@ from vkbands import reference as R
 from vkbands.bands import BandPlan
 from vkbands.image import render_image
 from vkbands.viewer.preview import place
-from vkbands.viewer.source import initial_state, switch_system
+from vkbands.setup import Setup
 
 needs_display = pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
                                    reason="needs a display (run under xvfb-run, as `make test` does)")
@@ -395,7 +395,7 @@ def test_close_frees_everything(tmp_path):
     assert v.restart("heat", depth=3, init="smooth", seed=2)
     v.run(frames=v.frame_count + 3)
     assert v.source.system_name == "heat" and v.source.spatial == (27, 27) and v.source.step == 3
-    x0, _, _ = initial_state("heat", depth=3, init="smooth", seed=2)
+    x0 = Setup("heat", depth=3, init="smooth", seed=2).x0()
     assert v.source.sim.shape == x0.shape
     old = v.source
     assert not v.restart("heat", size=10)                   # not a power of p
@@ -407,9 +407,9 @@ def test_close_frees_everything(tmp_path):
         v.source.expand_ui = True
         v.run(frames=v.frame_count + 3)
     # the panel's restart section: switching the system drops the old system's parameters
-    ed = switch_system(dict(system="grayscott", F=0.03, preset="spots", depth=3, seed=4), "coupled")
-    assert ed == dict(system="coupled", depth=3, seed=4)
-    assert v.restart(**ed) and v.source.system_name == "coupled"
+    ed = Setup("grayscott", F=0.03, preset="spots", depth=3, seed=4).with_system("coupled")
+    assert ed == Setup("coupled", depth=3, seed=4) and ed.options == dict(depth=3, seed=4)
+    assert v.restart(ed) and v.source.system_name == "coupled"
     v.run(frames=v.frame_count + 2)
     v.close()
     v.close()                                               # idempotent

@@ -6,6 +6,7 @@ command line. Only this package imports ``glfw`` and ``imgui``; modules are impo
 
 - :class:`vkbands.viewer.app.Viewer` — the frame loop (keys, controls, screenshots, recording).
 - :class:`vkbands.viewer.source.SheetSource` — Simulation + BandPlan + ImageWriter -> storage image.
+- :mod:`vkbands.viewer.panel` — the panel's system widgets, generated from the system specs.
 - :mod:`vkbands.viewer.imgui_vk` — the ImGui renderer; :mod:`vkbands.viewer.preview` — the quad;
   :mod:`vkbands.viewer.swapchain`, :mod:`vkbands.viewer.window`.
 """
@@ -14,12 +15,13 @@ from __future__ import annotations
 __all__ = ["run", "open_viewer"]
 
 
-def open_viewer(system="grayscott", *, width=1280, height=800, vsync=True, steps_per_frame=1, paused=False,
+def open_viewer(system=None, *, width=1280, height=800, vsync=True, steps_per_frame=1, paused=False,
                 show_ui=True, out_dir=".", record_fps=15.0, watch=None, x0=None, profile=False,
                 **source_kwargs):
     """Create (and return) a :class:`~vkbands.viewer.app.Viewer` on a :class:`SheetSource` of
-    ``system``; ``source_kwargs`` go to SheetSource (size, arity, batch, member, dims, init, seed,
-    cmap, range, vmin, vmax, fade, and system parameters). The caller closes it."""
+    ``system`` (a :class:`vkbands.Setup`, or a system name, default ``systems.DEFAULT_VIEW``);
+    ``source_kwargs`` go to SheetSource (member, dims, cmap, range, vmin, vmax, fade and, with a name,
+    the Setup keywords: size, arity, batch, init, seed, system parameters...). The caller closes it."""
     from .app import Viewer
     from .source import SheetSource
 
@@ -31,7 +33,7 @@ def open_viewer(system="grayscott", *, width=1280, height=800, vsync=True, steps
                   profile=profile)
 
 
-def run(system="grayscott", *, frames=None, screenshot=None, load=None, record=False, **kwargs) -> int:
+def run(system=None, *, frames=None, screenshot=None, load=None, record=False, **kwargs) -> int:
     """Open the viewer and loop until the window closes (or ``frames`` frames were shown; then
     ``screenshot`` saves the last one). ``load``: a .npy field to start from (a bad file is reported
     and the viewer keeps running). Other arguments as :func:`open_viewer`. Returns an exit code."""

@@ -292,9 +292,9 @@ class Viewer:
         self.info("reset to the initial state")
 
     def restart(self, system, **setup):
-        """Replace the source by a new SheetSource of ``system`` with the rollout set-up options
-        ``setup`` (display settings kept). On a bad combination the error is shown and the old
-        source keeps running. Returns True on success."""
+        """Replace the source by a new SheetSource of ``system`` (a :class:`vkbands.Setup`, or a system
+        name with the Setup keywords ``setup``; display settings kept). On a bad combination the error
+        is shown and the old source keeps running. Returns True on success."""
         from .source import SheetSource
         old = self.source
         try:
@@ -311,7 +311,8 @@ class Viewer:
         if getattr(new, "band_time", None) is not None:
             self.gui.add_texture(BAND_TIME_TEXTURE_ID, new.band_time.view, self.preview.sampler.handle)
         self._energy_hist.clear()
-        self.info(f"restarted: {system} {' x '.join(map(str, new.spatial))}, p={new.arity}, batch={new.batch}")
+        self.info(f"restarted: {new.system_name} {' x '.join(map(str, new.spatial))}, p={new.arity}, "
+                  f"batch={new.batch}")
         return True
 
     def info(self, text):

@@ -5,24 +5,29 @@
     vkbands view --frames 60 --screenshot out.png  # render 60 frames, save the last one, exit
 
 Without a display it prints one line saying so (and suggests ``vkbands rollout``) and exits with 2.
+The set-up options are those of ``vkbands rollout`` (generated from the system specs) and are parsed
+into one :class:`vkbands.Setup`; one that is not allowed exits with 2 and one error line.
 """
 from __future__ import annotations
 
 import sys
 
-from vkbands.rollout_cli import SETUP_ARGS, add_setup_arguments
+from vkbands import systems
+from vkbands.setup import HelpFormatter, Setup, add_arguments
+
 
 def add_parser(sub):
     p = sub.add_parser("view", help="live viewer: a rollout's band sheets in a window (GLFW + Vulkan + ImGui)",
-                       description=__doc__.splitlines()[0])
+                       description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     # The set-up options are those of `vkbands rollout` (same names, meaning and defaults), except
-    # the system: the viewer opens on a 2-D Gray-Scott field.
-    add_setup_arguments(p, system="grayscott", params_note="defaults: SPEC; live ones can be changed in the panel")
+    # the default system (systems.DEFAULT_VIEW).
+    add_arguments(p, system=systems.DEFAULT_VIEW, params_note="defaults: SPEC; live ones can be changed in the panel")
     p.add_argument_group("drawn field").add_argument("--member", type=int, default=0, help="batch member drawn")
     d = p.add_argument_group("picture")
-    d.add_argument("--cmap", default="diverging", choices=["grey", "diverging", "ternary", "log"])
-    d.add_argument("--range", default="fixed", choices=["fixed", "symmetric", "per_band"],
-                   help="fixed: vmin/vmax (default +-max|x0|), no per-frame rescale")
+    d.add_argument("--cmap", default=None, choices=["grey", "diverging", "ternary", "log"],
+                   help="colour map (default: the system's, docs/SYSTEMS.md)")
+    d.add_argument("--range", default=None, choices=["fixed", "symmetric", "per_band"],
+                   help="fixed: vmin/vmax (default +-max|x0|), no per-frame rescale (default: the system's, fixed)")
     d.add_argument("--vmin", type=float, default=None)
     d.add_argument("--vmax", type=float, default=None)
     d.add_argument("--fade", type=float, default=0.0, help="temporal fade alpha in [0, 1)")
@@ -48,6 +53,11 @@ def cmd_view(args) -> int:
 
     from .window import NoDisplayError, display_available
 
+    try:
+        setup = Setup.from_args(args)
+    except (ValueError, TypeError) as e:
+        print(f"vkbands view: error: {e}", file=sys.stderr)
+        return 2
     if not display_available():
         print("vkbands view: no display (DISPLAY/WAYLAND_DISPLAY unset); for headless runs use "
               "`vkbands rollout`", file=sys.stderr)
@@ -57,12 +67,11 @@ def cmd_view(args) -> int:
         return 2
     from . import run
     try:
-        return run(system=args.system, member=args.member, cmap=args.cmap, range=args.range,
+        return run(setup, member=args.member, cmap=args.cmap, range=args.range,
                    vmin=args.vmin, vmax=args.vmax, fade=args.fade, steps_per_frame=args.steps_per_frame,
                    paused=args.paused, vsync=args.vsync, width=args.width, height=args.height,
                    show_ui=args.show_ui, frames=args.frames, screenshot=args.screenshot, out_dir=args.out_dir,
-                   record=args.record, record_fps=args.record_fps, load=args.load, watch=args.watch,
-                   **{k: getattr(args, k) for k in SETUP_ARGS})
+                   record=args.record, record_fps=args.record_fps, load=args.load, watch=args.watch)
     except NoDisplayError as e:
         print(f"vkbands view: no usable display ({e}); for headless runs use `vkbands rollout`", file=sys.stderr)
         return 2

@@ -10,7 +10,9 @@ readback).
 
 Sheet grid (SPEC section 6): 2-D fields: row 1 the cumulative sheets, row 2 the detail sheets; 1-D
 fields: one column of strips (cumulative then detail), plus, in the panel, the band x time plot.
-Gray-Scott shows v (the pattern-forming species), as its observables do.
+A system with several fields per member shows its observed field (Gray-Scott: v, the
+pattern-forming species), as its observables do. The set-up is a :class:`vkbands.Setup`; the panel's
+widgets come from the system's spec (:mod:`vkbands.viewer.panel`).
 """
 from __future__ import annotations
 
@@ -22,29 +24,16 @@ import numpy as np
 from vkbands.bands import BandPlan
 from vkbands.image import CMAPS, GAP, RANGES, ImageWriter
 from vkbands.image import layout as picture_layout
+from vkbands import systems
 from vkbands.rollout import Simulation
-from vkbands.systems import SYSTEMS
+from vkbands.setup import Setup
 
-INITS = ("random", "impulse", "smooth", "band-pure")       # as `vkbands rollout --init`
-STYLES = ("haar", "randphase", "sparse", "mix")
-# Parameters editable live (applied with set_params, re-recorded), by system: (name, lo, hi, format).
-LIVE_PARAMS = {
-    "tree": [("tau", 0.0, 10.0, "%.3f"), ("alpha", 0.0, 4.0, "%.3f")],
-    "coupled": [("tau", 0.0, 10.0, "%.3f"), ("alpha", 0.0, 4.0, "%.3f"), ("eps", 0.0, 1.0, "%.4f")],
-    "heat": [("alpha", 0.0, 0.25, "%.4f")],
-    "grayscott": [("F", 0.0, 0.1, "%.4f"), ("k", 0.0, 0.1, "%.4f"), ("Du", 0.0, 0.25, "%.3f"),
-                  ("Dv", 0.0, 0.25, "%.3f"), ("dt", 0.0, 2.0, "%.3f")],
-}
+from . import panel
+
 MAX_RECORDINGS = 8       # cached frame recordings (per steps/frame, slot, profiling part)
 MIN_PANEL_PX = 96        # small sheets are block-expanded to at least this many pixels
 BAND_TIME_COLUMNS = 340  # frames shown by the band x time image of 1-D fields
 BAND_TIME_ROW_PX = 10
-# The set-up options of `vkbands rollout` (system, field, initial state); the viewer takes the same.
-SETUP_DEFAULTS = dict(arity=3, depth=None, size=None, dims=None, batch=1, init="random", band=0, style="haar",
-                      sparse_m=1, mix_band=None, mix_eps=0.1, seed=0)
-SYSTEM_PARAMS = {"tree": {"rates", "tau", "alpha"}, "coupled": {"rates", "tau", "alpha", "eps", "phi"},
-                 "heat": {"alpha"}, "grayscott": {"Du", "Dv", "F", "k", "dt", "preset"}}
-PARAM_KEYS = ("rates", "tau", "alpha", "eps", "phi", "Du", "Dv", "F", "k", "dt", "preset")
 
 
 def _close_in_order(*objects):
@@ -53,80 +42,50 @@ def _close_in_order(*objects):
             obj.close()
 
 
-def switch_system(setup: dict, system: str) -> dict:
-    """Set ``setup["system"]`` and drop the options that do not apply to the new system (its
-    parameters, and dims for the 2-D grid systems). In place; returns ``setup``."""
-    setup["system"] = system
-    for key in PARAM_KEYS:
-        if key not in SYSTEM_PARAMS[system]:
-            setup.pop(key, None)
-    if system in ("heat", "grayscott"):
-        setup.pop("dims", None)
-    return setup
-
-
-def initial_state(system, **setup):
-    """``(x0, dims, params)`` for ``system`` from the options of ``vkbands rollout`` (``setup``: the
-    keys of SETUP_DEFAULTS and PARAM_KEYS; rates as a list or "l0,l1,..."), built by the rollout CLI's
-    own helpers, so the viewer starts from exactly the state a rollout with those options would."""
-    from types import SimpleNamespace
-
-    from vkbands import rollout_cli
-
-    unknown = set(setup) - set(SETUP_DEFAULTS) - set(PARAM_KEYS)
-    if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; allowed: {sorted(SETUP_DEFAULTS) + list(PARAM_KEYS)}")
-    if system not in SYSTEMS:
-        raise ValueError(f"system={system!r}: choose one of {', '.join(SYSTEMS)}")
-    args = dict(SETUP_DEFAULTS, **{k: None for k in PARAM_KEYS})
-    args.update(setup)
-    if isinstance(args["rates"], (list, tuple)):
-        args["rates"] = ",".join(str(float(r)) for r in args["rates"])
-    if args["init"] == "band_pure":
-        args["init"] = "band-pure"
-    if args["init"] not in INITS:
-        raise ValueError(f"init={args['init']!r}: choose one of {', '.join(INITS)}")
-    ns = SimpleNamespace(system=system, **args)
-    try:
-        dims, spatial = rollout_cli.field_shape(ns)
-        x0 = rollout_cli.make_x0(ns, spatial, dims)
-        params = rollout_cli.system_params(ns)
-    except SystemExit as e:   # the rollout CLI's argument errors, as a plain error here
-        raise ValueError(str(e).replace("vkbands rollout: ", "")) from None
-    if system == "coupled" and setup.get("coupling_seed") is None:
-        params.setdefault("coupling_seed", args["seed"])
-    return np.asarray(x0, np.float32), dims, params
-
-
 class SheetSource:
     """A Simulation shown as its sheet grid in a storage image (see the module docstring).
 
     Args:
-        ctx: the viewer's Context.  system: "tree" | "coupled" | "heat" | "grayscott".
-        x0: the initial state; default: built from ``setup``, the options of ``vkbands rollout``
-            (arity, depth or size, dims, batch, init, band, style, sparse_m, mix_band, mix_eps, seed,
-            and the system parameters rates, tau, alpha, eps, phi, Du, Dv, F, k, dt, preset), see
-            :func:`initial_state`.  dims: with a given 1-D batch x0 (B, N) of tree/coupled, pass 1.
+        ctx: the viewer's Context.
+        system: a :class:`vkbands.Setup`, or a registered system name (default
+            ``systems.DEFAULT_VIEW``) with ``options``, the keywords of a Setup (arity, depth or size,
+            dims, batch, seed, init and its options, the system's parameters).
+        x0: a given initial state instead of the set-up's (``options`` then hold system parameters
+            and arity only).  dims: with a given 1-D batch x0 (B, N) of a tree system, pass 1.
         member: which batch member is drawn.
-        cmap, range, vmin, vmax, fade: the picture (vkbands.image); ``vmin/vmax`` None: fixed range
-            from the initial field (symmetric, max |x0| of the observed field).
+        cmap, range, vmin, vmax, fade: the picture (vkbands.image); ``cmap``/``range`` None: the
+            system's (``SystemSpec.picture``); ``vmin/vmax`` None: fixed range from the initial field
+            (symmetric, max |x0| of the observed field).
     """
 
-    def __init__(self, ctx, system="grayscott", x0=None, *, member=0, cmap="diverging", range="fixed",
-                 vmin=None, vmax=None, fade=0.0, slots=2, resample=True, dims=None, **setup):
+    def __init__(self, ctx, system=None, x0=None, *, member=0, cmap=None, range=None,
+                 vmin=None, vmax=None, fade=0.0, slots=2, resample=True, dims=None, **options):
         self.ctx = ctx
-        self.system_name = system
-        self.setup = {k: v for k, v in setup.items() if v is not None}   # for the panel and restarts
+        options = {k: v for k, v in options.items() if v is not None}
+        setup = system if isinstance(system, Setup) else None
+        if setup is not None and options:
+            raise TypeError(f"with a Setup, the options come from it; got {sorted(options)}: use setup.replace(...)")
+        spec = systems.get(setup.system if setup is not None else
+                           (systems.DEFAULT_VIEW if system is None else system))
         if x0 is None:
-            x0, dims, params = initial_state(system, **self.setup)
-        else:   # a given state: set-up options are system parameters only
-            params = {k: v for k, v in self.setup.items() if k in PARAM_KEYS or k == "arity"}
-            if isinstance(params.get("rates"), str):
-                params["rates"] = [float(r) for r in params["rates"].split(",") if r.strip()]
+            setup = setup or Setup(spec.name, **options)
+            x0, dims, params = setup.x0(), setup.dims, setup.params
+        elif setup is not None:
+            params, dims = setup.params, setup.dims
             x0 = np.asarray(x0, np.float32)
-        if system in ("heat", "grayscott"):
-            dims = None
-        self.sim = Simulation(ctx, system, x0, dims=dims, **params)
+        else:   # a given state fixes the field: the options are the system's parameters only
+            extra = sorted(set(options) - set(spec.param_names) - {"arity"})
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: do(es) not apply with a given x0 (the state fixes the field "
+                                 f"and its start); allowed: arity, {', '.join(spec.param_names)}")
+            params = options
+            x0 = np.asarray(x0, np.float32)
+        self.spec, self.system_name = spec, spec.name
+        self.setup = setup                # None when started from a given x0 (restarts use defaults)
+        self._given_params = {} if setup is not None else dict(params)
+        cmap = spec.picture.view_cmap if cmap is None else cmap
+        range = spec.picture.range if range is None else range
+        self.sim = Simulation(ctx, spec.name, x0, dims=dims, **params)
         sysobj = self.sim.system
         self.spatial = tuple(sysobj.spatial)
         self.batch = sysobj.batch
@@ -138,7 +97,7 @@ class SheetSource:
             raise ValueError(f"member={member}: the batch has members 0..{self.batch - 1}")
         self.plan = BandPlan(ctx, self.spatial, self.arity, batch=self.batch * per_member)
         self._field_view = self.sim.state.reshape((self.batch * per_member,) + self.spatial)
-        self._field_member = self.member * per_member + (per_member - 1)
+        self._field_member = self.member * per_member + spec.observed_index
         P = 2 * self.L + 1
         self.sheets = ctx.empty((P,) + self.spatial)
         self.panels = None
@@ -470,51 +429,14 @@ class SheetSource:
 
     # ------------------------------------------------------------------ panel widgets
     def _restart_ui(self, imgui):
-        """Options that need a new simulation: edited here, applied by the viewer on "Restart"."""
-        ed = self._edit = getattr(self, "_edit", None) or dict(system=self.system_name, **self.setup)
-        systems = list(SYSTEMS)
-        c, i = imgui.combo("system", systems.index(ed["system"]), systems)
-        if c:
-            switch_system(ed, systems[i])
-        for key, lo, hi in (("arity", 2, 9), ("depth", 1, 8), ("batch", 1, 1024), ("seed", 0, 1 << 30),
-                            ("band", 0, 8)):
-            cur = ed.get(key)
-            if cur is None:
-                cur = {"depth": self.L, "arity": self.arity, "batch": self.batch}.get(key, SETUP_DEFAULTS[key])
-            c, v = imgui.input_int(key, int(cur))
-            if c:
-                ed[key] = min(max(v, lo), hi)
-                if key == "depth":
-                    ed.pop("size", None)
-        c, i = imgui.combo("init", INITS.index(ed.get("init", "random").replace("_", "-")), list(INITS))
-        if c:
-            ed["init"] = INITS[i]
-        c, i = imgui.combo("style", STYLES.index(ed.get("style", "haar")), list(STYLES))
-        if c:
-            ed["style"] = STYLES[i]
-        c, v = imgui.input_int("sparse m", int(ed.get("sparse_m", SETUP_DEFAULTS["sparse_m"])))
-        if c:
-            ed["sparse_m"] = max(1, v)
-        mb = ed.get("mix_band")
-        c, v = imgui.input_int("mix band", -1 if mb is None else int(mb))
-        if c:
-            ed["mix_band"] = None if v < 0 else v
-        c, v = imgui.input_float("mix eps", float(ed.get("mix_eps", SETUP_DEFAULTS["mix_eps"])))
-        if c:
-            ed["mix_eps"] = v
-        if ed["system"] == "coupled":
-            phis = ["tanh", "sign", "square"]
-            c, i = imgui.combo("phi", phis.index(ed.get("phi") or "tanh"), phis)
-            if c:
-                ed["phi"] = phis[i]
-        if ed["system"] in ("tree", "coupled"):
-            rates = ed.get("rates") or ""
-            rates = ",".join(f"{r:g}" for r in rates) if isinstance(rates, (list, tuple)) else str(rates)
-            c, v = imgui.input_text("rates", rates, 256)
-            if c:
-                ed["rates"] = v.strip() or None
-        imgui.text_wrapped("as `vkbands rollout` (mix band -1: none; rates: l0,l1,...; Gray-Scott starts "
-                           "from its seeded patch)")
+        """Options that need a new simulation (widgets from the specs: :mod:`vkbands.viewer.panel`),
+        edited here, applied by the viewer on "Restart"."""
+        ed = self._edit = getattr(self, "_edit", None) or dict(
+            system=self.system_name, **(self.setup.options if self.setup is not None else self._given_params))
+        current = dict(depth=self.L, arity=self.arity, batch=self.batch)
+        for w, v in panel.draw(imgui, panel.restart_widgets(ed, current)):
+            ed = self._edit = panel.apply(ed, w, v)
+        imgui.text_wrapped("as `vkbands rollout` (int options -1: not set; rates: l0,l1,...)")
         if imgui.button("Restart with these"):
             self.restart_request = dict(ed)
             self._edit = None
@@ -524,18 +446,14 @@ class SheetSource:
         imgui.text(f"{self.system_name}  {' x '.join(map(str, self.spatial))}  p={self.arity} L={self.L}"
                    f"  batch={self.batch} (showing {self.member})")
         if imgui.tree_node("parameters", imgui.TREE_NODE_DEFAULT_OPEN):
-            for name, lo, hi, fmt in LIVE_PARAMS.get(self.system_name, []):
-                cur = s.params.get(name)
-                if not isinstance(cur, (int, float)):
-                    continue
-                changed, v = imgui.slider_float(name, float(cur), lo, hi, fmt)
-                if changed:
-                    try:
-                        self.set_params(**{name: v})
-                    except Exception as e:  # noqa: BLE001 — show it, keep running
-                        self.error = str(e)
-            others = {k: v for k, v in s.params.items()
-                      if k not in {n for n, *_ in LIVE_PARAMS.get(self.system_name, [])}}
+            live = panel.live_widgets(self.spec, s.params)
+            for w, v in panel.draw(imgui, live):
+                try:
+                    self.set_params(**{w.key: v})
+                except Exception as e:  # noqa: BLE001 — show it, keep running
+                    self.error = str(e)
+            shown = {w.key for w in live} | {p.name for p in self.spec.live_params}
+            others = {k: v for k, v in s.params.items() if k not in shown}
             if others:
                 imgui.text_wrapped("fixed (restart to change): " + ", ".join(f"{k}={v}" for k, v in others.items()
                                                                              if not isinstance(v, (list, tuple))))
