@@ -332,12 +332,16 @@ class Context:
         self.pipeline_cache = vk.vkCreatePipelineCache(self.device, vk.VkPipelineCacheCreateInfo(), None)
         self.check()
 
-    def probe(self, key, measure):
-        """A device fact measured once per context: ``measure(ctx)`` on first use, cached under
-        ``key`` until the context closes (e.g. the subgroup size a compute pipeline really gets)."""
-        if key not in self._probes:
-            self._probes[key] = measure(self)
-        return self._probes[key]
+    def cache(self, key, make):
+        """The object ``make(ctx)`` made once per context under ``key`` and kept until the context
+        closes (made again if it was closed): measured device facts (``engine.probes``) and reusable
+        plans (``vkbands.bands``' band plans). Not a module-level cache: it dies with its context."""
+        hit = self._probes.get(key)
+        if hit is None or getattr(hit, "closed", False):
+            hit = self._probes[key] = make(self)
+        return hit
+
+    probe = cache   # the name used for measured device facts
 
     # ---------------------------------------------------------------- bookkeeping
     def _track(self, obj, release, waits=False):

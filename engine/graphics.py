@@ -19,7 +19,7 @@ from __future__ import annotations
 import vulkan as vk
 
 from .resource import Resource
-from .kernel import Kernel, _DESCRIPTOR_TYPES, _spec_bytes
+from .kernel import Kernel, DESCRIPTOR_TYPES, spec_bytes
 from .shaders import compile_glsl, shader_path
 from .spirv import reflect
 
@@ -160,7 +160,7 @@ class GraphicsPipeline(Resource):
     def _create_layouts(self):
         dev = self.ctx.device
         layout_bindings = [vk.VkDescriptorSetLayoutBinding(
-            binding=b.binding, descriptorType=_DESCRIPTOR_TYPES[b.kind], descriptorCount=1,
+            binding=b.binding, descriptorType=DESCRIPTOR_TYPES[b.kind], descriptorCount=1,
             stageFlags=self.binding_stages[b.binding]) for b in self.bindings]
         self.set_layout = vk.vkCreateDescriptorSetLayout(dev, vk.VkDescriptorSetLayoutCreateInfo(
             bindingCount=len(layout_bindings), pBindings=layout_bindings), None)
@@ -181,7 +181,7 @@ class GraphicsPipeline(Resource):
             entries, data = [], b""
             for nm, sid in refl[stage].spec_ids.items():
                 entries.append(vk.VkSpecializationMapEntry(constantID=sid, offset=len(data), size=4))
-                data += _spec_bytes(spec.get(nm, refl[stage].spec_defaults[nm]))
+                data += spec_bytes(spec.get(nm, refl[stage].spec_defaults[nm]))
             blob = vk.ffi.new("char[]", data or b"\0")
             sinfo = (vk.VkSpecializationInfo(mapEntryCount=len(entries), pMapEntries=entries,
                                              dataSize=len(data), pData=blob) if entries else None)
@@ -194,7 +194,7 @@ class GraphicsPipeline(Resource):
         """A small descriptor pool of the pipeline's own (sets are few and long-lived in a viewer)."""
         counts = {}
         for b in self.bindings:
-            counts[_DESCRIPTOR_TYPES[b.kind]] = counts.get(_DESCRIPTOR_TYPES[b.kind], 0) + max_sets
+            counts[DESCRIPTOR_TYPES[b.kind]] = counts.get(DESCRIPTOR_TYPES[b.kind], 0) + max_sets
         sizes = [vk.VkDescriptorPoolSize(type=t, descriptorCount=c) for t, c in counts.items()]
         if not sizes:
             return None
@@ -227,7 +227,7 @@ class GraphicsPipeline(Resource):
         by_binding = {b.binding: b for b in self.bindings}
         for binding, res in resources.items():
             b = by_binding[binding]
-            dtype = _DESCRIPTOR_TYPES[b.kind]
+            dtype = DESCRIPTOR_TYPES[b.kind]
             if b.kind == "sampled_image":
                 view, sampler = res
                 info = vk.VkDescriptorImageInfo(sampler=sampler, imageView=view,

@@ -16,7 +16,8 @@ from .resource import Resource
 from .shaders import compile_glsl, shader_path
 from .spirv import reflect
 
-_DESCRIPTOR_TYPES = {
+# Shared with engine.graphics: reflected binding kind -> VkDescriptorType.
+DESCRIPTOR_TYPES = {
     "storage_buffer": vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
     "uniform_buffer": vk.VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER,
     "storage_image": vk.VK_DESCRIPTOR_TYPE_STORAGE_IMAGE,
@@ -24,7 +25,8 @@ _DESCRIPTOR_TYPES = {
 }
 
 
-def _spec_bytes(value) -> bytes:
+def spec_bytes(value) -> bytes:
+    """The 4 bytes of a specialization constant (bool / float / signed or unsigned int)."""
     if isinstance(value, (bool, np.bool_)):
         return struct.pack("<I", int(value))
     if isinstance(value, (float, np.floating)):
@@ -71,7 +73,7 @@ class Kernel(Resource):
         self.push_size = refl.push_size
         dev = ctx.device
         # Descriptor-set layout and pipeline layout (locals keep cffi arrays alive until the create returns).
-        lb = [vk.VkDescriptorSetLayoutBinding(binding=b.binding, descriptorType=_DESCRIPTOR_TYPES[b.kind],
+        lb = [vk.VkDescriptorSetLayoutBinding(binding=b.binding, descriptorType=DESCRIPTOR_TYPES[b.kind],
                                               descriptorCount=1, stageFlags=stage_flags) for b in self.bindings]
         self.set_layout = vk.vkCreateDescriptorSetLayout(
             dev, vk.VkDescriptorSetLayoutCreateInfo(bindingCount=len(lb), pBindings=lb), None)
@@ -87,7 +89,7 @@ class Kernel(Resource):
         entries, data = [], b""
         for nm, sid in refl.spec_ids.items():
             entries.append(vk.VkSpecializationMapEntry(constantID=sid, offset=len(data), size=4))
-            data += _spec_bytes(self.spec[nm])
+            data += spec_bytes(self.spec[nm])
         blob = vk.ffi.new("char[]", data or b"\0")
         spec_info = vk.VkSpecializationInfo(mapEntryCount=len(entries), pMapEntries=entries,
                                             dataSize=len(data), pData=blob) if entries else None

@@ -61,7 +61,6 @@ short serial sum of such terms followed by trees; errors vs the float64 referenc
 from __future__ import annotations
 
 import enum
-import weakref
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -518,18 +517,11 @@ class BandPlan(Owner):
 
 
 # ---------------------------------------------------------------------- cached plans
-_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _plan(ctx, spatial, p, batch) -> BandPlan:
-    """A plan per (context, spatial shape, arity, batch), kept for the context's lifetime (its scratch
-    may be referenced by recordings not yet submitted)."""
-    plans = _PLANS.setdefault(ctx, {})
-    key = (tuple(spatial), int(p), int(batch))
-    plan = plans.get(key)
-    if plan is None or plan.closed or plan._scratch.closed:
-        plan = plans[key] = BandPlan(ctx, spatial, p, batch)
-    return plan
+    """A plan per (spatial shape, arity, batch), cached on the context (``Context.cache``) for its
+    lifetime: its scratch may be referenced by recordings not yet submitted."""
+    key = ("vkbands.bands.BandPlan", tuple(spatial), int(p), int(batch))
+    return ctx.cache(key, lambda c: BandPlan(c, spatial, p, batch))
 
 
 def _float32_input(call, name="x"):

@@ -70,8 +70,6 @@ def levels(shape, arity, dims=None) -> int:
 
 # Moved to vkbands._checks (validators) and vkbands.init (initial states). The old names stay importable
 # for the modules that still use them (systems, rollout_cli); each line says where the code went.
-_check_arity = _checks.arity  # moved to _checks; alias kept until callers move
-_check_rates = _checks.rates  # moved to _checks; alias kept until callers move
 
 
 def grayscott_init(shape, seed=0, patch=None):  # moved to init.grayscott; alias kept until callers move

@@ -112,7 +112,7 @@ ROLLOUT_CASES = [
 
 def _x0(system):
     return {"tree": init.random((2, 81), seed=0), "coupled": init.random((2, 81), seed=0),
-            "heat": init.random((2, 27, 27), seed=0), "grayscott": R.grayscott_init((2, 27, 27))}[system]
+            "heat": init.random((2, 27, 27), seed=0), "grayscott": init.grayscott((2, 27, 27))}[system]
 
 
 @pytest.mark.parametrize("system,params,fragments", ROLLOUT_CASES)
@@ -152,7 +152,7 @@ def test_setup_builds_the_cli_initial_states():
     np.testing.assert_array_equal(s.x0(), init.smooth((1, 243, 243), arity=3, cutoff_level=2, seed=1, dims=2))
     s = Setup("grayscott", depth=3, batch=2, seed=7)
     assert s.init == "patch" and s.shape == (2, 2, 27, 27)
-    np.testing.assert_array_equal(s.x0(), R.grayscott_init((2, 27, 27), seed=7))
+    np.testing.assert_array_equal(s.x0(), init.grayscott((2, 27, 27), seed=7))
     s = Setup("heat", size=16, arity=2, init="impulse", seed=3)
     np.testing.assert_array_equal(s.x0(), init.impulse((1, 16, 16), seed=3, dims=2))
     assert Setup("coupled", seed=9).params == dict(arity=3, coupling_seed=9)       # the seed seeds C too

@@ -174,7 +174,7 @@ def test_heat_fourier_mode_decays_by_analytic_factor(ctx):
 
 @pytest.mark.parametrize("side", [27, 32])
 def test_grayscott_500_steps_matches_reference(ctx, side):
-    uv0 = R.grayscott_init((2, side, side), seed=side)
+    uv0 = init.grayscott((2, side, side), seed=side)
     r = rollout("grayscott", uv0, 500, every=50, snapshot_every=250, preset="mitosis", ctx=ctx, progress=False)
     x = uv0.astype(np.float64)
     p = R.GRAYSCOTT_PRESETS["mitosis"]
@@ -191,7 +191,7 @@ def test_grayscott_500_steps_matches_reference(ctx, side):
 def test_grid_observables_one_read_with_nonfinite_values(ctx):
     """Heat / Gray-Scott observations (BandPlan.record_observables): energies and mass of the finite
     members, min / max over finite values, and the NaN/Inf flag (Gray-Scott: of u or v; the rest of v)."""
-    uv = R.grayscott_init((3, 27, 27), seed=4)
+    uv = init.grayscott((3, 27, 27), seed=4)
     uv[0, 0, 3, 5] = np.nan          # u of member 0: flagged, v's statistics unaffected
     uv[1, 1, 26, 26] = np.inf        # v of member 1
     hx = init.smooth((2, 32, 32), arity=2, seed=5) + 2.0
@@ -212,7 +212,7 @@ def test_grid_observables_one_read_with_nonfinite_values(ctx):
 
 
 def test_grayscott_preset_forms_a_pattern(ctx):
-    uv0 = R.grayscott_init((128, 128), seed=0)
+    uv0 = init.grayscott((128, 128), seed=0)
     r = rollout("grayscott", uv0, 5000, every=500, snapshot_every=2500, preset="spots", ctx=ctx, progress=False)
     v = r.snapshots[:, 1]
     var = v.reshape(len(v), -1).var(axis=1)
@@ -252,7 +252,7 @@ def test_set_params_applies_to_later_steps(ctx):
             x = R.tree_step(x, [lam] * 4, 3)
         np.testing.assert_allclose(sim.read(), x, atol=1e-6)
         assert sim.params["rates"] == [1.0] * 4
-    uv0 = R.grayscott_init((16, 16), seed=0)
+    uv0 = init.grayscott((16, 16), seed=0)
     with Simulation(ctx, "grayscott", uv0, preset="spots") as sim:
         assert sim.params["F"] == R.GRAYSCOTT_PRESETS["spots"]["F"]
         sim.set_params(F=0.05)
@@ -308,6 +308,7 @@ def test_plan_splits_by_work_on_every_device(ctx, monkeypatch):
     """Long runs and big batches are split into bounded dispatches on every device (GPU watchdogs kill
     a dispatch that runs for seconds), not only under a driver's loop-iteration cap."""
     monkeypatch.setattr(ctx, "loop_iteration_cap", None)     # a device without a loop cap (a GPU)
+    monkeypatch.setattr(S, "_WORK_BUDGET", 1 << 26)          # small enough that 4096 x 729 is sliced
     with make_system(ctx, "tree", (4096, 729), dims=1) as big:
         plan = big._dispatches(10000, 7, 2500, True, True)
         slices = _plan_covers(plan, 4096, 10000, 7, 2500, True, True)

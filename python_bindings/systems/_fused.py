@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vkbands.engine.probes import required_subgroup_works, subgroup_size  # noqa: F401 (re-exported)
+
 from .. import reference as R
 from ._base import ARITY, ObsBuffers, SystemBase, check_buffers
 
@@ -44,12 +46,14 @@ _SERIAL_BUDGET = 1 << 18
 # loop iterations ONE invocation runs per dispatch (its dependent chain: time even on an idle GPU).
 # Chosen for <= ~50 ms at a pessimistic 200 ns per iteration (a local-memory round trip every
 # iteration on a slow GPU); typical GPUs take 1-5 ns (0.3-1.3 ms), next to ~10 us per extra dispatch.
-_WORK_BUDGET = 1 << 26
-# loop iterations summed over a dispatch's invocations (throughput when the GPU is full). Chosen for
-# <= ~70 ms on a slow integrated GPU (~1e9 such iterations/s: ~200 lanes at ~1 GHz, several
-# operations and some local-memory traffic per iteration); a big discrete GPU (1e11-1e12/s) gets
-# through it in 0.1-1 ms, so the extra dispatches cost it a few percent at most. Not measured on a
-# GPU yet; well under the ~2 s of the usual watchdogs (Windows TDR, i915 hangcheck) either way.
+_WORK_BUDGET = 1 << 28
+# loop iterations summed over a dispatch's invocations (throughput when the GPU is full). ~0.27 s on
+# a slow integrated GPU (~1e9 such iterations/s: ~200 lanes at ~1 GHz, several operations and some
+# local-memory traffic per iteration), ~0.6 s on lavapipe here (4.6e8/s), 3-30 ms on a big discrete
+# GPU (1e10-1e11/s): well under the ~2 s of the usual watchdogs (Windows TDR, i915 hangcheck), and
+# under the ~1 s a Ctrl-C may wait. Each dispatch reloads and stores the band state, so the budget
+# is a trade: measured on lavapipe (tree 4096 x 729, 400 steps, unobserved, best of 3 interleaved
+# with the unsplit kernel): 2^26 cost ~20% per step, 2^28 ~5-10%. Not measured on a GPU yet.
 _SLICE_INVOCATIONS = 1 << 11
 # a batch slice keeps at least this many invocations: below what a slow GPU runs at once (~2k lanes)
 # a dispatch's time is that of its longest invocation (bounded by _SERIAL_BUDGET), so smaller slices
@@ -81,58 +85,6 @@ def _tree_costs(sp, mode, dims, decompose, coupled, mean=False):
         per_step = 4 * LOC + 2 * QM + 2 * TPF + sp["UPS"] * (Q + 2) + 4 * UP + 4 * M + 16
         per_run += LOC + 2 * M + 2 * UP
     return fixed, per_step, per_run, per_obs, per_snap
-
-
-def _probe_subgroups(ctx, local, required=None):
-    """Run ``subgroup_probe.comp`` with a workgroup of ``local`` (requiring ``required``-wide full
-    subgroups where given): ``(OR of sizes, subgroups, failed shuffles, non-contiguous invocations)``."""
-    out = ctx.zeros((4,), np.uint32)
-    try:
-        k = ctx.kernel("subgroup_probe.comp", spec={"LOCAL_X": int(local)}, subgroup_size=required)
-        with ctx.recorder() as rec:
-            rec.dispatch(k, 1, out)
-        return tuple(int(v) for v in out.numpy())
-    finally:
-        out.close()
-
-
-def _measure_default_subgroup(ctx):
-    limit = int(ctx.limits.maxComputeWorkGroupInvocations)
-    size = _probe_subgroups(ctx, 1)[0]
-    if size < 1 or size & (size - 1) or size > limit:
-        return 1
-    got, count, bad, _ = _probe_subgroups(ctx, size)     # is a workgroup of that size one subgroup?
-    return size if (got == size and count == 1 and bad == 0) else 1
-
-
-def subgroup_size(ctx) -> int:
-    """The subgroup size a compute pipeline gets by default (``subgroup_probe.comp``, measured once per
-    context with ``ctx.probe``: drivers may compile compute shaders to another width than the reported
-    default); 1 when the device reports no subgroup shuffles in compute, a workgroup of that size is
-    not one subgroup, or shuffles misbehave. Another pipeline may get another width: the tree kernel
-    does not rely on this (see :func:`required_subgroup_works`)."""
-    if not ctx.subgroup_shuffle:
-        return 1
-    return ctx.probe("vkbands.systems.subgroup_size", _measure_default_subgroup)
-
-
-def required_subgroup_works(ctx, size, local) -> bool:
-    """Whether a pipeline with a workgroup of ``local`` invocations that requires ``size``-wide full
-    subgroups (VK_EXT_subgroup_size_control) gets exactly that: ``local / size`` subgroups of ``size``
-    lanes with working shuffles. Measured once per context and (size, local)."""
-    size, local = int(size), int(local)
-    if not (ctx.subgroup_shuffle and ctx.subgroup_size_control
-            and ctx.min_subgroup_size <= size <= ctx.max_subgroup_size and local % size == 0
-            and local <= int(ctx.limits.maxComputeWorkGroupInvocations)):
-        return False
-
-    def measure(c):
-        try:
-            got, count, bad, _ = _probe_subgroups(c, local, required=size)
-        except ValueError:
-            return False
-        return got == size and count == local // size and bad == 0
-    return ctx.probe(("vkbands.systems.required_subgroup", size, local), measure)
 
 
 # ----------------------------------------------------------------------------- the fused base

@@ -7,7 +7,7 @@ the NaN/Inf flag covers u and v. Its only initial state is its own seeded patch.
 """
 from __future__ import annotations
 
-from .. import reference as R
+from .. import init, reference as R
 from ._grid import GridSystem
 from ._registry import register
 from ._spec import InitSpec, ParamSpec, PictureSpec, SystemSpec
@@ -52,7 +52,7 @@ class GrayScottSystem(GridSystem):
 
 
 def _patch(shape, *, arity, dims, seed):
-    return R.grayscott_init(shape, seed=seed)
+    return init.grayscott(shape, seed=seed)
 
 
 PATCH = InitSpec("patch", _patch, help="u = 1, v = 0 with a centred square (u, v) = (0.5, 0.25), 1% seeded noise")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import reference as R
+from .. import _checks, reference as R
 from ._fused import FusedTreeSystem
 from ._registry import register
 from ._spec import ParamSpec, PictureSpec, SystemSpec
@@ -35,7 +35,7 @@ class TreeSystem(FusedTreeSystem):
             rates = np.asarray(params["rates"], dtype=np.float64).reshape(-1)
             if rates.size == 1:
                 rates = np.repeat(rates, L)
-            rates = R._check_rates(rates, L)
+            rates = _checks.rates(rates, L)
             if not np.all(np.isfinite(rates)):
                 raise ValueError(f"rates must be finite, got {rates}")
             return rates
