@@ -302,105 +302,127 @@ def _chunk_steps(sim, steps, every, snap_every, chunk):
 
 
 def _run(sim, steps, every, snap_every, progress, chunk, t_setup):
-    sysm, ctx = sim.system, sim.ctx
-    name = sim.name
-    K = _chunk_steps(sim, steps, every, snap_every, chunk)
-    rows_o = K // every if every else 0
-    rows_s = K // snap_every if snap_every else 0
-    obs = sysm.new_obs(max(rows_o, 1)) if every else None
-    snap = ctx.zeros((max(rows_s, 1),) + sysm.state_shape) if snap_every else None
-    cols = {k: [] for k in ("energies", "mass", "min", "max", "nonfinite")}
-    snaps = []
-    last_ok = [None]
-
-    def collect(n_obs, n_snap, t0):
-        """Read a chunk's rows (local steps start after global step t0) and check for NaN/Inf."""
-        if n_obs:
-            o = obs.read(n_obs)
-            bad = np.argwhere(o["nonfinite"])
-            for k in cols:
-                cols[k].append(o[k])
-            if len(bad):
-                r, b = bad[0]
-                if t0 < 0:
-                    t, prev = 0, None
-                else:
-                    t = t0 + (r + 1) * every
-                    prev = t0 + r * every if r > 0 else last_ok[0]
-                raise NonFiniteError(name, t, b, prev)
-            last_ok[0] = t0 + n_obs * every if t0 >= 0 else 0
-        if n_snap:
-            s = snap.numpy()[:n_snap]
-            snaps.append(s.copy())
-
-    recs = []
-    try:
-        # step 0: observables / snapshot of x0 (tree: also the band state the replays start from)
-        with ctx.recorder() as rec:
-            sysm.record(rec, sim.state, 0, observe_first=bool(every), snap_first=bool(snap_every),
-                        obs=obs, snap=snap)
-        collect(1 if every else 0, 1 if snap_every else 0, -1)
+    """Run ``steps`` steps of ``sim`` in replayed chunks and gather a :class:`Rollout`."""
+    with _Run(sim, steps, every, snap_every, chunk) as run:
+        run.observe_start()
         t_run = time.perf_counter()
-        setup_s = t_run - t_setup
-        full, rem = divmod(steps, K)
-        bar = None
-        if progress or progress is None:
-            from tqdm import tqdm
-            bar = tqdm(total=steps, unit="step", desc=f"{name} rollout", delay=0 if progress else 1.0,
-                       leave=False, dynamic_ncols=True)
-        done = 0
-        main_rec = None
-        if full:
-            main_rec = ctx.recorder()
-            recs.append(main_rec)
-            sysm.record(main_rec, sim.state, K, every=every, snap_every=snap_every, obs=obs, snap=snap)
-            for _ in range(full):
-                main_rec.submit()
-                collect(rows_o, rows_s, done)
-                done += K
-                if bar is not None:
-                    bar.update(K)
-        if rem:
-            with ctx.recorder() as rec:
-                sysm.record(rec, sim.state, rem, every=every, snap_every=snap_every, obs=obs, snap=snap)
-            collect(rem // every if every else 0, rem // snap_every if snap_every else 0, done)
-            done += rem
-            if bar is not None:
-                bar.update(rem)
-        if bar is not None:
-            bar.close()
+        run.advance(progress)
         run_s = time.perf_counter() - t_run
         final = sim.read()
         if not every and not np.all(np.isfinite(final)):
-            # no observables: locate the first non-finite snapshot, else report the last step
-            member_axis = final.reshape((sysm.batch, -1))
-            member = int(np.argmax(~np.isfinite(member_axis).all(axis=1)))
-            step_bad, prev = steps, None
-            snap_steps = _observation_steps(steps, snap_every)
-            for t, s in zip(snap_steps, (np.concatenate(snaps) if snaps else [])):
-                sm = s.reshape((sysm.batch, -1))
-                if not np.all(np.isfinite(sm)):
-                    step_bad, member = int(t), int(np.argmax(~np.isfinite(sm).all(axis=1)))
-                    break
-                prev = int(t)
-            raise NonFiniteError(name, step_bad, member, prev, how="snapshot")
-    finally:
-        for r in recs:
-            r.close()
-        if obs is not None:
-            obs.close()
-        if snap is not None:
-            snap.close()
-    L, B = sysm.levels, sysm.batch
-    T = len(_observation_steps(steps, every))
-    cat = {k: (np.concatenate(v) if v else np.zeros((0, B) + ((L + 1,) if k == "energies" else ())))
-           for k, v in cols.items()}
-    snapshots = None
-    if snaps:
-        snapshots = np.concatenate(snaps).reshape((-1,) + sim.shape)
-    return Rollout(system=name, params=dict(sysm.params), arity=sysm.arity, levels=L, dims=sysm.dims, batch=B,
-                   n_steps=steps, steps=_observation_steps(steps, every)[:T], energies=cat["energies"],
-                   mass=cat["mass"], min=cat["min"], max=cat["max"], nonfinite=cat["nonfinite"].astype(bool),
-                   snapshot_steps=_observation_steps(steps, snap_every), snapshots=snapshots, final=final,
-                   timings=dict(setup_s=setup_s, run_s=run_s, chunk_steps=K,
-                                steps_per_s=(steps / run_s if run_s > 0 else float("inf"))))
+            run.raise_nonfinite_from_snapshots(final)
+        return run.result(final, setup_s=t_run - t_setup, run_s=run_s)
+
+
+class _Run(Owner):
+    """The buffers and host columns of one rollout: chunk size ``K``, one observation buffer of a
+    chunk's rows and one snapshot buffer (read back once per chunk), the rows gathered so far."""
+
+    def __init__(self, sim, steps, every, snap_every, chunk):
+        self.sim, self.steps, self.every, self.snap_every = sim, steps, every, snap_every
+        system = sim.system
+        self.K = _chunk_steps(sim, steps, every, snap_every, chunk)
+        self.obs_rows = self.K // every if every else 0
+        self.snap_rows = self.K // snap_every if snap_every else 0
+        self.obs = self._own(system.new_obs(max(self.obs_rows, 1))) if every else None
+        self.snap = (self._own(sim.ctx.zeros((max(self.snap_rows, 1),) + system.state_shape))
+                     if snap_every else None)
+        self.cols = {k: [] for k in ("energies", "mass", "min", "max", "nonfinite")}
+        self.snaps = []
+        self.last_finite = None
+
+    def _record(self, rec, n, first=False):
+        self.sim.system.record(rec, self.sim.state, n, every=0 if first else self.every,
+                               snap_every=0 if first else self.snap_every,
+                               observe_first=first and bool(self.every), snap_first=first and bool(self.snap_every),
+                               obs=self.obs, snap=self.snap)
+
+    def observe_start(self):
+        """Step 0: observables / snapshot of x0 (tree: also the band state the replays start from)."""
+        with self.sim.ctx.recorder() as rec:
+            self._record(rec, 0, first=True)
+        self.collect(1 if self.every else 0, 1 if self.snap_every else 0, -1)
+
+    def advance(self, progress):
+        """All steps: full chunks replayed from one recording, then the remainder."""
+        full, rem = divmod(self.steps, self.K)
+        bar = _progress_bar(progress, self.steps, self.sim.name)
+        done = 0
+        try:
+            if full:
+                chunk_rec = self._own(self.sim.ctx.recorder())
+                self._record(chunk_rec, self.K)
+                for _ in range(full):
+                    chunk_rec.submit()
+                    self.collect(self.obs_rows, self.snap_rows, done)
+                    done += self.K
+                    if bar is not None:
+                        bar.update(self.K)
+            if rem:
+                with self.sim.ctx.recorder() as rec:
+                    self._record(rec, rem)
+                self.collect(rem // self.every if self.every else 0,
+                             rem // self.snap_every if self.snap_every else 0, done)
+                if bar is not None:
+                    bar.update(rem)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def collect(self, n_obs, n_snap, t0):
+        """Read a chunk's rows (its local steps start after global step ``t0``; -1: step 0) and stop
+        with :class:`NonFiniteError` at the first NaN/Inf."""
+        if n_obs:
+            o = self.obs.read(n_obs)
+            for k in self.cols:
+                self.cols[k].append(o[k])
+            bad = np.argwhere(o["nonfinite"])
+            if len(bad):
+                r, member = bad[0]
+                if t0 < 0:
+                    t, prev = 0, None
+                else:
+                    t = t0 + (r + 1) * self.every
+                    prev = t0 + r * self.every if r > 0 else self.last_finite
+                raise NonFiniteError(self.sim.name, t, member, prev)
+            self.last_finite = t0 + n_obs * self.every if t0 >= 0 else 0
+        if n_snap:
+            self.snaps.append(self.snap.numpy()[:n_snap].copy())
+
+    def raise_nonfinite_from_snapshots(self, final):
+        """No observables: locate the first non-finite snapshot, else report the last step."""
+        batch = self.sim.system.batch
+        member = int(np.argmax(~np.isfinite(final.reshape((batch, -1))).all(axis=1)))
+        step_bad, prev = self.steps, None
+        snap_steps = _observation_steps(self.steps, self.snap_every)
+        for t, s in zip(snap_steps, (np.concatenate(self.snaps) if self.snaps else [])):
+            sm = s.reshape((batch, -1))
+            if not np.all(np.isfinite(sm)):
+                step_bad, member = int(t), int(np.argmax(~np.isfinite(sm).all(axis=1)))
+                break
+            prev = int(t)
+        raise NonFiniteError(self.sim.name, step_bad, member, prev, how="snapshot")
+
+    def result(self, final, setup_s, run_s) -> "Rollout":
+        sim, system, steps = self.sim, self.sim.system, self.steps
+        L, B = system.levels, system.batch
+        T = len(_observation_steps(steps, self.every))
+        cat = {k: (np.concatenate(v) if v else np.zeros((0, B) + ((L + 1,) if k == "energies" else ())))
+               for k, v in self.cols.items()}
+        snapshots = np.concatenate(self.snaps).reshape((-1,) + sim.shape) if self.snaps else None
+        return Rollout(system=sim.name, params=dict(system.params), arity=system.arity, levels=L, dims=system.dims,
+                       batch=B, n_steps=steps, steps=_observation_steps(steps, self.every)[:T],
+                       energies=cat["energies"], mass=cat["mass"], min=cat["min"], max=cat["max"],
+                       nonfinite=cat["nonfinite"].astype(bool),
+                       snapshot_steps=_observation_steps(steps, self.snap_every), snapshots=snapshots, final=final,
+                       timings=dict(setup_s=setup_s, run_s=run_s, chunk_steps=self.K,
+                                    steps_per_s=(steps / run_s if run_s > 0 else float("inf"))))
+
+
+def _progress_bar(progress, total, name):
+    """A tqdm bar (``progress`` True), none (False), or one that shows after 1 s (None)."""
+    if not (progress or progress is None):
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, unit="step", desc=f"{name} rollout", delay=0 if progress else 1.0,
+                leave=False, dynamic_ncols=True)
