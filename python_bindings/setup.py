@@ -129,75 +129,18 @@ class Setup:
 
     # ------------------------------------------------------------------ building
     def _build(self, system, options, cli):
+        """Validate everything once, in this order: system, which options apply, the field, the initial
+        state, the parameters; then store the resolved values."""
         self._cli = cli
-        lab = lambda name, value: label(name, value, cli)  # noqa: E731
-        if system is None:
-            system = systems.DEFAULT_ROLLOUT
-        if system not in systems.names():
-            raise ValueError(f"{lab('system', system)}: not a registered system; allowed: "
-                             f"{', '.join(systems.names())}")
-        spec = systems.get(system)
-        sys_label = lab("system", spec.name)
+        spec = self._system_spec(system)
         opts = {k: v for k, v in options.items() if v is not None}
-        init_opts, all_params = _init_options(), systems.all_params()
-        unknown = sorted(set(opts) - set(_COMMON) - {"init"} - set(init_opts) - set(all_params))
-        if unknown:
-            raise TypeError(f"Setup: unknown option(s) {unknown}; allowed: system, {', '.join(option_names())}")
-        for key in opts:
-            if key in all_params and spec.param(key) is None:
-                owners = ", ".join(s.name for s, _ in all_params[key])
-                raise ValueError(f"{lab(key, opts[key])}: does not apply to {sys_label} (a parameter of {owners}); "
-                                 f"allowed: {', '.join(spec.param_names) or 'no parameters'}")
+        self._refuse_foreign_options(spec, opts)
         conv = {k: _COMMON[k].convert(v, cli=cli) for k, v in opts.items() if k in _COMMON}
-        arity = conv.get("arity", systems.ARITY.default)
-        dims = conv.get("dims", spec.dims[0])
-        if dims not in spec.dims:
-            raise ValueError(f"{lab('dims', opts['dims'])}: does not apply to {sys_label}; allowed: "
-                             f"{' or '.join(map(str, spec.dims))}")
-        if "size" in conv and "depth" in conv:
-            raise ValueError(f"{lab('size', opts['size'])} and {lab('depth', opts['depth'])}: give one of them "
-                             f"(depth L means size p**L)")
-        if "size" in conv:
-            side = conv["size"]
-            try:
-                R.levels((side,), arity, 1)
-            except ValueError as e:
-                raise ValueError(f"{lab('size', opts['size'])}: {e}") from None
-        else:
-            depth = conv.get("depth", spec.default_depth.get(dims, max(spec.default_depth.values())))
-            side = arity ** depth
-        spatial = (side,) * dims
+        arity, dims, spatial = self._field(spec, opts, conv)
         levels = R.levels(spatial, arity, dims)
-        # initial state
-        init_raw = opts.get("init", spec.inits[0])
-        kind = _init_kind(init_raw)
-        if kind is None or kind.name not in spec.inits:
-            why = "not an initial state" if kind is None else f"does not apply to {sys_label}"
-            raise ValueError(f"{lab('init', init_raw)}: {why}; allowed: {', '.join(spec.inits)}")
-        given_init = {k: v for k, v in opts.items() if k in init_opts}
-        for key, value in given_init.items():
-            if kind.option(key) is None:
-                owners = [n for n in systems.init_names() if systems.get_init(n).option(key) is not None]
-                raise ValueError(f"{lab(key, value)}: applies to {' or '.join(lab('init', o) for o in owners)} only "
-                                 f"(the initial state is {kind.name})")
-        init_values = {}
-        for o in kind.options:
-            init_values[o.name] = o.convert(given_init[o.name], cli=cli, levels=levels) if o.name in given_init \
-                else o.default
-        for o in kind.options:
-            if o.when is not None and init_values[o.when[0]] not in o.when[1]:
-                if o.name in given_init:
-                    raise ValueError(f"{lab(o.name, given_init[o.name])}: applies with "
-                                     f"{' or '.join(lab(o.when[0], v) for v in o.when[1])} only")
-                del init_values[o.name]
-        # system parameters
-        given = {k: v for k, v in opts.items() if spec.param(k) is not None}
-        params = spec.check_params(given, levels=levels, cli=cli)
+        kind, init_values, given_init = self._initial_state(spec, opts, levels)
         seed = conv.get("seed", _COMMON["seed"].default)
-        for p in spec.params:
-            if p.seed_default and p.name not in params and not any(m in params for m in p.excludes):
-                params[p.name] = seed
-        # done: store
+        params = self._parameters(spec, opts, levels, seed)
         self.spec, self.system = spec, spec.name
         self.arity, self.dims, self.spatial, self.levels = arity, dims, spatial, levels
         self.batch, self.seed = conv.get("batch", _COMMON["batch"].default), seed
@@ -205,11 +148,94 @@ class Setup:
         self.shape = (self.batch,) + ((k,) if k > 1 else ()) + spatial
         self.init, self.init_options = kind.name, init_values
         self.params = dict(arity=arity, **params)
+        self._remember_options(spec, opts, conv, init_values, given_init, params, kind)
+
+    def _lab(self, name, value):
+        return label(name, value, self._cli)
+
+    def _system_spec(self, system):
+        if system is None:
+            system = systems.DEFAULT_ROLLOUT
+        if system not in systems.names():
+            raise ValueError(f"{self._lab('system', system)}: not a registered system; allowed: "
+                             f"{', '.join(systems.names())}")
+        return systems.get(system)
+
+    def _refuse_foreign_options(self, spec, opts):
+        """Unknown options (TypeError) and parameters of other systems (ValueError)."""
+        init_opts, all_params = _init_options(), systems.all_params()
+        unknown = sorted(set(opts) - set(_COMMON) - {"init"} - set(init_opts) - set(all_params))
+        if unknown:
+            raise TypeError(f"Setup: unknown option(s) {unknown}; allowed: system, {', '.join(option_names())}")
+        for key in opts:
+            if key in all_params and spec.param(key) is None:
+                owners = ", ".join(s.name for s, _ in all_params[key])
+                raise ValueError(f"{self._lab(key, opts[key])}: does not apply to {self._lab('system', spec.name)} "
+                                 f"(a parameter of {owners}); allowed: {', '.join(spec.param_names) or 'no parameters'}")
+
+    def _field(self, spec, opts, conv):
+        """``(arity, dims, spatial)`` from arity, dims and one of size / depth."""
+        arity = conv.get("arity", systems.ARITY.default)
+        dims = conv.get("dims", spec.dims[0])
+        if dims not in spec.dims:
+            raise ValueError(f"{self._lab('dims', opts['dims'])}: does not apply to {self._lab('system', spec.name)}; "
+                             f"allowed: {' or '.join(map(str, spec.dims))}")
+        if "size" in conv and "depth" in conv:
+            raise ValueError(f"{self._lab('size', opts['size'])} and {self._lab('depth', opts['depth'])}: give one "
+                             f"of them (depth L means size p**L)")
+        if "size" in conv:
+            side = conv["size"]
+            try:
+                R.levels((side,), arity, 1)
+            except ValueError as e:
+                raise ValueError(f"{self._lab('size', opts['size'])}: {e}") from None
+        else:
+            depth = conv.get("depth", spec.default_depth.get(dims, max(spec.default_depth.values())))
+            side = arity ** depth
+        return arity, dims, (side,) * dims
+
+    def _initial_state(self, spec, opts, levels):
+        """``(kind, values, given)``: the initial-state kind, its options' values, the ones given."""
+        sys_label = self._lab("system", spec.name)
+        init_raw = opts.get("init", spec.inits[0])
+        kind = _init_kind(init_raw)
+        if kind is None or kind.name not in spec.inits:
+            why = "not an initial state" if kind is None else f"does not apply to {sys_label}"
+            raise ValueError(f"{self._lab('init', init_raw)}: {why}; allowed: {', '.join(spec.inits)}")
+        init_opts = _init_options()
+        given = {k: v for k, v in opts.items() if k in init_opts}
+        for key, value in given.items():
+            if kind.option(key) is None:
+                owners = [n for n in systems.init_names() if systems.get_init(n).option(key) is not None]
+                raise ValueError(f"{self._lab(key, value)}: applies to "
+                                 f"{' or '.join(self._lab('init', o) for o in owners)} only "
+                                 f"(the initial state is {kind.name})")
+        values = {o.name: (o.convert(given[o.name], cli=self._cli, levels=levels) if o.name in given else o.default)
+                  for o in kind.options}
+        for o in kind.options:
+            if o.when is not None and values[o.when[0]] not in o.when[1]:
+                if o.name in given:
+                    raise ValueError(f"{self._lab(o.name, given[o.name])}: applies with "
+                                     f"{' or '.join(self._lab(o.when[0], v) for v in o.when[1])} only")
+                del values[o.name]
+        return kind, values, given
+
+    def _parameters(self, spec, opts, levels, seed):
+        """The system's parameters, checked against its specs; seed-derived ones follow the seed."""
+        given = {k: v for k, v in opts.items() if spec.param(k) is not None}
+        params = spec.check_params(given, levels=levels, cli=self._cli)
+        for p in spec.params:
+            if p.seed_default and p.name not in params and not any(m in params for m in p.excludes):
+                params[p.name] = seed
+        return params
+
+    def _remember_options(self, spec, opts, conv, init_values, given_init, params, kind):
+        """``options``: what was given, converted (seed-derived values stay implicit)."""
         converted = dict(conv, **{k: init_values[k] for k in given_init}, **params)
         self.options = {k: converted.get(k, v) for k, v in opts.items()}
         if "init" in opts:
             self.options["init"] = kind.name
-        for p in spec.params:           # seed-derived values stay implicit (they follow the seed)
+        for p in spec.params:
             if p.seed_default and p.name not in opts:
                 self.options.pop(p.name, None)
 
