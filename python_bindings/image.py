@@ -43,15 +43,18 @@ import numpy as np
 
 from vkbands.engine import DeviceArray, StorageImage, as_host_array, current, default_context
 
+from . import reference as R
 from ._checks import option_choice, option_int, option_real
 from ._owner import Owner
 
 __all__ = ["ImageWriter", "render_image", "save_png", "layout", "CMAPS", "RANGES", "BACKGROUND",
            "NONFINITE", "GAP"]
 
-CMAPS = ("grey", "diverging", "ternary", "log")
-RANGES = ("fixed", "symmetric", "per_band")
-DEFAULT_LIMITS = {"grey": (0.0, 1.0), "diverging": (-1.0, 1.0), "ternary": (-1.0, 1.0), "log": (-1.0, 1.0)}
+# The colour maps, range modes and default limits are SPEC section 6, defined once in the reference
+# (whose colorize() every write_image.comp test compares against); the shader takes their indices.
+CMAPS = R.PICTURE_CMAPS
+RANGES = R.PICTURE_RANGES
+DEFAULT_LIMITS = R.PICTURE_DEFAULT_LIMITS
 BACKGROUND = (32, 32, 32, 255)   # gaps and empty grid cells (also written in write_image.comp)
 NONFINITE = (255, 0, 255, 255)   # NaN, +Inf, -Inf in every colour map
 GAP = 2                          # default pixels between panels
