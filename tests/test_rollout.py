@@ -174,3 +174,26 @@ def test_rollout_argument_errors(ctx):
     r = rollout("tree", _x0("tree"), 0, every=1, snapshot_every=1, ctx=ctx, progress=False)
     assert list(r.steps) == [0] and r.snapshots.shape == (1, 243)
     np.testing.assert_array_equal(r.final, _x0("tree"))    # exact: no step, so the kernel never writes x
+
+
+@pytest.mark.parametrize("system", ["tree", "grayscott"])
+def test_observation_rows_decode_from_a_host_mirror(ctx, system):
+    """ObsBuffers.read(source=...) decodes a copy of the rows (the viewer's per-frame mirrors) exactly
+    as the device rows, and energy_location points at the member's energies."""
+    from vkbands import Simulation, init
+    x0 = init.random((3, 81), seed=2) if system == "tree" else init.grayscott((3, 27, 27), seed=2)
+    with Simulation(ctx, system, x0, dims=1 if system == "tree" else None) as sim:
+        obs = sim.system.new_obs(1)
+        with ctx.recorder() as rec:
+            sim.record_steps(rec, 4, every=4, obs=obs)
+        mirror = {name: ctx.empty(a.shape, a.dtype, host=True) for name, a in obs.arrays.items()}
+        with ctx.recorder() as rec:
+            for name, a in obs.arrays.items():
+                rec.copy(a, mirror[name])
+        direct, copied = obs.read(1), obs.read(1, source=mirror)
+        for k in direct:
+            np.testing.assert_array_equal(copied[k], direct[k])
+        name, off = obs.energy_location(member=2)
+        flat = obs.arrays[name].numpy().reshape(-1)
+        np.testing.assert_array_equal(flat[off:off + sim.levels + 1].astype(np.float64), direct["energies"][0, 2])
+        obs.close()

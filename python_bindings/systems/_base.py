@@ -38,15 +38,33 @@ class ObsBuffers(Owner):
             self.energies = self._own(ctx.zeros((self.rows, fields, L + 1)))
             self.stats = self._own(ctx.zeros((self.rows, fields, 4)))
 
-    def read(self, n=None):
-        n = self.rows if n is None else int(n)
+    @property
+    def arrays(self) -> dict:
+        """The device arrays holding the rows, by name (``fused``, or ``energies`` and ``stats``)."""
+        names = ("fused",) if self.fused is not None else ("energies", "stats")
+        return {name: getattr(self, name) for name in names}
+
+    def energy_location(self, member: int, row: int = 0):
+        """``(name, element offset)``: where the ``L + 1`` contiguous float32 energies
+        ``[E_0..E_{L-1}, E_c]`` of batch member ``member``'s observed field in row ``row`` begin."""
         if self.fused is not None:
-            a = self.fused.numpy()[:n].astype(np.float64)
-            L = self.L
+            return "fused", (row * self.B + member) * (self.L + 5)
+        k = self.fields // self.B
+        field = member * k + (self.pick or 0)
+        return "energies", (row * self.fields + field) * (self.L + 1)
+
+    def read(self, n=None, *, source=None):
+        """The first ``n`` rows (default all) as NumPy: ``energies (n, B, L+1)``, ``mass``, ``min``,
+        ``max`` (n, B) float64, ``nonfinite`` (n, B) bool. ``source``: decode these arrays instead of
+        the device rows (a dict with the names and shapes of :attr:`arrays`: NumPy arrays, or
+        host-visible DeviceArrays whose GPU work has finished, e.g. a viewer's per-frame mirrors)."""
+        n = self.rows if n is None else int(n)
+        raw = {name: self._host_rows(name, arr, source, n) for name, arr in self.arrays.items()}
+        if self.fused is not None:
+            a, L = raw["fused"], self.L
             return dict(energies=a[..., :L + 1], mass=a[..., L + 1], min=a[..., L + 2], max=a[..., L + 3],
                         nonfinite=a[..., L + 4] > 0)
-        E = self.energies.numpy()[:n].astype(np.float64)
-        S = self.stats.numpy()[:n].astype(np.float64)
+        E, S = raw["energies"], raw["stats"]
         flag = S[..., 3] > 0
         if self.pick is not None:
             k = self.fields // self.B
@@ -54,6 +72,19 @@ class ObsBuffers(Owner):
             flag = flag.reshape(n, self.B, k).any(axis=2)
             S = S.reshape(n, self.B, k, 4)[:, :, self.pick]
         return dict(energies=E, mass=S[..., 0], min=S[..., 1], max=S[..., 2], nonfinite=flag)
+
+    @staticmethod
+    def _host_rows(name, device, source, n):
+        if source is None:
+            return device.numpy()[:n].astype(np.float64)
+        got = source[name]
+        if hasattr(got, "host_view"):          # a host-visible DeviceArray: invalidate, then view
+            got.invalidate()
+            got = got.host_view
+        got = np.asarray(got)
+        if got.shape != device.shape:
+            raise ValueError(f"source[{name!r}] has shape {got.shape}; the rows are {device.shape}")
+        return got[:n].astype(np.float64)
 
 
 def check_buffers(every, snap_every, observe_first, snap_first, obs, snap):
