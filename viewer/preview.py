@@ -7,7 +7,7 @@ screenshot equals the picture exactly) and the position is whole pixels. ``zoom`
 scale (integer zoom steps keep that property) and ``pan`` shifts it in pixels.
 
 Placement works on the *logical* size of the picture (the full-resolution sheet grid,
-``logical_size``); when the source resampled the panels to the size they are shown at, the (smaller)
+``logical_size``); when the sheet pipeline resampled the panels to the size they are shown at, the (smaller)
 image is drawn 1:1, centred where the full-resolution one would be.
 """
 from __future__ import annotations
@@ -83,6 +83,10 @@ class Preview:
 
     def reset_view(self):
         self.zoom, self.pan = 1.0, [0.0, 0.0]
+
+    def pan_by(self, dx: float, dy: float):
+        """Shift the picture by (dx, dy) screen pixels."""
+        self.pan = [self.pan[0] + dx, self.pan[1] + dy]
 
     def zoom_at(self, steps: float, cursor, area):
         """Zoom by 2**(steps/2) keeping the image point under ``cursor`` fixed."""

@@ -198,6 +198,10 @@ class FrameSync:
             self._finished[slot] = True
         self.collect()
 
+    def advance(self):
+        """The next frame uses the next slot (after a frame was submitted and presented)."""
+        self.slot = (self.slot + 1) % self.n
+
     def frame_submitted(self, slot: int):
         """Record that a batch signalling ``fences[slot]`` was just submitted (the slot's new frame)."""
         self.slot_serial[slot] = self.submitted

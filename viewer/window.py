@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from typing import NamedTuple
 
 import glfw
 import vulkan as vk
@@ -57,12 +58,20 @@ def required_instance_extensions() -> list[str]:
     return list(glfw.get_required_instance_extensions())
 
 
+class InputEvents(NamedTuple):
+    """What :meth:`Window.take_events` returns."""
+    keys: list          # (GLFW key, mods) pressed (or repeated), in order
+    chars: list         # typed characters (code points)
+    scroll: float       # y offset of the mouse wheel
+
+
 class Window:
     """A resizable GLFW window without a client API (Vulkan draws into it).
 
-    Input is collected into plain attributes the app reads each frame: ``keys_pressed`` (list of GLFW
-    key codes pressed since the last ``poll()``, with mods), ``chars`` (typed characters for ImGui),
-    ``scroll`` (accumulated y offset), ``resized`` (set when the framebuffer size changed).
+    Input is collected between two :meth:`take_events` calls (the app makes one per frame): the
+    key presses (GLFW key codes with mods), typed characters (for ImGui) and the accumulated scroll
+    y offset; ``keys_down`` holds the keys held now; :meth:`take_resized` says whether the framebuffer
+    size changed since it was last asked.
     """
 
     def __init__(self, width: int = 1280, height: int = 800, title: str = "vkbands", visible: bool = True):
@@ -106,6 +115,17 @@ class Window:
         self.scroll += dy
 
     # ------------------------------------------------------------------ queries
+    def take_events(self) -> InputEvents:
+        """The key presses, characters and scroll collected since the last call (then cleared)."""
+        events = InputEvents(self.keys_pressed, self.chars, self.scroll)
+        self.keys_pressed, self.chars, self.scroll = [], [], 0.0
+        return events
+
+    def take_resized(self) -> bool:
+        """Whether the framebuffer was resized since the last call."""
+        resized, self.resized = self.resized, False
+        return resized
+
     def poll(self, wait_s: float | None = None):
         if wait_s:
             glfw.wait_events_timeout(wait_s)
