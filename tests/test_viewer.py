@@ -14,6 +14,7 @@ from PIL import Image
 from vkbands import reference as R
 from vkbands.bands import BandPlan
 from vkbands.image import render_image
+from vkbands.viewer.files import FileWatch
 from vkbands.viewer.preview import place
 from vkbands.setup import Setup
 
@@ -67,7 +68,7 @@ def test_place_is_pixel_exact_when_it_fits():
 
 
 def test_output_names_never_overwrite(tmp_path):
-    from vkbands.viewer.app import unique_path
+    from vkbands.viewer.files import unique_path
     paths = []
     for _ in range(3):                                      # same second: -1, -2 suffixes
         p = unique_path(tmp_path, "vkbands-sheets", ".png")
@@ -89,7 +90,7 @@ def test_screenshot_equals_headless_picture_and_panel_present(viewer, ctx, tmp_p
     win = np.asarray(Image.open(shot).convert("RGBA"))
     fw, fh = viewer.swapchain.extent
     assert win.shape == (fh, fw, 4)
-    src = viewer.source
+    src = viewer.sheets
     field = src.read_field()                 # the state the last frame showed (no steps since)
     expect, sheets = _headless_picture(ctx, field, src)
     # the sheets are the decomposition of SPEC section 2 (within float32 round-off)
@@ -129,7 +130,7 @@ def test_resampled_picture_equals_headless(ctx, tmp_path):
         v.playing = False
         shot = tmp_path / "resampled.png"
         v.run(frames=v.frame_count + 1, screenshot=shot)
-        src = v.source
+        src = v.sheets
         assert src.small is not None                          # 1468 px of grid into a 520 px area
         h, w = src.small.shape[-2:]
         assert w < 243 and h < 243
@@ -166,11 +167,11 @@ def test_discrete_gpu_memory_path(ctx, tmp_path, monkeypatch):
     v = open_viewer("grayscott", size=27, width=1000, height=480, range="per_band", vsync=False,
                     out_dir=tmp_path)
     try:
-        assert not v.source.sim.state.mappable
+        assert not v.sheets.sim.state.mappable
         shot = tmp_path / "discrete.png"
         v.run(frames=6, screenshot=shot)
-        assert len(v._energy_hist) >= 3
-        src = v.source
+        assert len(v.sheets.energy_history) >= 3
+        src = v.sheets
         expect, _ = _headless_picture(ctx, src.read_field(), src)
         win = np.asarray(Image.open(shot).convert("RGBA"))
         x0, y0, w, h = v.preview.rect
@@ -189,15 +190,15 @@ def test_grid_wider_than_the_device_allows(tmp_path):
     v = open_viewer("tree", depth=9, width=800, height=500, out_dir=tmp_path)
     try:
         limit = int(v.ctx.limits.maxImageDimension2D)
-        lw, lh = v.source.logical_size
-        img = v.source.image
+        lw, lh = v.sheets.logical_size
+        img = v.sheets.image
         if max(lw, lh) > limit:
-            assert v.source.small is not None and max(img.width, img.height) <= limit
+            assert v.sheets.small is not None and max(img.width, img.height) <= limit
         v.run(frames=3)
-        assert max(v.source.image.width, v.source.image.height) <= limit
+        assert max(v.sheets.image.width, v.sheets.image.height) <= limit
         v.preview.zoom = 64.0                                   # zoomed far in: still within the limit
         v.run(frames=v.frame_count + 2)
-        assert max(v.source.image.width, v.source.image.height) <= limit
+        assert max(v.sheets.image.width, v.sheets.image.height) <= limit
     finally:
         v.close()
 
@@ -209,33 +210,33 @@ def test_sheet_screenshot_is_the_storage_image(viewer, tmp_path):
     viewer.frame()
     viewer.flush()
     png = np.asarray(Image.open(tmp_path / "sheets.png"))
-    assert png.shape == (viewer.source.image.height, viewer.source.image.width, 4)
+    assert png.shape == (viewer.sheets.image.height, viewer.sheets.image.width, 4)
     assert np.array_equal(png, got["px"])
-    assert np.array_equal(png, viewer.source.image.numpy())
+    assert np.array_equal(png, viewer.sheets.image.numpy())
 
 
 @needs_display
 def test_pause_step_reset_counters(viewer):
     viewer.playing = False
     viewer.steps_per_frame = 4
-    s0 = viewer.source.step
+    s0 = viewer.sheets.step
     for _ in range(3):
         viewer.frame()
-    assert viewer.source.step == s0                        # paused: no steps
+    assert viewer.sheets.step == s0                        # paused: no steps
     viewer.key(glfw.KEY_PERIOD)                             # '.' single step
     viewer.frame()
     viewer.frame()
-    assert viewer.source.step == s0 + 1 and not viewer.playing
+    assert viewer.sheets.step == s0 + 1 and not viewer.playing
     viewer.key(glfw.KEY_SPACE)                              # play: steps_per_frame per frame
     assert viewer.playing
     for _ in range(2):
         viewer.frame()
-    assert viewer.source.step == s0 + 1 + 2 * 4
+    assert viewer.sheets.step == s0 + 1 + 2 * 4
     live = viewer.ctx.live_objects()
     for n in range(1, 12):                                  # many steps/frame values: the cache stays small
         viewer.steps_per_frame = n
         viewer.frame()
-    assert len(viewer.source._recorders) <= 8 and viewer.ctx.live_objects() <= live + 8
+    assert viewer.sheets.recording_count <= 8 and viewer.ctx.live_objects() <= live + 8
     viewer.steps_per_frame = 4
     viewer.key(glfw.KEY_RIGHT_BRACKET)
     assert viewer.steps_per_frame == 8
@@ -243,10 +244,10 @@ def test_pause_step_reset_counters(viewer):
     assert viewer.steps_per_frame == 4
     viewer.key(glfw.KEY_SPACE)
     viewer.key(glfw.KEY_R)                                  # reset: step 0, the initial field
-    assert viewer.source.step == 0
+    assert viewer.sheets.step == 0
     viewer.frame()
     x0 = R.grayscott_init((SIZE, SIZE), seed=0)[1]        # what `vkbands rollout` starts from
-    assert np.array_equal(viewer.source.read_field(), x0)
+    assert np.array_equal(viewer.sheets.read_field(), x0)
 
 
 @needs_display
@@ -255,11 +256,11 @@ def test_energy_history_arrives_a_frame_late(viewer):
     viewer.playing = True
     for _ in range(FRAMES_IN_FLIGHT):                       # every slot has a frame in flight
         viewer.frame()
-    viewer._energy_hist.clear()
+    viewer.sheets.energy_history.clear()
     for _ in range(5):
         viewer.frame()
     # each frame takes the observables of the frame that last used its slot: no stall, none lost
-    assert len(viewer._energy_hist) == 5
+    assert len(viewer.sheets.energy_history) == 5
     live = viewer.ctx.live_objects()
     for _ in range(20):
         viewer.frame()
@@ -267,8 +268,8 @@ def test_energy_history_arrives_a_frame_late(viewer):
     viewer.playing = False
     for _ in range(FRAMES_IN_FLIGHT + 1):                   # paused frames observe the shown state
         viewer.frame()
-    E = R.energies(viewer.source.read_field().astype(np.float64), viewer.source.arity)
-    assert np.allclose(viewer._energy_hist[-1], E, rtol=1e-4, atol=1e-7)
+    E = R.energies(viewer.sheets.read_field().astype(np.float64), viewer.sheets.arity)
+    assert np.allclose(viewer.sheets.energy_history[-1], E, rtol=1e-4, atol=1e-7)
 
 
 @needs_display
@@ -280,18 +281,18 @@ def test_load_bad_files_keep_running(viewer, tmp_path):
     garbage.write_bytes(b"not a numpy file at all")
     pickled = tmp_path / "obj.npy"
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    before = viewer.source.read_field()
+    before = viewer.sheets.read_field()
     for bad, what in ((wrong_shape, "shape"), (garbage, ""), (pickled, "pickle"), (tmp_path / "missing.npy", "")):
         assert viewer.load(bad) is False
         assert str(bad) in viewer.last_error and what in viewer.last_error.lower()
         viewer.frame()
-        assert np.array_equal(viewer.source.read_field(), before)
+        assert np.array_equal(viewer.sheets.read_field(), before)
     good = tmp_path / "good.npy"
     uv = R.grayscott_init((SIZE, SIZE), seed=5)
     np.save(good, uv)
     assert viewer.load(good)
     viewer.frame()
-    assert viewer.source.step == 0 and np.array_equal(viewer.source.read_field(), uv[1])
+    assert viewer.sheets.step == 0 and np.array_equal(viewer.sheets.read_field(), uv[1])
 
 
 @needs_display
@@ -299,22 +300,22 @@ def test_watch_skips_partial_writes(viewer, tmp_path):
     path = tmp_path / "watched.npy"
     uv = R.grayscott_init((SIZE, SIZE), seed=7)
     np.save(path, uv)
-    viewer.watch_path, viewer._watch_sig, viewer._watch_t = path, None, 0.0
+    viewer.watch = FileWatch(path)
     viewer.playing = False
     viewer.frame()
-    assert np.array_equal(viewer.source.read_field(), uv[1])
+    assert np.array_equal(viewer.sheets.read_field(), uv[1])
     full = path.read_bytes()
     path.write_bytes(full[: len(full) // 2])                # a half-written file
-    viewer._watch_t = 0.0
+    viewer.watch.last_check = 0.0
     viewer.frame()
-    assert np.array_equal(viewer.source.read_field(), uv[1])
+    assert np.array_equal(viewer.sheets.read_field(), uv[1])
     uv2 = R.grayscott_init((SIZE, SIZE), seed=8)
     np.save(path, uv2)
     os.utime(path, ns=(1, 10**18))                          # a new mtime even on coarse clocks
-    viewer._watch_t = 0.0
+    viewer.watch.last_check = 0.0
     viewer.frame()
-    assert np.array_equal(viewer.source.read_field(), uv2[1])
-    viewer.watch_path = None
+    assert np.array_equal(viewer.sheets.read_field(), uv2[1])
+    viewer.watch = None
 
 
 @needs_display
@@ -353,7 +354,7 @@ def test_resize_three_times_and_minimise(viewer):
 
 @needs_display
 def test_display_controls_rerecord(viewer):
-    src = viewer.source
+    src = viewer.sheets
     viewer.playing = False
     for cmap in ("grey", "ternary", "log", "diverging"):
         src.set_display(cmap=cmap)
@@ -384,7 +385,7 @@ def test_close_frees_everything(tmp_path):
     path = v.last_recording
     assert path is not None and path.exists() and Image.open(path).n_frames >= 2
     # 1-D field: strips (one column of 2L+1 panels) and the band x time image, newest column right
-    src = v.source
+    src = v.sheets
     assert src.writer.cols == 1 and src.writer.P == 2 * src.L + 1 and src.writer.H == 1
     bt = src.band_time.numpy()[..., :3].astype(int)
     assert bt.shape[0] == (src.L + 1) * 10
@@ -394,27 +395,105 @@ def test_close_frees_everything(tmp_path):
     # restart with other set-up options (what the panel's "Restart" does); a bad one keeps the old
     assert v.restart("heat", depth=3, init="smooth", seed=2)
     v.run(frames=v.frame_count + 3)
-    assert v.source.system_name == "heat" and v.source.spatial == (27, 27) and v.source.step == 3
+    assert v.sheets.system_name == "heat" and v.sheets.spatial == (27, 27) and v.sheets.step == 3
     x0 = Setup("heat", depth=3, init="smooth", seed=2).x0()
-    assert v.source.sim.shape == x0.shape
-    old = v.source
+    assert v.sheets.sim.shape == x0.shape
+    old = v.sheets
     assert not v.restart("heat", size=10)                   # not a power of p
-    assert v.source is old and "10" in v.last_error
+    assert v.sheets is old and "10" in v.last_error
     v.run(frames=v.frame_count + 2)
     # every panel widget is drawn (all sections open) without error, for each system
     for system in ("coupled", "grayscott", "tree"):
         assert v.restart(system, depth=3)
-        v.source.expand_ui = True
+        v.panel.expand_all = True
         v.run(frames=v.frame_count + 3)
     # the panel's restart section: switching the system drops the old system's parameters
     ed = Setup("grayscott", F=0.03, preset="spots", depth=3, seed=4).with_system("coupled")
     assert ed == Setup("coupled", depth=3, seed=4) and ed.options == dict(depth=3, seed=4)
-    assert v.restart(ed) and v.source.system_name == "coupled"
+    assert v.restart(ed) and v.sheets.system_name == "coupled"
     v.run(frames=v.frame_count + 2)
     v.close()
     v.close()                                               # idempotent
     assert ctx.closed and v.window.closed
     assert set(v.open_at_close) <= {"Kernel"}, v.open_at_close
+
+
+class ScriptedImgui:
+    """Stands in for pyimgui (draws nothing): every section is open; the widgets named in ``changes``
+    report a change to the given value (buttons: pressed); the others report no change."""
+
+    def __init__(self, changes=None):
+        self.changes = dict(changes or {})
+
+    def __getattr__(self, name):
+        if name.isupper():
+            return 0                                        # flags
+        unchanged = {"slider_int": lambda a: a[1], "slider_float": lambda a: a[1], "checkbox": lambda a: a[1],
+                     "input_int": lambda a: a[1], "input_float": lambda a: a[1], "input_text": lambda a: a[1],
+                     "combo": lambda a: a[1], "drag_float2": lambda a: (a[1], a[2])}
+
+        def call(*args, **kw):
+            label = args[0] if args and isinstance(args[0], str) else None
+            if name == "button":
+                return label in self.changes
+            if name in unchanged:
+                return (True, self.changes[label]) if label in self.changes else (False, unchanged[name](args))
+            return {"tree_node": True, "collapsing_header": (True, None), "get_cursor_screen_pos": (0.0, 0.0),
+                    "get_window_draw_list": self, "get_color_u32_rgba": 0}.get(name)
+        return call
+
+
+def test_panel_acts_through_method_calls(ctx):
+    """The panel changes the app and the sheet pipeline by calling them (no flags left for the app
+    to poll): buttons and the steps slider call the app's controls, a restart is asked for after the
+    window is drawn, picture widgets call set_display, a refused live parameter is reported through
+    the app's error()."""
+    from vkbands.image import CMAPS
+    from vkbands.viewer.panel import Panel
+    from vkbands.viewer.sheets import SheetPipeline
+
+    class Controls:
+        playing, recording, steps_per_frame, fps, device_name, messages = False, None, 1, 0.0, "test", []
+
+        def __init__(self):
+            self.calls = []
+
+        def __getattr__(self, name):
+            return lambda *a, **k: self.calls.append((name, a, k))
+
+    sheets = SheetPipeline(ctx, "heat", size=27)
+    try:
+        c = Controls()
+        cmap = next(m for m in CMAPS if m != sheets.cmap)
+        Panel(c, imgui=ScriptedImgui({"Step": True, "steps/frame": 7, "Restart with these": True,
+                                      "colour map": CMAPS.index(cmap)})).draw(sheets, 600)
+        assert [(n, a, k) for n, a, k in c.calls] == [("single_step", (), {}), ("set_steps_per_frame", (7,), {}),
+                                                      ("restart", (), dict(system="heat", size=27))]
+        assert sheets.cmap == cmap
+        c.calls.clear()
+        Panel(c, imgui=ScriptedImgui({"alpha": 0.5})).draw(sheets, 600)      # outside 0..0.25
+        assert [n for n, a, k in c.calls] == ["error"] and "alpha" in c.calls[0][1][0]
+    finally:
+        sheets.close()
+
+
+@needs_display
+def test_frame_barriers_come_from_the_hazard_model(viewer, tmp_path):
+    """The frame's command buffer gets the barriers engine.hazards decides: the sheet pipeline's
+    compute/transfer writes made visible to the shaders that sample them; with a capture of the sheet
+    image, to the copy, and the copy to the host."""
+    from vkbands.engine.hazards import COMPUTE, GRAPHICS, HOST, TRANSFER, WRITE, access_of
+    viewer.playing = False
+    viewer.frame()
+    sampled = (COMPUTE | TRANSFER, GRAPHICS, WRITE[COMPUTE] | WRITE[TRANSFER], access_of(GRAPHICS))
+    assert [tuple(b) for b in viewer.graphics.last_barriers] == [sampled]
+    viewer.screenshot_sheets(tmp_path / "b.png")
+    viewer.frame()
+    assert [tuple(b) for b in viewer.graphics.last_barriers] == [
+        sampled, (COMPUTE | TRANSFER, TRANSFER, WRITE[COMPUTE] | WRITE[TRANSFER], access_of(TRANSFER)),
+        (TRANSFER, HOST, WRITE[TRANSFER], access_of(HOST))]
+    viewer.flush()
+    assert (tmp_path / "b.png").exists()
 
 
 def test_cli_without_display_says_so():
@@ -588,7 +667,7 @@ def test_rebuilds_never_touch_what_a_pending_frame_uses(tmp_path, monkeypatch):
         v.run(frames=3)
         live = v.ctx.live_objects()
         proto = FrameProtocol(monkeypatch)
-        src = v.source
+        src = v.sheets
         for i in range(16):
             k = i % 4
             if k == 0:
@@ -640,7 +719,7 @@ def test_exception_between_acquire_and_submit_leaves_no_signalled_semaphore(tmp_
                 raise RuntimeError("injected: the frame's submit failed")
             return real_submit(queue, n, infos, fence)
 
-        injections = [(v.source, "submit", None), (v.gui, "record", None), (vk, "vkQueueSubmit", failing_submit)]
+        injections = [(v.sheets, "submit", None), (v.gui, "record", None), (vk, "vkQueueSubmit", failing_submit)]
         before = validation_error_count()
         for obj, name, fn in injections:
             for _ in range(v.sync.n):                       # each frame slot's semaphore in turn
@@ -652,7 +731,7 @@ def test_exception_between_acquire_and_submit_leaves_no_signalled_semaphore(tmp_
                 with pytest.raises(RuntimeError, match="injected"):
                     v.frame()
                 monkeypatch.undo()
-                assert v.frame_count == n and not any(v._captures)   # a lost frame's captures are dropped
+                assert v.frame_count == n and v.graphics.pending_captures == 0   # a lost frame's captures are dropped
                 for _ in range(2 * v.sync.n + 1):
                     v.frame()
                 assert v.frame_count >= n + 2 * v.sync.n

@@ -4,11 +4,14 @@
 command line. Only this package imports ``glfw`` and ``imgui``; modules are imported lazily so that
 ``import vkbands.viewer`` works without a display.
 
-- :class:`vkbands.viewer.app.Viewer` — the frame loop (keys, controls, screenshots, recording).
-- :class:`vkbands.viewer.source.SheetSource` — Simulation + BandPlan + ImageWriter -> storage image.
-- :mod:`vkbands.viewer.panel` — the panel's system widgets, generated from the system specs.
+- :class:`vkbands.viewer.app.Viewer` — the app: frame loop, input and keys, wiring of the parts.
+- :class:`vkbands.viewer.sheets.SheetPipeline` — Simulation + BandPlan sheets + ImageWriter picture
+  -> storage image, recordings, band x time history, observables a frame late (no ImGui).
+- :class:`vkbands.viewer.panel.Panel` — every ImGui widget; system widgets generated from the specs.
+- :class:`vkbands.viewer.frame.FrameGraphics` — a frame's graphics command buffer and captures;
+  :mod:`vkbands.viewer.barriers` — its barriers, from :mod:`vkbands.engine.hazards`.
 - :mod:`vkbands.viewer.imgui_vk` — the ImGui renderer; :mod:`vkbands.viewer.preview` — the quad;
-  :mod:`vkbands.viewer.swapchain`, :mod:`vkbands.viewer.window`.
+  :mod:`vkbands.viewer.swapchain`, :mod:`vkbands.viewer.window`, :mod:`vkbands.viewer.files`.
 """
 from __future__ import annotations
 
@@ -17,16 +20,16 @@ __all__ = ["run", "open_viewer"]
 
 def open_viewer(system=None, *, width=1280, height=800, vsync=True, steps_per_frame=1, paused=False,
                 show_ui=True, out_dir=".", record_fps=15.0, watch=None, x0=None, profile=False,
-                **source_kwargs):
-    """Create (and return) a :class:`~vkbands.viewer.app.Viewer` on a :class:`SheetSource` of
+                **sheets_kwargs):
+    """Create (and return) a :class:`~vkbands.viewer.app.Viewer` on a :class:`SheetPipeline` of
     ``system`` (a :class:`vkbands.Setup`, or a system name, default ``systems.DEFAULT_VIEW``);
-    ``source_kwargs`` go to SheetSource (member, dims, cmap, range, vmin, vmax, fade and, with a name,
-    the Setup keywords: size, arity, batch, init, seed, system parameters...). The caller closes it."""
+    ``sheets_kwargs`` go to SheetPipeline (member, dims, cmap, range, vmin, vmax, fade and, with a
+    name, the Setup keywords: size, arity, batch, init, seed, system parameters...). The caller closes it."""
     from .app import Viewer
-    from .source import SheetSource
+    from .sheets import SheetPipeline
 
-    def factory(ctx):
-        return SheetSource(ctx, system, x0, **source_kwargs)
+    def factory(ctx, **wiring):
+        return SheetPipeline(ctx, system, x0, **wiring, **sheets_kwargs)
 
     return Viewer(factory, width=width, height=height, vsync=vsync, steps_per_frame=steps_per_frame,
                   paused=paused, show_ui=show_ui, out_dir=out_dir, record_fps=record_fps, watch=watch,
