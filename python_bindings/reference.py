@@ -68,16 +68,6 @@ def levels(shape, arity, dims=None) -> int:
     return min(_checks.power_of_arity(n, p) for n in spatial)
 
 
-# Moved to vkbands._checks (validators) and vkbands.init (initial states). The old names stay importable
-# for the modules that still use them (systems, rollout_cli); each line says where the code went.
-
-
-def grayscott_init(shape, seed=0, patch=None):  # moved to init.grayscott; alias kept until callers move
-    """Pearson's Gray-Scott start: see :func:`vkbands.init.grayscott`."""
-    from .init import grayscott
-    return grayscott(shape, seed, patch)
-
-
 def _as_f64(x):
     return np.asarray(x, dtype=np.float64)
 

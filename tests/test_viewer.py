@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vkbands import init as vkinit
 from vkbands import reference as R
 from vkbands.bands import BandPlan
 from vkbands.image import render_image
@@ -246,7 +247,7 @@ def test_pause_step_reset_counters(viewer):
     viewer.key(glfw.KEY_R)                                  # reset: step 0, the initial field
     assert viewer.sheets.step == 0
     viewer.frame()
-    x0 = R.grayscott_init((SIZE, SIZE), seed=0)[1]        # what `vkbands rollout` starts from
+    x0 = vkinit.grayscott((SIZE, SIZE), seed=0)[1]        # what `vkbands rollout` starts from
     assert np.array_equal(viewer.sheets.read_field(), x0)
 
 
@@ -288,7 +289,7 @@ def test_load_bad_files_keep_running(viewer, tmp_path):
         viewer.frame()
         assert np.array_equal(viewer.sheets.read_field(), before)
     good = tmp_path / "good.npy"
-    uv = R.grayscott_init((SIZE, SIZE), seed=5)
+    uv = vkinit.grayscott((SIZE, SIZE), seed=5)
     np.save(good, uv)
     assert viewer.load(good)
     viewer.frame()
@@ -298,7 +299,7 @@ def test_load_bad_files_keep_running(viewer, tmp_path):
 @needs_display
 def test_watch_skips_partial_writes(viewer, tmp_path):
     path = tmp_path / "watched.npy"
-    uv = R.grayscott_init((SIZE, SIZE), seed=7)
+    uv = vkinit.grayscott((SIZE, SIZE), seed=7)
     np.save(path, uv)
     viewer.watch = FileWatch(path)
     viewer.playing = False
@@ -309,7 +310,7 @@ def test_watch_skips_partial_writes(viewer, tmp_path):
     viewer.watch.last_check = 0.0
     viewer.frame()
     assert np.array_equal(viewer.sheets.read_field(), uv[1])
-    uv2 = R.grayscott_init((SIZE, SIZE), seed=8)
+    uv2 = vkinit.grayscott((SIZE, SIZE), seed=8)
     np.save(path, uv2)
     os.utime(path, ns=(1, 10**18))                          # a new mtime even on coarse clocks
     viewer.watch.last_check = 0.0
