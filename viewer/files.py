@@ -1,7 +1,16 @@
 """The viewer's files: output names that never overwrite, PNG screenshots, GIF recordings, and the
-.npy fields read for ``--load`` / ``--watch``. No Vulkan, no window."""
+.npy fields read for ``--load`` / ``--watch``. No Vulkan, no window.
+
+Everything written here appears complete or not at all (:func:`write_new`): the bytes go to a hidden
+temporary file in the destination folder (created with the user's umask), which is then linked to
+its final name, a link that fails when the name exists. So a crash or a full disk never leaves a
+truncated file under a final name, and no file is ever overwritten, not even by a second viewer
+that picked the same generated name in the same second."""
 from __future__ import annotations
 
+import errno
+import os
+import secrets
 import time
 from datetime import datetime
 from pathlib import Path
@@ -9,17 +18,106 @@ from pathlib import Path
 import numpy as np
 
 MAX_RECORD_FRAMES = 1800  # a minute at 30 fps; then the recording is saved and stops
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
 
 
 def unique_path(directory, stem: str, suffix: str) -> Path:
-    """``directory/stem-YYYYmmdd-HHMMSS[-k].suffix`` that does not exist yet (never overwrites)."""
+    """``directory/stem-YYYYmmdd-HHMMSS[-k].suffix`` that does not exist yet (the folder is created).
+    Write it with :func:`write_new` and ``another=`` a call of this again: a name taken between the
+    choice and the write is then replaced by the next free one."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     base = f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
     path, k = directory / f"{base}{suffix}", 1
-    while path.exists():
+    while path.exists() or path.is_symlink():
         path, k = directory / f"{base}-{k}{suffix}", k + 1
     return path
+
+
+def _exists_error(path) -> FileExistsError:
+    return FileExistsError(errno.EEXIST, "already exists; vkbands never overwrites a file "
+                           "(choose another name or remove it)", str(path))
+
+
+def _publish(tmp: Path, path: Path):
+    """Give the complete file ``tmp`` the name ``path``; FileExistsError when that name exists."""
+    try:
+        os.link(tmp, path)          # atomic and never replaces: fails with EEXIST
+    except FileExistsError:
+        raise _exists_error(path) from None
+    except OSError as e:
+        if e.errno not in _NO_HARD_LINKS:
+            raise
+        # a file system without hard links: rename, which replaces, so look first (a small window)
+        if path.exists() or path.is_symlink():
+            raise _exists_error(path) from None
+        os.rename(tmp, path)
+
+
+def write_new(path, write, another=None) -> Path:
+    """Create the new file ``path`` with ``write(f)`` (``f`` a binary file object), atomically: the
+    bytes go to a hidden temporary file in the same folder (mode 0o666 less the umask), flushed to
+    disk, then linked to ``path``. Nothing ever appears under ``path`` unless complete, and an
+    existing ``path`` is never replaced: FileExistsError, or, with ``another`` (a function giving a
+    new name: generated names), the next name it gives. Returns the path written. On any error the
+    temporary file is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        while True:
+            try:
+                _publish(tmp, path)
+                return path
+            except FileExistsError:
+                if another is None:
+                    raise
+                path = Path(another())
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def check_new_file(option: str, path) -> Path:
+    """``path`` for a file the command will create (``--screenshot``), checked before any work: its
+    folder exists and is writable, and nothing is there yet (never overwritten). ValueError naming
+    the option, the path and why."""
+    p = Path(path)
+    where = f"{option} {path}"
+    if p.is_dir():
+        raise ValueError(f"{where}: is a folder; give the name of a new file (.png)")
+    if p.exists() or p.is_symlink():
+        raise ValueError(f"{where}: already exists; vkbands never overwrites a file (choose another name "
+                         "or remove it)")
+    folder = p.parent
+    if not folder.exists():
+        raise ValueError(f"{where}: the folder {folder} does not exist (create it first)")
+    if not folder.is_dir():
+        raise ValueError(f"{where}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{where}: the folder {folder} is not writable")
+    return p
+
+
+def check_out_dir(option: str, path) -> Path:
+    """``path`` for a folder that is created when the first file goes there (``--out-dir``), checked
+    before any work: it is a folder, or the nearest existing folder above it is writable."""
+    p = Path(path)
+    where = f"{option} {path}"
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{where}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{where}: the folder {existing} is not writable")
+    return p
 
 
 def read_npy(path) -> np.ndarray:
@@ -36,18 +134,32 @@ def read_npy(path) -> np.ndarray:
         raise
 
 
-def save_png(path, pixels: np.ndarray):
-    """(H, W, 4) RGBA uint8 pixels as a PNG file."""
+def read_input(option: str, path) -> np.ndarray:
+    """:func:`read_npy` for a command-line input: any failure is a ValueError ``"<option> <path>: why"``
+    (a missing or unreadable file is bad input too)."""
+    try:
+        return read_npy(path)
+    except OSError as e:
+        why = (e.strerror or str(e)).lower() if not isinstance(e, FileNotFoundError) else "no such file"
+        raise ValueError(f"{option} {path}: {why}") from e
+    except (ValueError, EOFError) as e:
+        raise ValueError(f"{option} {path}: {e or type(e).__name__}") from e
+
+
+def save_png(path, pixels: np.ndarray, another=None) -> Path:
+    """(H, W, 4) RGBA uint8 pixels as a new PNG file (:func:`write_new`: complete or absent, never
+    overwriting). Returns the path written."""
     from PIL import Image
-    Image.fromarray(pixels, "RGBA").save(path, format="PNG")
+    img = Image.fromarray(np.ascontiguousarray(pixels), "RGBA")
+    return write_new(path, lambda f: img.save(f, format="PNG"), another=another)
 
 
 class GifRecording:
     """Frames taken at most ``fps`` times a second (wall clock; the rate may change while recording),
-    saved as one GIF at ``path``."""
+    saved as one GIF at ``path`` (``another``: where to when that name was taken meanwhile)."""
 
-    def __init__(self, path, max_frames: int = MAX_RECORD_FRAMES):
-        self.path, self.max_frames = Path(path), int(max_frames)
+    def __init__(self, path, max_frames: int = MAX_RECORD_FRAMES, another=None):
+        self.path, self.max_frames, self.another = Path(path), int(max_frames), another
         self.frames: list = []
         self._last_t = 0.0
 
@@ -67,11 +179,14 @@ class GifRecording:
         return len(self.frames) >= self.max_frames
 
     def save(self, fps: float):
-        """Write the GIF played at ``fps``; the path, or None when no frame was taken."""
+        """Write the GIF played at ``fps`` (:func:`write_new`); the path written, or None when no
+        frame was taken."""
         if not self.frames:
             return None
-        self.frames[0].save(self.path, save_all=True, append_images=self.frames[1:],
-                            duration=int(round(1000 / fps)), loop=0)
+        first, rest = self.frames[0], self.frames[1:]
+        self.path = write_new(self.path, lambda f: first.save(f, format="GIF", save_all=True, append_images=rest,
+                                                              duration=int(round(1000 / fps)), loop=0),
+                              another=self.another)
         return self.path
 
 
@@ -100,3 +215,16 @@ class FileWatch:
             return None
         self.signature = sig
         return read_npy(self.path)
+
+    def read(self, option: str = "--watch") -> np.ndarray:
+        """Read the file now (what a script's start needs: it must be usable): the field, remembered
+        as read; ValueError ``"<option> <path>: why"`` when it cannot be used."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            st = None
+        x = read_input(option, self.path)
+        if st is not None:
+            self.signature = (st.st_mtime_ns, st.st_size)
+        self.last_check = time.perf_counter()
+        return x

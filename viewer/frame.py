@@ -83,10 +83,21 @@ class FrameGraphics:
         return sum(len(c) for c in self._captures)
 
     def finish(self, slot: int):
-        """After slot ``slot``'s fence: finish the captures its last frame made."""
+        """After slot ``slot``'s fence: finish the captures its last frame made (all of them, even
+        when a ``done`` callback raises; then the first error is raised)."""
         caps, self._captures[slot] = self._captures[slot], []
-        for cap in caps:
-            cap.finish()
+        failed = None
+        for i, cap in enumerate(caps):
+            try:
+                cap.finish()
+            except Exception as e:      # noqa: BLE001 — finish (and free) the others, then raise
+                failed = failed or e
+            except BaseException:       # an interrupt: free the rest, no more callbacks
+                for rest in caps[i + 1:]:
+                    rest.drop()
+                raise
+        if failed is not None:
+            raise failed
 
     # ------------------------------------------------------------------ the command buffer
     def submit(self, slot: int, index: int, draw_data, area):
