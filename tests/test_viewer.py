@@ -354,6 +354,60 @@ def test_resize_three_times_and_minimise(viewer):
 
 
 @needs_display
+def test_resized_past_the_device_limit_waits_for_a_smaller_window(viewer):
+    """A window resized larger than the device can draw into (no window manager enforces the size
+    limits here) is not drawn, said once, and drawing resumes when it is smaller again."""
+    mw, mh = viewer.max_window_pixels()
+    size = viewer.window.size
+    viewer.messages.clear()
+    try:
+        viewer.window.set_size(mw + 16, 200)
+        for _ in range(30):
+            viewer.window.poll()
+            if viewer.window.framebuffer_size[0] > mw:
+                break
+        assert viewer.window.framebuffer_size[0] > mw
+        n = viewer.frame_count
+        for _ in range(3):
+            assert viewer.frame() is False
+        assert viewer.frame_count == n
+        said = [text for text, is_error in viewer.messages if is_error]
+        assert len(said) == 1 and "larger than" in said[0] and f"{mw}x{mh}" in said[0]
+    finally:
+        viewer.window.set_size(*size)
+    for _ in range(30):
+        viewer.frame()
+        if viewer.frame_count >= n + 2:
+            break
+    assert viewer.frame_count >= n + 2 and viewer.swapchain.extent == viewer.window.framebuffer_size
+
+
+@needs_display
+def test_a_failed_screenshot_is_reported_and_the_viewer_runs_on(viewer, tmp_path):
+    """A screenshot (key `s`, the panel's button) that cannot be written is shown as an error; the
+    viewer keeps running and writes the next one."""
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    out_dir = viewer.out_dir
+    try:
+        viewer.out_dir = blocker / "shots"
+        viewer.screenshot_sheets()
+        viewer.out_dir = tmp_path
+        viewer.screenshot_sheets(tmp_path / "missing" / "s.png")
+        viewer.frame()
+        viewer.flush()
+        errors = [text for text, is_error in viewer.messages if is_error][-2:]
+        assert "--out-dir" in errors[0] and str(blocker) in errors[0]
+        assert "s.png not saved" in errors[1]
+        viewer.key(glfw.KEY_S)
+        viewer.frame()
+        viewer.flush()
+        assert len(list(tmp_path.glob("vkbands-sheets-*.png"))) == 1
+    finally:
+        viewer.out_dir = out_dir
+
+
+@needs_display
 def test_display_controls_rerecord(viewer):
     src = viewer.sheets
     viewer.playing = False

@@ -36,16 +36,45 @@ def open_viewer(system=None, *, width=1280, height=800, vsync=True, steps_per_fr
                   profile=profile)
 
 
-def run(system=None, *, frames=None, screenshot=None, load=None, record=False, **kwargs) -> int:
+def run(system=None, *, frames=None, screenshot=None, load=None, watch=None, record=False, out_dir=".",
+        **kwargs) -> int:
     """Open the viewer and loop until the window closes (or ``frames`` frames were shown; then
-    ``screenshot`` saves the last one). ``load``: a .npy field to start from (a bad file is reported
-    and the viewer keeps running). Other arguments as :func:`open_viewer`. Returns an exit code."""
-    viewer = open_viewer(system, **kwargs)
-    try:
+    ``screenshot``, a new file, saves the last one). ``load``: a .npy field to start from; ``watch``:
+    a .npy file re-read whenever it changes. Other arguments as :func:`open_viewer`.
+
+    Interactive (``frames=None``), a bad ``load``/``watch`` file is shown and the viewer keeps running.
+    With ``frames`` (a script), what cannot work is refused before the window opens: a ``screenshot``
+    path that exists or whose folder does not, an ``out_dir`` that cannot be made, a ``load``/``watch``
+    file that cannot be read (or, once the pipeline exists, does not fit it) raise ValueError
+    ``"<option> <path>: why"``. Returns 0, or 130 when interrupted (SIGINT/SIGTERM: the recording in
+    progress is saved first; :meth:`Viewer.run`)."""
+    from .files import FileWatch, check_new_file, check_out_dir, read_input
+
+    strict = frames is not None
+    if screenshot is not None:
+        screenshot = check_new_file("--screenshot", screenshot)
+    if record:
+        check_out_dir("--out-dir", out_dir)
+    fields, watcher = {}, None
+    if strict:                                   # read before any window or device work
         if load:
-            viewer.load(load)
-        if record:
-            viewer.start_recording()
-        return viewer.run(frames=frames, screenshot=screenshot)
-    finally:
-        viewer.close()
+            fields["--load"] = (load, read_input("--load", load))
+        if watch:
+            watcher = FileWatch(watch)
+            fields["--watch"] = (watch, watcher.read("--watch"))
+    from .app import StopSignals
+    with StopSignals():                          # SIGTERM while starting: KeyboardInterrupt, like SIGINT
+        viewer = open_viewer(system, watch=watch, out_dir=out_dir, **kwargs)
+        try:
+            if strict:
+                if watcher is not None:
+                    viewer.watch = watcher       # already read: not read again until it changes
+                for option, (path, x) in fields.items():
+                    viewer.load_field(x, option, path)
+            elif load:
+                viewer.load(load)
+            if record:
+                viewer.start_recording()
+            return viewer.run(frames=frames, screenshot=screenshot)
+        finally:
+            viewer.close()

@@ -24,13 +24,22 @@ and each frame slot has its own preview descriptor set, rewritten only by that s
 An exception between acquire and submit still consumes the acquire semaphore (an empty batch that
 waits on it) and recreates the swapchain to get the unpresented image back.
 
+Endings: closing the window (or ``frames`` frames) finishes the frames in flight and saves a
+recording in progress. SIGINT/SIGTERM (:class:`StopSignals`) end the loop the same way at the next
+frame and :meth:`Viewer.run` returns 130 after one line saying what was written; a second signal
+stops at once, without saving. Files are written complete or not at all, never over an existing one
+(:func:`vkbands.viewer.files.write_new`). A window larger than the device can draw into is refused
+with a :class:`vkbands.LimitError` before the swapchain is made.
+
 Keys: space play/pause, ``.`` single step, ``r`` reset, ``s`` screenshot of the sheet grid,
 ``[``/``]`` steps per frame, ``0`` reset zoom/pan, ``q``/Esc quit. Mouse: wheel zooms at the cursor,
 left drag pans (over the preview, when ImGui does not want the mouse).
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -38,21 +47,24 @@ from pathlib import Path
 import glfw
 import imgui
 
-from vkbands.engine import Context
+from vkbands._checks import option_int
+from vkbands.engine import Context, LimitError
 
-from .files import FileWatch, GifRecording, MAX_RECORD_FRAMES, read_npy, save_png, unique_path
+from .files import FileWatch, GifRecording, MAX_RECORD_FRAMES, read_input, read_npy, save_png, unique_path
 from .frame import FrameGraphics
 from .imgui_vk import ImGuiRenderer
 from .panel import BAND_TIME_TEXTURE_ID, PANEL_WIDTH, Panel
 from .preview import Preview
-from .swapchain import FrameSync, OutOfDate, Swapchain
+from .swapchain import FrameSync, OutOfDate, Swapchain, WindowTooLarge
 from .window import Window, init_glfw, release_glfw, required_instance_extensions
 
-__all__ = ["Viewer", "FRAMES_IN_FLIGHT", "PANEL_WIDTH", "KEY_HELP", "unique_path", "read_npy"]
+__all__ = ["Viewer", "StopSignals", "FRAMES_IN_FLIGHT", "PANEL_WIDTH", "KEY_HELP", "INTERRUPTED", "unique_path",
+           "read_npy"]
 
 SAMPLE_EVERY = 120       # frames between two timed (waiting) frames that measure ms/step
 FRAMES_IN_FLIGHT = 2
 MAX_STEPS_PER_FRAME = 1 << 16
+INTERRUPTED = 130        # exit status of a run ended by SIGINT/SIGTERM (128 + SIGINT, as shells report Ctrl-C)
 KEY_HELP = [("space", "play / pause"), (".", "single step"), ("r", "reset"), ("s", "screenshot (sheet grid)"),
             ("[ / ]", "steps per frame - / +"), ("0", "reset zoom and pan"), ("wheel / drag", "zoom / pan"),
             ("q / Esc", "quit")]
@@ -67,13 +79,50 @@ _IMGUI_KEYS = ((imgui.KEY_TAB, glfw.KEY_TAB), (imgui.KEY_LEFT_ARROW, glfw.KEY_LE
                (imgui.KEY_X, glfw.KEY_X), (imgui.KEY_Y, glfw.KEY_Y), (imgui.KEY_Z, glfw.KEY_Z))
 
 
+def _frames(n: int) -> str:
+    return f"{n} frame{'' if n == 1 else 's'}"
+
+
+class StopSignals:
+    """SIGINT and SIGTERM while the viewer runs. While :attr:`deferring` (the frame loop), the first
+    signal only records its name in :attr:`received` (the loop ends at the next frame and saves what
+    it has); otherwise, or at a second signal, the handler raises KeyboardInterrupt at once (stop now).
+    Installed only from the main thread (signals are delivered there); the previous handlers are
+    restored on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received = None      # "SIGINT" / "SIGTERM": the first signal received while deferring
+        self.deferring = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.deferring and self.received is None:
+            self.received = signal.Signals(signum).name
+            return
+        raise KeyboardInterrupt
+
+
 class Viewer:
     """A window that runs a :class:`~vkbands.viewer.sheets.SheetPipeline` and shows its sheet grid.
 
     Args:
         sheets_factory: ``f(ctx, *, slots, retire, on_picture) -> SheetPipeline`` (the pipeline needs
             the viewer's context, which has the surface and swapchain extensions, and its wiring).
-        width, height: window size.  vsync: FIFO presentation (off: IMMEDIATE/MAILBOX to measure).
+        width, height: window size (at most what the device can draw into, else LimitError).
+        vsync: FIFO presentation (off: IMMEDIATE/MAILBOX to measure).
         steps_per_frame: steps advanced per frame while playing.  paused: start paused.
         show_ui: draw the ImGui panel.  out_dir: where screenshots and recordings go.
         record_fps: frame rate of recordings (frames are taken at most this often, wall-clock).
@@ -84,6 +133,7 @@ class Viewer:
                  show_ui=True, out_dir=".", record_fps=15.0, watch=None, title="vkbands view", device=None,
                  validation=None, profile=False):
         self._closed = True
+        width, height = option_int("--width", width, 1), option_int("--height", height, 1)
         init_glfw()
         try:
             self.window = Window(width, height, title)
@@ -93,7 +143,7 @@ class Viewer:
         self.ctx = self.swapchain = self.sync = self.preview = self.gui = self.sheets = None
         self.graphics = self.panel = self._imgui_ctx = None
         try:
-            self._open_parts(device, validation, vsync)
+            self._open_parts(device, validation, vsync, (width, height))
             self._adopt(self._wired(sheets_factory))
         except BaseException:
             self._closed = False
@@ -111,23 +161,26 @@ class Viewer:
         self.messages: deque = deque(maxlen=6)   # (text, is_error) shown in the panel
         self.last_error = None
         self.needs_recreate = False
+        self._too_large = None        # the last "window too large" said (said once)
         self._pending_step = 0        # single steps requested while paused
         self._frame_times: deque = deque(maxlen=60)
         self._last_frame_t = None
         self._drag = None
         self.recording = None         # a GifRecording while recording
         self.last_recording = None
+        self.last_recording_frames = 0
         self.timings = {"simulate": 0.0, "draw": 0.0, "present": 0.0, "frame": 0.0}
         self.watch = FileWatch(watch) if watch else None
         self._imgui_keys_down = set()
         self.device_name = self.ctx.info["name"]
 
-    def _open_parts(self, device, validation, vsync):
+    def _open_parts(self, device, validation, vsync, size):
         """Context (with the window's surface), swapchain, frame slots, preview, ImGui, frame graphics."""
         # The context creates the window's surface right after its instance, picks a device and
         # queue family that can present to it, and owns it (destroyed before the instance).
         self.ctx = Context(device=device, validation=validation, instance_extensions=required_instance_extensions(),
                            device_extensions=["VK_KHR_swapchain"], surface=self.window.make_surface)
+        self._check_window_size(size)
         self.swapchain = Swapchain(self.ctx, self.ctx.surface, self.window.framebuffer_size, vsync)
         self.sync = FrameSync(self.ctx, FRAMES_IN_FLIGHT)
         self.preview = Preview(self.ctx, self.swapchain.render_pass, FRAMES_IN_FLIGHT)
@@ -141,6 +194,28 @@ class Viewer:
         self.graphics = FrameGraphics(self.ctx, self.swapchain, self.sync, self.preview, self.gui,
                                       on_error=self.error)
         self.panel = Panel(self, KEY_HELP)
+
+    def max_window_pixels(self) -> tuple[int, int]:
+        """The largest framebuffer (width, height) this device draws into: swapchain images and
+        framebuffers are bound by maxImageDimension2D and maxFramebufferWidth/Height."""
+        lim = self.ctx.limits
+        side = int(lim.maxImageDimension2D)
+        return min(side, int(lim.maxFramebufferWidth)), min(side, int(lim.maxFramebufferHeight))
+
+    def _check_window_size(self, size):
+        """LimitError when the window asked for (``size``) or made (its framebuffer: larger on a
+        scaled display) is larger than this device can draw into; else the window manager is told to
+        keep it within that size."""
+        mw, mh = self.max_window_pixels()
+        fw, fh = self.window.framebuffer_size
+        w, h = size
+        if w > mw or h > mh or fw > mw or fh > mh:
+            scaled = f" ({fw}x{fh} pixels on this display)" if (fw, fh) != (w, h) else ""
+            raise LimitError(f"window {w}x{h}{scaled}: larger than {self.ctx.info['name']} can draw into, at most "
+                             f"{mw}x{mh} pixels (maxImageDimension2D, maxFramebufferWidth/Height); give "
+                             f"--width/--height within that")
+        ww, wh = self.window.size
+        self.window.set_size_limits(max(1, mw * ww // max(fw, 1)), max(1, mh * wh // max(fh, 1)))
 
     def _wired(self, factory):
         """A sheet pipeline from ``factory``, wired to this viewer: one observables mirror per frame
@@ -243,7 +318,7 @@ class Viewer:
             if x is not None:
                 self.sheets.load(x)
         except Exception as e:  # noqa: BLE001 — a partial or corrupt write is skipped, retried on change
-            self.messages.append((f"--watch: skipped an unreadable write ({type(e).__name__})", True))
+            self.messages.append((f"--watch {self.watch.path}: skipped an unusable write ({e})", True))
 
     # ------------------------------------------------------------------ controls (keys, panel, scripts)
     def toggle_play(self):
@@ -297,45 +372,92 @@ class Viewer:
 
     def load(self, path):
         """Start from a saved field (``.npy``, allow_pickle=False); a bad file is reported and the
-        viewer keeps running with its current state. Returns True on success."""
+        viewer keeps running with its current state. Returns True on success. (A script's start,
+        which must fail instead, reads with files.read_input and calls :meth:`load_field`.)"""
         try:
-            self.sheets.load(read_npy(path))
+            self.load_field(read_input("--load", path), "--load", path)
         except Exception as e:  # noqa: BLE001 — any bad file must leave the viewer running
-            self.error(f"--load {path}: {e}")
+            self.error(str(e))
             return False
         self.info(f"loaded {path}")
         return True
 
+    def load_field(self, x, option="--load", path=""):
+        """Start from the field ``x`` (read from ``path``, given as ``option``); ValueError
+        ``"<option> <path>: why"`` when the sheet pipeline cannot take it (shape, dtype, NaN)."""
+        try:
+            self.sheets.load(x)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{option} {path}: {e}") from e
+
     # ------------------------------------------------------------------ screenshots / recording
-    def screenshot_window(self, path=None, callback=None):
+    # Every file is new (files.write_new: complete or absent, never over an existing one). Without a
+    # path, the name is generated in out_dir (vkbands-window-<time>.png ...), and a name taken
+    # meanwhile gives way to the next free one. A write that fails is reported (panel and stderr)
+    # and the viewer keeps running; ``failed(error)``, when given, gets the error instead.
+    def screenshot_window(self, path=None, callback=None, failed=None):
         """Save the next presented frame (sheet grid and panel, exactly the swapchain image) as PNG;
         ``callback(capture)`` first gets the capture (its ``pixels``)."""
-        path = Path(path) if path else unique_path(self.out_dir, "vkbands-window", ".png")
-        self.graphics.capture_window(lambda cap: self._screenshot_taken(cap, path, callback))
+        self._screenshot(self.graphics.capture_window, "vkbands-window", path, callback, failed)
 
-    def screenshot_sheets(self, path=None, callback=None):
+    def screenshot_sheets(self, path=None, callback=None, failed=None):
         """Save the sheet grid of the next frame (the storage image the screen samples) as PNG."""
-        path = Path(path) if path else unique_path(self.out_dir, "vkbands-sheets", ".png")
-        self.graphics.capture_sheets(lambda cap: self._screenshot_taken(cap, path, callback))
+        self._screenshot(self.graphics.capture_sheets, "vkbands-sheets", path, callback, failed)
 
-    def _screenshot_taken(self, cap, path, callback):
+    def _screenshot(self, capture, stem, path, callback, failed):
+        another = None
+        if not path:
+            try:
+                path = unique_path(self.out_dir, stem, ".png")
+            except OSError as e:
+                return self._write_failed(f"screenshot: --out-dir {self.out_dir}: {e.strerror or e}", e, failed)
+            another = lambda: unique_path(self.out_dir, stem, ".png")   # noqa: E731
+        capture(lambda cap: self._screenshot_taken(cap, Path(path), callback, another, failed))
+
+    def _screenshot_taken(self, cap, path, callback, another, failed):
         if callback is not None:
             callback(cap)
-        save_png(path, cap.pixels)
+        try:
+            path = save_png(path, cap.pixels, another=another)
+        except OSError as e:
+            return self._write_failed(f"screenshot {path} not saved: {e.strerror or e}", e, failed)
         self.info(f"saved screenshot {path}")
 
+    def _write_failed(self, text, e, failed):
+        if failed is not None:
+            failed(e)
+        else:
+            self.error(text)
+
     def start_recording(self):
-        self.recording = GifRecording(unique_path(self.out_dir, "vkbands-rec", ".gif"))
+        """Start a recording (frames taken at ``record_fps``); a GIF named in ``out_dir`` when it stops."""
+        another = lambda: unique_path(self.out_dir, "vkbands-rec", ".gif")   # noqa: E731
+        try:
+            self.recording = GifRecording(another(), another=another)
+        except OSError as e:
+            self.error(f"recording: --out-dir {self.out_dir}: {e.strerror or e}")
+            return
         self.info(f"recording at {self.record_fps:g} fps -> {self.recording.path}")
 
-    def stop_recording(self):
-        """Save the recording as a GIF (its path; None when there was nothing to save)."""
+    def stop_recording(self, announce=True, strict=False):
+        """Save the recording as a GIF (its path; None when there was nothing to save). A save that
+        fails is reported and the recording goes on (stop again to retry), or, ``strict``, raises.
+        ``announce``: print the "saved recording" line."""
         rec, self.recording = self.recording, None
-        path = rec.save(self.record_fps) if rec is not None else None
+        try:
+            path = rec.save(self.record_fps) if rec is not None else None
+        except OSError as e:
+            if strict:
+                raise
+            self.recording = rec
+            self.error(f"recording {rec.path} not saved ({e.strerror or e}); still recording, stop again to retry")
+            return None
         if path is None:
             return None
-        self.info(f"saved recording ({len(rec.frames)} frames) {path}")
+        if announce:
+            self.info(f"saved recording ({_frames(len(rec.frames))}) {path}")
         self.last_recording = path
+        self.last_recording_frames = len(rec.frames)
         return path
 
     def _request_recording_frame(self):
@@ -402,8 +524,15 @@ class Viewer:
             return False
         try:
             self.swapchain.recreate(size)
+        except WindowTooLarge as e:     # resized past the device's limit: say so once, wait for a smaller one
+            if str(e) != self._too_large:
+                self._too_large = str(e)
+                self.error(str(e))
+            self.window.poll(0.05)
+            return False
         except OutOfDate:
             return False
+        self._too_large = None
         for i in range(self.sync.n):  # no acquire semaphore may be left signalled and unwaited
             self.sync.renew_semaphore(i)
         self.needs_recreate = False
@@ -471,19 +600,39 @@ class Viewer:
 
     def run(self, frames: int | None = None, screenshot=None) -> int:
         """Loop until the window closes (or ``frames`` frames were presented); with ``screenshot``,
-        save the last presented frame there. Returns an exit code."""
-        try:
-            while not self.window.should_close:
-                if frames is not None and self.frame_count >= frames:
-                    break
-                if screenshot is not None and frames is not None and self.frame_count == frames - 1:
-                    self.screenshot_window(screenshot)
-                self.frame()
-            self.flush()
-            if self.recording is not None:
-                self.stop_recording()
-        except KeyboardInterrupt:
-            pass
+        save the last presented frame there (a new file: FileExistsError/OSError when it cannot be
+        written). A recording in progress is saved at the end (OSError when it cannot be).
+
+        SIGINT/SIGTERM (from the main thread) end the loop at the next frame: the frames in flight
+        finish, the recording is saved, one line on stderr says what was written, and the result is
+        :data:`INTERRUPTED` (130); a second signal stops at once without saving. Else returns 0."""
+        shot_error = []
+        stop = StopSignals()
+        with stop:
+            try:
+                stop.deferring = True
+                while not self.window.should_close and stop.received is None:
+                    if frames is not None and self.frame_count >= frames:
+                        break
+                    if screenshot is not None and frames is not None and self.frame_count == frames - 1:
+                        self.screenshot_window(screenshot, failed=shot_error.append)
+                    self.frame()
+                stop.deferring = False          # from here a signal means: stop now, save nothing more
+                self.flush()
+                saved = self.stop_recording(announce=stop.received is None, strict=True) if self.recording else None
+            except KeyboardInterrupt:
+                self.recording = None
+                print(f"vkbands view: interrupted after {_frames(self.frame_count)}; stopped at once, nothing "
+                      "more saved", file=sys.stderr, flush=True)
+                return INTERRUPTED
+        if stop.received is not None:
+            what = (f"saved recording ({_frames(self.last_recording_frames)}) {saved}" if saved is not None
+                    else "nothing to save")
+            print(f"vkbands view: interrupted ({stop.received}) after {_frames(self.frame_count)} "
+                  f"(step {self.sheets.step}); {what}", file=sys.stderr, flush=True)
+            return INTERRUPTED
+        if shot_error:
+            raise shot_error[0]
         return 0
 
     # ------------------------------------------------------------------ lifetime

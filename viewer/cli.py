@@ -7,9 +7,17 @@
 Without a display it prints one line saying so (and suggests ``vkbands rollout``) and exits with 2.
 The set-up options are those of ``vkbands rollout`` (generated from the system specs) and are parsed
 into one :class:`vkbands.Setup`; one that is not allowed exits with 2 and one error line.
+
+Exit status: 0; 2 for bad input (one ``vkbands view: error: ...`` line): a set-up option, a window
+larger than the device draws into, a ``--screenshot`` path that exists or whose folder does not, and,
+with ``--frames`` (a script), a ``--load``/``--watch`` file that cannot be used at start (interactive,
+the error is shown in the panel and the viewer runs on); 3 when the run fails (a file that cannot be
+written); 130 when interrupted (SIGINT/SIGTERM: the recording in progress is saved and one line says
+what was written). Screenshots and recordings are new files, written complete or not at all.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from vkbands import systems
@@ -38,8 +46,10 @@ def add_parser(sub):
     r.add_argument("--width", type=int, default=1280)
     r.add_argument("--height", type=int, default=800)
     r.add_argument("--no-ui", dest="show_ui", action="store_false", help="hide the ImGui panel")
-    r.add_argument("--frames", type=int, default=None, help="render N frames, then exit")
-    r.add_argument("--screenshot", default=None, help="with --frames: save the last frame (PNG) here")
+    r.add_argument("--frames", type=int, default=None,
+                   help="render N frames, then exit (a script: unusable --load/--watch input is an error)")
+    r.add_argument("--screenshot", default=None,
+                   help="with --frames: save the last frame (PNG) as this new file (never overwritten)")
     r.add_argument("--out-dir", default=".", help="folder for screenshots and recordings (default .)")
     r.add_argument("--record", action="store_true", help="record a GIF from the start")
     r.add_argument("--record-fps", type=float, default=15.0, help="frame rate of recordings (default 15)")
@@ -49,6 +59,8 @@ def add_parser(sub):
 
 
 def cmd_view(args) -> int:
+    """Run the viewer; the exit status: 0, 2 (bad input: one ``vkbands view: error: ...`` line), 3 (the
+    run failed: one line), 130 (interrupted; the viewer saved what it had and said so)."""
     from vkbands.engine import NoDeviceError
 
     from .window import NoDisplayError, display_available
@@ -56,15 +68,13 @@ def cmd_view(args) -> int:
     try:
         setup = Setup.from_args(args)
     except (ValueError, TypeError) as e:
-        print(f"vkbands view: error: {e}", file=sys.stderr)
-        return 2
+        return _error(args, e, 2)
     if not display_available():
         print("vkbands view: no display (DISPLAY/WAYLAND_DISPLAY unset); for headless runs use "
               "`vkbands rollout`", file=sys.stderr)
         return 2
     if args.screenshot and args.frames is None:
-        print("vkbands view: --screenshot needs --frames N", file=sys.stderr)
-        return 2
+        return _error(None, ValueError("--screenshot needs --frames N"), 2)
     from . import run
     try:
         return run(setup, member=args.member, cmap=args.cmap, range=args.range,
@@ -78,6 +88,32 @@ def cmd_view(args) -> int:
     except NoDeviceError as e:    # e.g. no device can present to this display (a headless GPU node)
         print(f"vkbands view: {e}; for headless runs use `vkbands rollout`", file=sys.stderr)
         return 2
-    except (ValueError, TypeError) as e:
-        print(f"vkbands view: {e}", file=sys.stderr)
-        return 2
+    # Until the router (vkbands.cli) maps exceptions to one line and a status for every command, the
+    # viewer's user errors are mapped here, the same way: ValueError/TypeError (LimitError is one)
+    # and a missing/refused input file are bad input (2), any other OSError a failed run (3). With
+    # --debug / VKBANDS_DEBUG=1 they go on to the caller (the traceback).
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError) as e:
+        return _error(args, e, 2)
+    except OSError as e:
+        return _error(args, e, 3)
+    except KeyboardInterrupt:     # before the frame loop (which saves and reports itself)
+        if _debugging(args):
+            raise
+        print("vkbands view: interrupted", file=sys.stderr)
+        return 130
+
+
+def _debugging(args) -> bool:
+    return bool(getattr(args, "debug", False)) or \
+        os.environ.get("VKBANDS_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _error(args, e, status: int) -> int:
+    if _debugging(args):
+        raise e
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = " ".join(str(e).split()) or type(e).__name__
+    print(f"vkbands view: error: {text}", file=sys.stderr)
+    return status

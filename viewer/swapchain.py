@@ -27,6 +27,10 @@ class OutOfDate(Exception):
     """The swapchain no longer matches the surface; recreate it and try the frame again."""
 
 
+class WindowTooLarge(OutOfDate):
+    """The window's framebuffer is larger than the device draws into; no swapchain until it is smaller."""
+
+
 class Swapchain:
     def __init__(self, ctx, surface, size: tuple[int, int], vsync: bool = True):
         self.ctx, self.surface, self.vsync = ctx, surface, vsync
@@ -79,6 +83,12 @@ class Swapchain:
             h = min(max(size[1], caps.minImageExtent.height), caps.maxImageExtent.height)
         if w == 0 or h == 0:
             raise OutOfDate("window is minimised")
+        lim = self.ctx.limits
+        mw = min(int(lim.maxImageDimension2D), int(lim.maxFramebufferWidth))
+        mh = min(int(lim.maxImageDimension2D), int(lim.maxFramebufferHeight))
+        if w > mw or h > mh:    # resized past what the device draws into: wait for a smaller window
+            raise WindowTooLarge(f"window {w}x{h} pixels: larger than the device can draw into (at most {mw}x{mh}); "
+                            "not drawn until it is smaller")
         count = caps.minImageCount + 1
         if caps.maxImageCount:
             count = min(count, caps.maxImageCount)

@@ -165,6 +165,10 @@ class Window:
     def set_size(self, width: int, height: int):
         glfw.set_window_size(self.handle, int(width), int(height))
 
+    def set_size_limits(self, max_width: int, max_height: int):
+        """Ask the window manager to keep the window at most this large (screen coordinates)."""
+        glfw.set_window_size_limits(self.handle, 1, 1, int(max_width), int(max_height))
+
     def iconify(self):
         glfw.iconify_window(self.handle)
 
