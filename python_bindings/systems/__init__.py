@@ -25,9 +25,10 @@ specs; adding a system is one module (or one test file) that calls :func:`regist
   (observables computed inside the step kernel);
 - ``new_obs(rows)`` -> an :class:`ObsBuffers` of ``rows`` observation rows;
 - ``record(rec, state, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
-  snap=None)``: records ``n`` steps of ``state`` (a DeviceArray of ``state_shape``, updated in place)
-  into the Recorder ``rec``. Observables of the state after local step k (1..n) go to the next row
-  of ``obs`` when ``k % every == 0``; a copy of the state to the next row of ``snap`` (a DeviceArray
+  snap=None, phase=0)``: records ``n`` steps of ``state`` (a DeviceArray of ``state_shape``, updated
+  in place) into the Recorder ``rec``. Observables of the state after step k (``phase`` + 1 ..
+  ``phase`` + n: a recording may start between observations) go to the next row of ``obs`` (from
+  row 0) when ``k % every == 0``; a copy of the state to the next row of ``snap`` (a DeviceArray
   ``(rows,) + state_shape``) when ``k % snap_every == 0``; ``observe_first``/``snap_first`` first
   record the incoming state into row 0;
 - ``set_params(**params)`` (checked against the spec; takes effect at the next ``record``),

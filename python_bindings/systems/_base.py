@@ -76,7 +76,7 @@ class ObsBuffers(Owner):
     @staticmethod
     def _host_rows(name, device, source, n):
         if source is None:
-            return device.numpy()[:n].astype(np.float64)
+            return device.rows(0, n).numpy().astype(np.float64)
         got = source[name]
         if hasattr(got, "host_view"):          # a host-visible DeviceArray: invalidate, then view
             got.invalidate()

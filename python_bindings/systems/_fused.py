@@ -261,9 +261,10 @@ class FusedTreeSystem(SystemBase):
             per_inv = min(per_inv, int(cap * _LOOP_CAP_USE))
         return per_inv, _WORK_BUDGET
 
-    def _dispatches(self, n, every, snap_every, observe_first, snap_first):
+    def _dispatches(self, n, every, snap_every, observe_first, snap_first, phase=0):
         """Dispatches ``(b0, nb, k0, steps, row0, srow0, observe_first, snap_first)`` covering ``n`` steps
-        of every field: fields b0 .. b0+nb-1 (whole workgroups), steps k0+1 .. k0+steps."""
+        of every field: fields b0 .. b0+nb-1 (whole workgroups), steps k0+1 .. k0+steps (counted from
+        ``phase``: see :meth:`_plan`)."""
         per_inv, work = self._budgets()
         mean = self._loop_costs(mean=True)
         tpf, fpw, B = self._spec["TPF"], self._fpw, self.batch
@@ -278,18 +279,22 @@ class FusedTreeSystem(SystemBase):
             slices = -(-B // nb)
             nb = min(nb, -(-(-(-B // slices)) // fpw) * fpw)      # even slices of whole workgroups
         limits = [(self._loop_costs(), per_inv), (mean, work // (nb * tpf))]
-        steps = self._plan(n, every, snap_every, observe_first, snap_first, limits)
+        steps = self._plan(n, every, snap_every, observe_first, snap_first, limits, phase=phase)
         return [(b0, min(nb, B - b0)) + st for b0 in range(0, B, nb) for st in steps]
 
-    def _plan(self, n, every, snap_every, observe_first, snap_first, limits=None):
+    def _plan(self, n, every, snap_every, observe_first, snap_first, limits=None, phase=0):
         """Dispatches ``(k0, steps, row0, srow0, observe_first, snap_first)`` covering n steps. ``limits``:
         ``[(costs, budget)]``, each dispatch keeps every cost model (a ``_loop_costs`` tuple) within its
         budget of loop iterations, but runs at least one step (default: the busiest invocation within
-        this device's per-invocation budget)."""
+        this device's per-invocation budget). ``phase``: the steps are numbered ``phase + 1 ..
+        phase + n`` (observations after step g when g % every == 0, the kernel's ``k0 + k``), so a
+        recording can start between observations; rows still start at 0."""
         every, snap_every = int(every or 0), int(snap_every or 0)
         if limits is None:
             limits = [(self._loop_costs(), self._budgets()[0])]
-        out, k0, row, srow = [], 0, 0, 0
+        phase = int(phase)
+        n = phase + int(n)
+        out, k0, row, srow = [], phase, 0, 0
         while not out or k0 < n:
             first = not out
             room, cost = [], []
@@ -336,11 +341,13 @@ class FusedTreeSystem(SystemBase):
                     write_x=int(bool(last)), b0=int(b0), nb=int(nb))
 
     def record(self, rec, state, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
-               snap=None):
+               snap=None, phase=0):
         check_buffers(every, snap_every, observe_first, snap_first, obs, snap)
+        if not (0 <= int(phase) and int(phase) + int(n) < 1 << 31):
+            raise ValueError(f"phase {phase} + {n} steps: over the kernel's 32-bit step counter")
         dummy = self._dummy_array()
         coef = self._coef_array()
-        plan = self._dispatches(int(n), every, snap_every, observe_first, snap_first)
+        plan = self._dispatches(int(n), every, snap_every, observe_first, snap_first, phase=phase)
         valid = self._coef_valid           # every slice starts from the same state
         for i, (b0, nb, k0, steps, row0, srow0, ofirst, sfirst) in enumerate(plan):
             first = i == 0 or plan[i - 1][0] != b0                   # the first dispatch of its slice

@@ -82,8 +82,9 @@ class GridSystem(SystemBase):
         self._bandplan().record_observables(rec, flat, obs.energies, obs.stats, row=row)
 
     def record(self, rec, state, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
-               snap=None):
+               snap=None, phase=0):
         check_buffers(every, snap_every, observe_first, snap_first, obs, snap)
+        phase = int(phase)
         orow = srow = 0
         if observe_first:
             self._observe(rec, state, obs, orow)
@@ -96,10 +97,10 @@ class GridSystem(SystemBase):
         for k in range(1, int(n) + 1):
             rec.dispatch(self.kernel, self._groups, cur, nxt, push=push)
             cur, nxt = nxt, cur
-            if every and k % every == 0:
+            if every and (phase + k) % every == 0:
                 self._observe(rec, cur, obs, orow)
                 orow += 1
-            if snap_every and k % snap_every == 0:
+            if snap_every and (phase + k) % snap_every == 0:
                 rec.copy(cur, snap, nbytes=state.nbytes, dst_offset=srow * state.nbytes)
                 srow += 1
         if cur is not state:
