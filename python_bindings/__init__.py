@@ -7,8 +7,9 @@ NumPy in, NumPy out; device arrays in, device arrays out (no readback). See READ
              ``LimitError`` (a ValueError: work over a device limit that cannot be split),
              ``VulkanError``, ``ValidationError``, ``ShaderCompileError``
 - bands:     ``decompose`` -> ``Bands``, ``reconstruct``, ``energies``, ``leakage``, ``BandPlan``
-- rollouts:  ``rollout`` -> ``Rollout``, ``Simulation``, ``NonFiniteError``; ``Setup`` (one validated
-             set-up: system, field, initial state, parameters)
+- rollouts:  ``rollout`` -> ``Rollout``, ``Simulation``, ``NonFiniteError``, ``RolloutInterrupted``
+             (both carry the partial result); ``Setup`` (one validated set-up: system, field, initial
+             state, parameters)
 - pictures:  ``render_image``, ``save_png``, ``ImageWriter``
 - modules:   ``vkbands.init`` (initial states), ``vkbands.reference`` (pure-NumPy reference of the spec),
              ``vkbands.systems`` (one module per system and their registry)
@@ -20,7 +21,7 @@ from . import init, reference
 from .api import add, asarray
 from .bands import BandPlan, Bands, decompose, energies, leakage, reconstruct
 from .image import ImageWriter, render_image, save_png
-from .rollout import NonFiniteError, Rollout, Simulation, rollout
+from .rollout import NonFiniteError, Rollout, RolloutInterrupted, Simulation, rollout
 from .setup import Setup
 
 __version__ = "0.1.0"
@@ -28,5 +29,5 @@ __version__ = "0.1.0"
 __all__ = ["Context", "DeviceArray", "Recorder", "ShaderCompileError", "ValidationError", "default_context",
            "VkbandsError", "VulkanError", "OutOfDeviceMemoryError", "DeviceLostError", "LimitError",
            "add", "asarray", "BandPlan", "Bands", "decompose", "energies", "leakage", "reconstruct",
-           "ImageWriter", "render_image", "save_png", "NonFiniteError", "Rollout", "Simulation", "rollout",
-           "Setup", "init", "reference"]
+           "ImageWriter", "render_image", "save_png", "NonFiniteError", "Rollout", "RolloutInterrupted", "Simulation",
+           "rollout", "Setup", "init", "reference"]

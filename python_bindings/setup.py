@@ -268,6 +268,15 @@ class Setup:
             out[k] = v.tolist() if isinstance(v, np.ndarray) else v
         return out
 
+    def size_text(self) -> str:
+        """The state's size in the words of the options that set it (memory and limit errors), e.g.
+        ``--batch 100 fields of 729 leaves (--depth 6, --arity 3)`` on the command line."""
+        leaves = " x ".join(map(str, self.spatial))
+        k = self.spec.fields_per_member
+        per = f"{k} x " if k > 1 else ""
+        return (f"the state of {self._lab('batch', self.batch)} member(s) of {per}{leaves} leaves "
+                f"({self._lab('depth', self.levels)}, {self._lab('arity', self.arity)})")
+
     def describe(self) -> str:
         return (f"{self.system}  {' x '.join(map(str, self.spatial))}  p={self.arity} L={self.levels}  "
                 f"batch={self.batch}  init={self.init}  seed={self.seed}")

@@ -83,30 +83,39 @@ def test_nan_in_x0_stops_at_step_0_naming_the_member(ctx):
     assert e.value.step == 0 and e.value.member == 2
 
 
-@pytest.mark.parametrize("every", [1, 3])
-def test_overflow_mid_rollout_stops_with_step_and_member(ctx, every):
+@pytest.mark.parametrize("every", [1, 3, None])
+def test_overflow_mid_rollout_stops_at_the_exact_step_and_member(ctx, every):
     x0 = _x0("tree", B=3)
     x0[1] *= 1e30                           # rates > 1 make member 1 overflow float32 after a few steps
     rates = [10.0] * 5
     with pytest.raises(NonFiniteError) as e:
-        rollout("tree", x0, 100, every=every, dims=1, rates=rates, ctx=ctx, progress=False)
+        rollout("tree", x0, 100, every=every, snapshot_every=5, dims=1, rates=rates, ctx=ctx, progress=False)
     err = e.value
-    assert err.member == 1 and err.step % every == 0 and err.step > 0
+    assert err.member == 1 and err.step > 0 and err.last_finite_step == err.step - 1
     assert f"step {err.step}, batch member 1" in str(err)
-    # the state really is finite one observation earlier and not at the reported step
+    # exact whatever the cadence (issue 10): finite one step earlier, not at the reported step
     with Simulation(ctx, "tree", x0, dims=1, rates=rates) as sim:
-        sim.advance(err.step - every)
+        sim.advance(err.step - 1)
         assert np.all(np.isfinite(sim.read()[1]))
-        sim.advance(every)
+        sim.advance(1)
         assert not np.all(np.isfinite(sim.read()[1]))
-    assert err.last_finite_step == err.step - every
+    # nothing computed before the blow-up is lost: the partial Rollout rides on the error
+    r = err.rollout
+    assert r.status == "nonfinite" and r.n_steps == err.step - 1 and r.steps_requested == 100
+    assert np.all(np.isfinite(r.final)) and not r.nonfinite.any()    # (energies of a finite state may overflow)
+    assert list(r.steps) == ([] if every is None else list(range(0, err.step, every)))
+    assert list(r.snapshot_steps) == list(range(0, err.step, 5)) and len(r.snapshots) == len(r.snapshot_steps)
 
 
-def test_nan_without_observables_is_found_from_snapshots(ctx):
-    x0 = _x0("grayscott", B=2)
-    with pytest.raises(NonFiniteError, match="batch member") as e:
-        rollout("grayscott", x0, 60, every=None, snapshot_every=10, dt=40.0, ctx=ctx, progress=False)
-    assert e.value.step % 10 == 0 or e.value.step == 60
+def test_nan_without_observables_is_found_at_its_step(ctx):
+    # every=None: "at step 500" was said for a blow-up at 80; now the exact step (re-run from a saved state)
+    x0 = np.concatenate([init.grayscott((1, 81, 81), seed=0)] * 2)
+    with Simulation(ctx, "grayscott", x0[:1], dt=1.8) as sim:
+        bad = next(t for t in range(1, 1000) if not np.all(np.isfinite(sim.advance(1).read())))
+    with pytest.raises(NonFiniteError, match=f"at step {bad}, batch member 0") as e:
+        rollout("grayscott", x0, 1000, every=None, dt=1.8, ctx=ctx, progress=False)
+    assert e.value.last_finite_step == bad - 1 and e.value.rollout.n_steps == bad - 1
+    assert e.value.rollout.snapshots is None and np.all(np.isfinite(e.value.rollout.final))
 
 
 def test_simulation_incremental_use(ctx):
@@ -197,3 +206,97 @@ def test_observation_rows_decode_from_a_host_mirror(ctx, system):
         flat = obs.arrays[name].numpy().reshape(-1)
         np.testing.assert_array_equal(flat[off:off + sim.levels + 1].astype(np.float64), direct["energies"][0, 2])
         obs.close()
+
+
+# ----------------------------------------------------------------------------- issue 10: chunks and endings
+def test_rows_are_exact_when_chunks_end_between_observations(ctx):
+    """Recordings are sized by time, not by every/snapshot_every: chunks that end between observations
+    (7 steps, every 5, snapshots every 10) give the same rows at the same steps."""
+    x0 = _x0("heat", B=2)
+    a = rollout("heat", x0, 100, every=5, snapshot_every=10, chunk=7, ctx=ctx, progress=False, alpha=0.2)
+    b = rollout("heat", x0, 100, every=5, snapshot_every=10, chunk=10, ctx=ctx, progress=False, alpha=0.2)
+    assert list(a.steps) == list(range(0, 101, 5)) and list(a.snapshot_steps) == list(range(0, 101, 10))
+    np.testing.assert_array_equal(a.final, b.final)
+    np.testing.assert_array_equal(a.snapshots, b.snapshots)
+    np.testing.assert_array_equal(a.energies, b.energies)
+    t = rollout("tree", _x0("tree", B=2), 60, every=4, snapshot_every=6, chunk=5, dims=1, ctx=ctx, progress=False)
+    u = rollout("tree", _x0("tree", B=2), 60, every=4, snapshot_every=6, chunk=12, dims=1, ctx=ctx, progress=False)
+    assert list(t.steps) == list(range(0, 61, 4)) and list(t.snapshot_steps) == list(range(0, 61, 6))
+    big = u.energies > 1e-12 * u.energies[0].sum(-1)[None, :, None]
+    np.testing.assert_allclose(t.energies[big], u.energies[big], rtol=1e-4)
+    np.testing.assert_allclose(t.snapshots, u.snapshots, atol=1e-6)
+
+
+def test_chunks_are_bounded_by_time_whatever_the_cadence(ctx, monkeypatch):
+    """One observation per 3000 steps must not mean a 3000-step recording: the first chunk is timed and
+    the next ones sized to the target (here 20 ms instead of the default ~0.5 s)."""
+    import sys
+    monkeypatch.setattr(sys.modules["vkbands.rollout"], "_TARGET_S", 0.02)
+    x0 = _x0("heat", B=2)
+    r = rollout("heat", x0, 3000, every=1000, ctx=ctx, progress=False, alpha=0.2)
+    assert r.timings["chunks"] >= 4 and r.timings["chunk_steps"] < 3000
+    assert r.timings["max_chunk_s"] < 0.2, r.timings
+    ref = rollout("heat", x0, 3000, every=1000, chunk=1000, ctx=ctx, progress=False, alpha=0.2)
+    assert list(r.steps) == [0, 1000, 2000, 3000]
+    np.testing.assert_array_equal(r.energies, ref.energies)
+    np.testing.assert_array_equal(r.final, ref.final)
+
+
+def test_interrupt_signal_returns_what_was_computed(ctx):
+    """SIGINT while rollout() runs: the chunk in flight finishes, then RolloutInterrupted (a
+    KeyboardInterrupt) carries the partial Rollout: every observation so far plus the state it stopped at."""
+    import os
+    import signal
+    import threading
+    from vkbands.rollout import RolloutInterrupted
+    x0 = _x0("grayscott", B=1)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(RolloutInterrupted) as e:
+            rollout("grayscott", x0, 10 ** 8, every=10, snapshot_every=1000, ctx=ctx, progress=False)
+    finally:
+        timer.cancel()
+    r = e.value.rollout
+    assert isinstance(e.value, KeyboardInterrupt) and r.status == "interrupted"
+    last = r.n_steps
+    assert 0 < last < 10 ** 8 and r.steps[-1] == last
+    assert list(r.steps[:-1]) == list(range(0, last, 10))         # every observation, then the last state
+    assert r.energies.shape[0] == len(r.steps) and np.all(np.isfinite(r.energies))
+    with Simulation(ctx, "grayscott", x0) as sim:
+        np.testing.assert_array_equal(sim.advance(last).read(), r.final)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # handler given back
+
+
+def test_keyboard_interrupt_between_submit_and_read_loses_nothing(ctx, monkeypatch):
+    """A KeyboardInterrupt raised right after a chunk was submitted (a second Ctrl-C): the chunk is
+    waited for and collected, so the partial result matches its final state."""
+    import sys
+    from vkbands.rollout import RolloutInterrupted
+    run_class = sys.modules["vkbands.rollout"]._Run
+    real, calls = run_class._submit, []
+
+    def submit(self, *a, **k):
+        out = real(self, *a, **k)
+        calls.append(1)
+        if len(calls) == 3:          # chunks of 10 steps: right after the third one ran
+            raise KeyboardInterrupt
+        return out
+    monkeypatch.setattr(run_class, "_submit", submit)
+    x0 = _x0("heat", B=2)
+    with pytest.raises(RolloutInterrupted) as e:
+        rollout("heat", x0, 1000, every=3, chunk=10, ctx=ctx, progress=False, alpha=0.2)
+    monkeypatch.setattr(run_class, "_submit", real)
+    r = e.value.rollout
+    assert r.n_steps == 30 and list(r.steps) == list(range(0, 31, 3))
+    ref = rollout("heat", x0, 30, every=3, ctx=ctx, progress=False, alpha=0.2)
+    np.testing.assert_array_equal(r.final, ref.final)
+    np.testing.assert_array_equal(r.energies, ref.energies)
+
+
+def test_memory_needs_are_refused_before_allocating(ctx):
+    from vkbands import LimitError, Setup
+    with pytest.raises(LimitError, match="TiB"):
+        rollout(Setup("tree", depth=30), steps=1, ctx=ctx)
+    with pytest.raises(LimitError, match="GiB"):
+        rollout(Setup("tree", depth=6, batch=10 ** 8), steps=1, ctx=ctx)
