@@ -1,12 +1,15 @@
 """``vkbands rollout``: a headless batch rollout with its files and pictures.
 
-Writes into DIR (``--out``; default a new ``out/rollout-<system>-<timestamp>``; an existing non-empty
-directory is never overwritten):
+Writes into DIR (``--out``, which must not exist yet; default a new ``out/rollout-<system>-<timestamp>``).
+The folder is claimed with one atomic ``mkdir`` (two runs can never share one; nothing is ever
+overwritten) and each file is written under a temporary name and renamed when complete:
 
 - ``energies.csv``: ``step,batch,E_0..E_{L-1},E_c,mass,min,max`` per observed step and member;
 - ``snapshots.npz``: ``steps``, ``snapshots`` (S, ...) , ``final``, ``x0``, ``observed_steps``,
   ``energies``;
-- ``summary.json``: config, seed, device, timings, deepest surviving band, kill steps, rates;
+- ``summary.json``: ``status`` (``completed``, ``interrupted``, ``nonfinite``, ``failed``),
+  ``last_step``, ``steps_requested``, ``error`` (when not completed), config, seed, device, timings,
+  deepest surviving band, kill steps, rates, ``files``;
 - ``energies.png``: log E_l(t) per band (member 0; the system's closed form dashed, where it has one);
 - ``sheets_tNNNNN.png``: the sheet grid (SPEC section 6) of member 0 at each snapshot (1-D: strips;
   plus ``band_time.png``, the band x time energy image); ``rollout.gif``: those frames animated.
@@ -15,16 +18,22 @@ directory is never overwritten):
   a system with several fields per member is pictured and observed through its observed field
   (Gray-Scott: v).
 
+Every ending leaves what was computed on disk, with ``summary.json`` saying how the run ended:
+Ctrl-C / SIGTERM finishes the chunk in flight (about a second at most), writes the observations up
+to the last completed step (plus one of the state it stopped at), the snapshots taken and the summary
+(no pictures), prints one line and exits 130; a NaN/Inf keeps everything before the exact first bad
+step (pictures too) and exits 3; another failure after the first step, or a file that cannot be
+written (a full disk: no truncated file is left), exits 3. A run that fails before its first step
+removes the folder it made.
+
 The options are generated from the system specs (``vkbands rollout --help``; docs/SYSTEMS.md) and
 parsed into one :class:`vkbands.Setup`; an option that is not allowed, or that would be ignored for
-the chosen system, ends the command with ``vkbands rollout: error: ...`` (one line) and status 2.
+the chosen system, ends the command with ``vkbands rollout: error: ...`` (one line) and status 2, as
+does a run whose memory estimate is over the device's or this machine's limits.
 """
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -66,15 +75,17 @@ def _add_arguments(p):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    from .cli import OneLineParser
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     _add_arguments(parser)
     return parser
 
 
 def main(argv=None) -> int:
-    """``vkbands rollout`` in-process: the exit status (2 with one ``vkbands rollout: error: ...`` line
-    on stderr for an option that is not allowed)."""
-    return run(build_parser().parse_args(argv))
+    """``vkbands rollout ARGV`` in-process, through the router (:func:`vkbands.cli.main`): the exit
+    status, and one ``vkbands rollout: error: ...`` line on stderr for an error."""
+    from .cli import main as vkbands_main
+    return vkbands_main(["rollout", *(sys.argv[1:] if argv is None else argv)])
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -85,28 +96,9 @@ def run_options(args):
     return steps, (every or None), (snap or None)
 
 
-def _output_dir(args, system) -> Path:
-    if args.out is not None:
-        out = Path(args.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ValueError(f"--out {out}: exists and is not empty; allowed: a new or empty directory (nothing "
-                             "is ever overwritten)")
-        out.mkdir(parents=True, exist_ok=True)
-        return out
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("out") / f"rollout-{system}-{stamp}"
-    out, n = base, 1
-    while True:
-        try:
-            out.mkdir(parents=True, exist_ok=False)
-            return out
-        except FileExistsError:
-            n += 1
-            out = base.with_name(f"{base.name}-{n}")
-
-
 # ----------------------------------------------------------------------------- files
 def write_csv(path, r):
+    """``step,batch,E_0..E_{L-1},E_c,mass,min,max``, one row per observed step and member."""
     T, B, L1 = r.energies.shape
     step = np.repeat(r.steps, B)
     member = np.tile(np.arange(B), T)
@@ -143,18 +135,24 @@ def _member_field(r, x):
 
 
 def write_pictures(out, r, ctx=None):
-    """sheets_tNNNNN.png per snapshot, rollout.gif, energies.png, band_time.png (1-D). Returns names."""
+    """sheets_tNNNNN.png per snapshot, rollout.gif, energies.png, band_time.png (1-D), into ``out`` (a
+    folder, or an :class:`vkbands._outputs.OutputDir`: each file written atomically). Returns names."""
+    from ._outputs import OutputDir
     from .render import SheetRenderer, band_time_image, robust_vmax, save_energies_plot, save_gif, save_png
+    out = out if isinstance(out, OutputDir) else OutputDir(Path(out))
     written = []
     spec = r.spec
     title = f"{r.system}  p={r.arity} L={r.levels} B={r.batch}  member 0" + \
         (f"  (bands of {spec.observed})" if spec.fields_per_member > 1 else "")
+
+    def put(name, write_to):
+        out.write(name, write_to)
+        written.append(name)
     if len(r.steps):
-        save_energies_plot(out / "energies.png", r.steps, r.energies, closed_form=r.closed_form(), title=title)
-        written.append("energies.png")
+        put("energies.png", lambda p: save_energies_plot(p, r.steps, r.energies, closed_form=r.closed_form(),
+                                                          title=title))
         if r.dims == 1:
-            save_png(out / "band_time.png", band_time_image(r.energies[:, 0], ctx=ctx))
-            written.append("band_time.png")
+            put("band_time.png", lambda p: save_png(p, band_time_image(r.energies[:, 0], ctx=ctx)))
     if r.snapshots is not None and len(r.snapshots):
         fields = [_member_field(r, s[0]) for s in r.snapshots]      # the CLI's x0 is always (B, ...)
         vmax = robust_vmax(fields[0])                                 # fixed over the rollout: decay shows
@@ -164,71 +162,154 @@ def write_pictures(out, r, ctx=None):
         with SheetRenderer(fields[0].shape, r.arity, ctx=ctx, cmap=cmap) as sr:
             for t, f in zip(r.snapshot_steps, fields):
                 img = sr.render(f, vmax)
-                name = f"sheets_t{int(t):05d}.png"
-                save_png(out / name, img)
-                written.append(name)
+                put(f"sheets_t{int(t):05d}.png", lambda p, img=img: save_png(p, img))
                 frames.append(img)
-        save_gif(out / "rollout.gif", frames)
-        written.append("rollout.gif")
+        put("rollout.gif", lambda p: save_gif(p, frames))
     return written
 
 
 # ----------------------------------------------------------------------------- run
-def _error(message) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
+ENDINGS = {"completed": 0, "interrupted": 130, "nonfinite": 3, "failed": 3}
+_PROGRESS_DELAY_S = 0.5        # the progress bar of a run that lasts longer (chunks are ~0.5 s)
 
 
 def run(args) -> int:
-    """Run a parsed command line: its Setup, the rollout, the files. 0, 2 (an option not allowed:
-    one error line) or 3 (NaN/Inf: error.txt in the output directory)."""
+    """Run a parsed command line: its Setup, the rollout, the files. Returns 0, or 130 when interrupted
+    (one line; what was computed is on disk); raises :class:`vkbands.cli.CommandError` (status 2: an
+    option not allowed, an output folder that exists; 3: NaN/Inf or another failure after work
+    started, with the results so far on disk) or lets an error before any work through to the router
+    (a memory or device limit, no device: status 2)."""
     from vkbands.engine import default_context
-    from .rollout import NonFiniteError, rollout
+    from . import _interrupt
+    from ._outputs import OutputError, claim, timestamp
+    from .cli import CommandError
+    from .rollout import check_memory
 
     try:
         setup = Setup.from_args(args)
         steps, every, snap = run_options(args)
-        x0 = setup.x0()
-        out = _output_dir(args, setup.system)
     except (ValueError, TypeError) as e:
-        return _error(e)
+        raise CommandError(e) from None
     ctx = default_context()
-    t0 = time.perf_counter()
+    check_memory(ctx, setup.spec, setup.shape, steps, every, snap, dims=setup.dims, arity=setup.arity,
+                 make_x0=True, what=setup.size_text())
     try:
-        r = rollout(setup, x0, steps, every=every, snapshot_every=snap, ctx=ctx)
-    except NonFiniteError as e:
-        (out / "error.txt").write_text(str(e) + "\n")
-        print(f"{PROG}: {e}\n(output directory: {out})", file=sys.stderr)
-        return 3
-    except ValueError as e:      # e.g. a state over a device limit (LimitError)
-        return _error(e)
-    wall = time.perf_counter() - t0
-    write_csv(out / "energies.csv", r)
-    np.savez_compressed(out / "snapshots.npz", steps=r.snapshot_steps,
-                        snapshots=r.snapshots if r.snapshots is not None else np.zeros((0,) + x0.shape, np.float32),
-                        final=r.final, x0=x0, observed_steps=r.steps, energies=r.energies)
-    t_pic = time.perf_counter()
-    pictures = [] if args.no_pictures else write_pictures(out, r, ctx=ctx)
-    pic_s = time.perf_counter() - t_pic
+        out = claim(args.out, default=Path("out") / f"rollout-{setup.system}-{timestamp()}")
+    except OutputError as e:
+        raise CommandError(e) from None
+    with _interrupt.deferred():
+        t0 = time.perf_counter()
+        r, error, x0 = _roll(setup, steps, every, snap, ctx, out)
+        return _finish(args, setup, x0, r, error, out, ctx, time.perf_counter() - t0)
+
+
+def _roll(setup, steps, every, snap, ctx, out):
+    """``(rollout, error or None, x0)``: the Rollout (partial when ``error``); an error before the first
+    step removes the folder and is raised."""
+    from .rollout import rollout
+    try:
+        x0 = setup.x0()
+        r = rollout(setup, x0, steps, every=every, snapshot_every=snap, ctx=ctx, progress=_PROGRESS_DELAY_S)
+        return r, None, x0
+    except BaseException as e:
+        partial = getattr(e, "rollout", None)
+        if partial is None or (partial.n_steps == 0 and partial.status != "nonfinite"):
+            out.discard()                 # nothing computed: leave nothing behind
+            raise
+        return partial, e, x0
+
+
+def _status(r, error) -> str:
+    return "completed" if error is None else r.status
+
+
+def _finish(args, setup, x0, r, error, out, ctx, wall) -> int:
+    """Write what the run gave (data first, then summary.json, then the pictures and summary.json
+    again), each file atomically; then one line (or the summary table) and the exit status."""
+    from . import _interrupt
+    from .cli import CommandError
+    status = _status(r, error)
+    summary = _summary(args, setup, r, status, error, wall, ctx)
+    try:
+        out.write("energies.csv", lambda p: write_csv(p, r))
+        out.write("snapshots.npz", lambda p: _write_npz(p, r, x0))
+        _write_summary(out, summary)
+        skipped = status in ("interrupted", "failed") or args.no_pictures or _interrupt.requested()
+        if not skipped:
+            t_pic = time.perf_counter()
+            write_pictures(out, r, ctx=ctx)
+            summary["timings"]["pictures_s"] = time.perf_counter() - t_pic
+            _write_summary(out, summary)
+    except OSError as e:
+        summary.update(status="failed", error=f"writing {_failed_file(out, e)} in {out.path}: {_os_error(e)}")
+        try:
+            _write_summary(out, summary)
+        except OSError:
+            pass
+        raise CommandError(summary["error"] + f" (summary.json: status \"failed\")", 3) from None
+    signal_name = _interrupt.requested()
+    if status == "interrupted" or (signal_name and status == "completed"):
+        name = getattr(error, "signal", None) or signal_name
+        by = f" by {name}" if name else ""
+        print(f"{PROG}: interrupted{by} at step {r.n_steps} of {r.steps_requested}; results so far in {out.path} "
+              f"(summary.json: status \"{summary['status']}\")", file=sys.stderr)
+        return ENDINGS["interrupted"]
+    if error is not None:
+        raise CommandError(f"{' '.join(str(error).split())} Results up to step {r.n_steps} in {out.path} "
+                           f"(summary.json: status \"{status}\")", ENDINGS[status]) from None
+    if args.quiet:
+        print(out.path)
+    else:
+        print(format_summary(r, out.path, ctx.info, x0.shape))
+    return 0
+
+
+def _failed_file(out, e):
+    if getattr(e, "output_file", None):
+        return e.output_file
+    name = Path(getattr(e, "filename", "") or "").name
+    return name[len(".tmp-"):] if name.startswith(".tmp-") else (name or "a file")
+
+
+def _os_error(e):
+    return e.strerror or str(e)
+
+
+def _write_npz(path, r, x0):
+    snaps = r.snapshots if r.snapshots is not None else np.zeros((0,) + x0.shape, np.float32)
+    arrays = dict(steps=r.snapshot_steps, snapshots=snaps, x0=x0, observed_steps=r.steps, energies=r.energies)
+    if r.final is not None:           # (None: a failed run whose state could not be read)
+        arrays["final"] = r.final
+    np.savez_compressed(path, **arrays)
+
+
+def _write_summary(out, summary):
+    summary["files"] = [f for f in out.files if f != "summary.json"] + ["summary.json"]
+    out.write_text("summary.json", json.dumps(_jsonable(summary), indent=1) + "\n")
+
+
+def _summary(args, setup, r, status, error, wall, ctx) -> dict:
     info = ctx.info
+    steps, every, snap = run_options(args)
     summary = dict(
-        command=PROG, config=dict(_cli_config(args), **setup.config(), steps=steps, every=every,
-                                  snapshot_every=snap),
-        system=r.system, params=r.params, seed=setup.seed, shape=list(x0.shape), arity=r.arity, levels=r.levels,
+        command=PROG, status=status, last_step=r.n_steps, steps_requested=r.steps_requested,
+        config=dict(_cli_config(args), **setup.config(), steps=steps, every=every, snapshot_every=snap),
+        system=r.system, params=r.params, seed=setup.seed, shape=list(setup.shape), arity=r.arity, levels=r.levels,
         dims=r.dims, batch=r.batch, steps=r.n_steps, every=every, snapshot_every=snap,
         device=dict(name=info.get("name"), type=info.get("type"), driver=info.get("driver"), api=info.get("api")),
-        timings=dict(r.timings, wall_s=wall, pictures_s=pic_s),
-        files=["energies.csv", "snapshots.npz", "summary.json"] + pictures)
+        timings=dict(r.timings, wall_s=wall))
+    if error is not None:
+        summary["error"] = " ".join(str(error).split())
+        if status == "nonfinite":
+            summary.update(first_nonfinite_step=error.step, nonfinite_member=error.member,
+                           last_finite_step=error.last_finite_step, step_is_exact=error.how == "exact")
+        if status == "interrupted":
+            summary["signal"] = getattr(error, "signal", None)
     derived = r.summary()
     for key in ("system", "steps", "batch", "arity", "levels"):
         derived.pop(key, None)
     summary.update(derived)
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=1) + "\n")
-    if args.quiet:
-        print(out)
-    else:
-        print(format_summary(r, out, info, x0.shape))
-    return 0
+    return summary
 
 
 def _cli_config(args) -> dict:
