@@ -164,7 +164,8 @@ def main(argv=None) -> int:
         if debug:
             traceback.print_exc()
         if status == INTERRUPTED:
-            print(f"{prog}: interrupted{' by ' + str(e.args[0]) if e.args else ''}", file=sys.stderr)
+            how = getattr(e, "signal", None) or (str(e.args[0]) if e.args else "")
+            print(f"{prog}: interrupted{' by ' + how if how.startswith('SIG') else ''}", file=sys.stderr)
         else:
             print(f"{prog}: error: {_message(e)}", file=sys.stderr)
         return status

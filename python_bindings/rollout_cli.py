@@ -215,6 +215,10 @@ def _roll(setup, steps, every, snap, ctx, out):
         partial = getattr(e, "rollout", None)
         if partial is None or (partial.n_steps == 0 and partial.status != "nonfinite"):
             out.discard()                 # nothing computed: leave nothing behind
+            if isinstance(e, KeyboardInterrupt):
+                how = getattr(e, "signal", None) or (str(e.args[0]) if e.args else "")
+                raise KeyboardInterrupt(f"{how if how.startswith('SIG') else 'SIGINT'} before the first step; "
+                                        "nothing was written") from None
             raise
         return partial, e, x0
 
