@@ -297,3 +297,13 @@ def test_demo_refuses_an_existing_folder_like_rollout(tmp_path, capsys, ctx):
     assert err == [f"vkbands demo: error: --out {existing}: already exists; allowed: a path that does not exist "
                    "yet (each run claims a new folder; nothing is ever overwritten)"]
     assert list(existing.iterdir()) == [] and not (tmp_path / "demo-2").exists()
+
+
+def test_interrupted_before_the_first_step_leaves_no_folder(tmp_path, capsys, ctx, monkeypatch):
+    from vkbands import _interrupt
+    monkeypatch.setattr(_interrupt, "requested", lambda: "SIGINT")      # as if Ctrl-C came during set-up
+    out = tmp_path / "p" / "early"
+    assert rollout_main(["--depth", "3", "--steps", "50", "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["vkbands rollout: interrupted by SIGINT before the first step; nothing was written"]
+    assert not out.exists() and not out.parent.exists()
