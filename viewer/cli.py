@@ -17,7 +17,6 @@ what was written). Screenshots and recordings are new files, written complete or
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from vkbands import systems
@@ -59,22 +58,21 @@ def add_parser(sub):
 
 
 def cmd_view(args) -> int:
-    """Run the viewer; the exit status: 0, 2 (bad input: one ``vkbands view: error: ...`` line), 3 (the
-    run failed: one line), 130 (interrupted; the viewer saved what it had and said so)."""
+    """Run the viewer; the exit status: 0, 2 (bad input), 3 (the run failed), 130 (interrupted; the
+    viewer saved what it had and said so). User errors are raised (ValueError, LimitError, OSError on a
+    path) and the router (``vkbands.cli.main``) turns them into one ``vkbands view: error: ...`` line
+    and the status, like every command's."""
     from vkbands.engine import NoDeviceError
 
     from .window import NoDisplayError, display_available
 
-    try:
-        setup = Setup.from_args(args)
-    except (ValueError, TypeError) as e:
-        return _error(args, e, 2)
+    setup = Setup.from_args(args)
     if not display_available():
         print("vkbands view: no display (DISPLAY/WAYLAND_DISPLAY unset); for headless runs use "
               "`vkbands rollout`", file=sys.stderr)
         return 2
     if args.screenshot and args.frames is None:
-        return _error(None, ValueError("--screenshot needs --frames N"), 2)
+        raise ValueError("--screenshot needs --frames N")
     from . import run
     try:
         return run(setup, member=args.member, cmap=args.cmap, range=args.range,
@@ -88,32 +86,3 @@ def cmd_view(args) -> int:
     except NoDeviceError as e:    # e.g. no device can present to this display (a headless GPU node)
         print(f"vkbands view: {e}; for headless runs use `vkbands rollout`", file=sys.stderr)
         return 2
-    # Until the router (vkbands.cli) maps exceptions to one line and a status for every command, the
-    # viewer's user errors are mapped here, the same way: ValueError/TypeError (LimitError is one)
-    # and a missing/refused input file are bad input (2), any other OSError a failed run (3). With
-    # --debug / VKBANDS_DEBUG=1 they go on to the caller (the traceback).
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError) as e:
-        return _error(args, e, 2)
-    except OSError as e:
-        return _error(args, e, 3)
-    except KeyboardInterrupt:     # before the frame loop (which saves and reports itself)
-        if _debugging(args):
-            raise
-        print("vkbands view: interrupted", file=sys.stderr)
-        return 130
-
-
-def _debugging(args) -> bool:
-    return bool(getattr(args, "debug", False)) or \
-        os.environ.get("VKBANDS_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _error(args, e, status: int) -> int:
-    if _debugging(args):
-        raise e
-    if isinstance(e, OSError) and e.filename is not None and e.strerror:
-        text = f"{e.filename}: {e.strerror}"
-    else:
-        text = " ".join(str(e).split()) or type(e).__name__
-    print(f"vkbands view: error: {text}", file=sys.stderr)
-    return status
