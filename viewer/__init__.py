@@ -62,8 +62,8 @@ def run(system=None, *, frames=None, screenshot=None, load=None, watch=None, rec
         if watch:
             watcher = FileWatch(watch)
             fields["--watch"] = (watch, watcher.read("--watch"))
-    from .app import StopSignals
-    with StopSignals():                          # SIGTERM while starting: KeyboardInterrupt, like SIGINT
+    from vkbands import _interrupt
+    with _interrupt.terminate_raises():          # SIGTERM while starting: KeyboardInterrupt, like SIGINT
         viewer = open_viewer(system, watch=watch, out_dir=out_dir, **kwargs)
         try:
             if strict:

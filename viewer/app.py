@@ -25,7 +25,7 @@ An exception between acquire and submit still consumes the acquire semaphore (an
 waits on it) and recreates the swapchain to get the unpresented image back.
 
 Endings: closing the window (or ``frames`` frames) finishes the frames in flight and saves a
-recording in progress. SIGINT/SIGTERM (:class:`StopSignals`) end the loop the same way at the next
+recording in progress. SIGINT/SIGTERM (``vkbands._interrupt.deferred``, as for rollouts) end the loop the same way at the next
 frame and :meth:`Viewer.run` returns 130 after one line saying what was written; a second signal
 stops at once, without saving. Files are written complete or not at all, never over an existing one
 (:func:`vkbands.viewer.files.write_new`). A window larger than the device can draw into is refused
@@ -37,9 +37,7 @@ left drag pans (over the preview, when ImGui does not want the mouse).
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -47,6 +45,7 @@ from pathlib import Path
 import glfw
 import imgui
 
+from vkbands import _interrupt
 from vkbands._checks import option_int
 from vkbands.engine import Context, LimitError
 
@@ -58,7 +57,7 @@ from .preview import Preview
 from .swapchain import FrameSync, OutOfDate, Swapchain, WindowTooLarge
 from .window import Window, init_glfw, release_glfw, required_instance_extensions
 
-__all__ = ["Viewer", "StopSignals", "FRAMES_IN_FLIGHT", "PANEL_WIDTH", "KEY_HELP", "INTERRUPTED", "unique_path",
+__all__ = ["Viewer", "FRAMES_IN_FLIGHT", "PANEL_WIDTH", "KEY_HELP", "INTERRUPTED", "unique_path",
            "read_npy"]
 
 SAMPLE_EVERY = 120       # frames between two timed (waiting) frames that measure ms/step
@@ -81,38 +80,6 @@ _IMGUI_KEYS = ((imgui.KEY_TAB, glfw.KEY_TAB), (imgui.KEY_LEFT_ARROW, glfw.KEY_LE
 
 def _frames(n: int) -> str:
     return f"{n} frame{'' if n == 1 else 's'}"
-
-
-class StopSignals:
-    """SIGINT and SIGTERM while the viewer runs. While :attr:`deferring` (the frame loop), the first
-    signal only records its name in :attr:`received` (the loop ends at the next frame and saves what
-    it has); otherwise, or at a second signal, the handler raises KeyboardInterrupt at once (stop now).
-    Installed only from the main thread (signals are delivered there); the previous handlers are
-    restored on exit."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.received = None      # "SIGINT" / "SIGTERM": the first signal received while deferring
-        self.deferring = False
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self._previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        self._previous = {}
-
-    def _handle(self, signum, frame):
-        if self.deferring and self.received is None:
-            self.received = signal.Signals(signum).name
-            return
-        raise KeyboardInterrupt
 
 
 class Viewer:
@@ -607,28 +574,27 @@ class Viewer:
         finish, the recording is saved, one line on stderr says what was written, and the result is
         :data:`INTERRUPTED` (130); a second signal stops at once without saving. Else returns 0."""
         shot_error = []
-        stop = StopSignals()
-        with stop:
+        received = None
+        with _interrupt.deferred():      # the same deferral as rollouts: the first signal is remembered
             try:
-                stop.deferring = True
-                while not self.window.should_close and stop.received is None:
+                while not self.window.should_close and _interrupt.requested() is None:
                     if frames is not None and self.frame_count >= frames:
                         break
                     if screenshot is not None and frames is not None and self.frame_count == frames - 1:
                         self.screenshot_window(screenshot, failed=shot_error.append)
                     self.frame()
-                stop.deferring = False          # from here a signal means: stop now, save nothing more
+                received = _interrupt.requested()
                 self.flush()
-                saved = self.stop_recording(announce=stop.received is None, strict=True) if self.recording else None
-            except KeyboardInterrupt:
+                saved = self.stop_recording(announce=received is None, strict=True) if self.recording else None
+            except KeyboardInterrupt:    # a second signal: stop at once
                 self.recording = None
                 print(f"vkbands view: interrupted after {_frames(self.frame_count)}; stopped at once, nothing "
                       "more saved", file=sys.stderr, flush=True)
                 return INTERRUPTED
-        if stop.received is not None:
+        if received is not None:
             what = (f"saved recording ({_frames(self.last_recording_frames)}) {saved}" if saved is not None
                     else "nothing to save")
-            print(f"vkbands view: interrupted ({stop.received}) after {_frames(self.frame_count)} "
+            print(f"vkbands view: interrupted ({received}) after {_frames(self.frame_count)} "
                   f"(step {self.sheets.step}); {what}", file=sys.stderr, flush=True)
             return INTERRUPTED
         if shot_error:
