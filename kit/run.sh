@@ -153,8 +153,13 @@ fi
 
 # ---------------------------------------------------------------------------- 3. devices
 say "== vkbands devices"
-run_phase devices 60 "$PY" -m vkbands.cli devices
+run_phase devices 60 "$PY" -m vkbands.cli devices >"$OUTDIR/.devices" 2>&1
 rc_dev=$?
+cat "$OUTDIR/.devices"
+used=$(grep -m1 -A1 '^\* \[' "$OUTDIR/.devices" | sed -n 's/^\* //p; s/^ *type: \([^ ]*\).*/(\1)/p' | tr '\n' ' ' | sed 's/ $//')
+n_dev=$(grep -c '^[* ] \[[0-9]*\] ' "$OUTDIR/.devices")
+rm -f "$OUTDIR/.devices"
+[ $rc_dev -eq 0 ] && note "devices: $n_dev found; vkbands uses ${used:-?}"
 if [ $rc_dev -ne 0 ]; then
   note "devices: FAILED (rc $rc_dev): no usable Vulkan device; is the GPU driver's Vulkan ICD installed? (name it with VK_DRIVER_FILES=/path/to/nvidia_icd.json)"
   exit 4
@@ -227,7 +232,9 @@ for b in "$KIT"/benchmarks/bench_*.py; do
   run_phase "$name" 150 "$PY" "$b" --quick --out "$OUTDIR"
   rc=$?
   case $rc in
-    0) note "$name: ok";;
+    0) if grep -q "^$name: .*skipped" "$OUTDIR/$name.md" 2>/dev/null; then   # it skipped itself (no display)
+         note "$(grep -m1 "^$name: .*skipped" "$OUTDIR/$name.md")"
+       else note "$name: ok"; fi;;
     124|125) ;;   # already noted
     *) note "$name: FAILED (rc $rc), continuing";;
   esac
