@@ -92,7 +92,7 @@ def describe_devices(instance=None) -> list[dict]:
     if own:
         app = vk.VkApplicationInfo(pApplicationName="vkbands", apiVersion=vk.VK_MAKE_VERSION(1, 2, 0))
         info = vk.VkInstanceCreateInfo(pApplicationInfo=app)
-        instance = vk.vkCreateInstance(info, None)
+        instance = _create_instance_or_explain(info)
     try:
         out = []
         for i, pd in enumerate(vk.vkEnumeratePhysicalDevices(instance)):
@@ -115,6 +115,20 @@ def describe_devices(instance=None) -> list[dict]:
     finally:
         if own:
             vk.vkDestroyInstance(instance, None)
+
+
+_NO_DRIVER = ("no Vulkan driver found ({result}); install one (Debian: apt-get install mesa-vulkan-drivers; "
+              "NVIDIA/AMD: the vendor driver), or point VK_DRIVER_FILES at its ICD json")
+
+
+def _create_instance_or_explain(info):
+    """vkCreateInstance; no usable driver (INCOMPATIBLE_DRIVER / INITIALIZATION_FAILED) becomes
+    :class:`NoDeviceError` saying what to install."""
+    try:
+        return vk.vkCreateInstance(info, None)
+    except (vk.VkErrorIncompatibleDriver, vk.VkErrorInitializationFailed) as e:
+        from .errors import result_name
+        raise NoDeviceError(_NO_DRIVER.format(result=result_name(e))) from None
 
 
 def _is_unified(mem, kind: str) -> bool:
@@ -220,7 +234,7 @@ class Context:
                                    engineVersion=1, apiVersion=vk.VK_MAKE_VERSION(1, 2, 0))
         info = vk.VkInstanceCreateInfo(pApplicationInfo=app, ppEnabledLayerNames=layers,
                                        ppEnabledExtensionNames=extensions)
-        self.instance = vk.vkCreateInstance(info, None)
+        self.instance = _create_instance_or_explain(info)
         self.instance_extensions = extensions
         self._messenger = None
         if self.validation:

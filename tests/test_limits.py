@@ -145,3 +145,15 @@ def test_device_facts_are_queried(ctx):
         assert ctx.loop_iteration_cap == 65535
     else:
         assert ctx.loop_iteration_cap is None
+
+
+def test_no_driver_is_a_no_device_error_saying_what_to_install(monkeypatch):
+    from vkbands.engine import NoDeviceError, describe_devices
+
+    def incompatible(*args):
+        raise vk.VkErrorIncompatibleDriver()
+    monkeypatch.setattr(vk, "vkCreateInstance", incompatible)
+    with pytest.raises(NoDeviceError, match="no Vulkan driver found.*VK_ERROR_INCOMPATIBLE_DRIVER.*VK_DRIVER_FILES"):
+        describe_devices()
+    with pytest.raises(NoDeviceError, match="mesa-vulkan-drivers"):
+        Context()
