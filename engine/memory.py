@@ -196,7 +196,33 @@ class DeviceArray(Resource):
         return _ArrayView(self, (stop - start,) + self.shape[1:], byte_offset=start * row_bytes)
 
     def __len__(self):
-        return self.shape[0] if self.shape else 0
+        if not self.shape:
+            raise TypeError("len() of a 0-d DeviceArray")
+        return self.shape[0]
+
+    def __getitem__(self, index) -> "DeviceArray":
+        """``a[i]`` / ``a[i:j]`` along the leading (batch) axis: a view, no copy (see :meth:`rows`).
+        Other indexing needs the data on the host: ``a.numpy()[...]``."""
+        if not self.shape:
+            raise IndexError("a 0-d DeviceArray cannot be indexed")
+        n = self.shape[0]
+        if isinstance(index, (int, np.integer)):
+            i = int(index) + (n if index < 0 else 0)
+            if not 0 <= i < n:
+                raise IndexError(f"index {int(index)} is out of range for a leading axis of length {n}")
+            return self.rows(i, i + 1).reshape(self.shape[1:])
+        if isinstance(index, slice) and index.step in (None, 1):
+            start, stop, _ = index.indices(n)
+            return self.rows(start, max(start, stop))
+        raise TypeError(f"DeviceArray indexing: an int or a slice with step 1 along the leading axis (a view "
+                        f"without a copy); got {index!r}. Read back first for anything else: a.numpy()[...]")
+
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(a)``: an explicit readback (always a copy: device memory is not host memory)."""
+        if copy is False:
+            raise ValueError("a DeviceArray cannot be viewed as a NumPy array without a copy")
+        host = self.numpy()
+        return host if dtype is None else host.astype(dtype, copy=False)
 
     @property
     def ndim(self) -> int:

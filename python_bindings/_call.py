@@ -30,6 +30,7 @@ class Call:
             names = [k for k, v in inputs.items() if v is not None and not isinstance(v, DeviceArray)]
             raise TypeError(f"{', '.join(names)}: inside a recording, pass device arrays (vkbands.asarray)")
         self._temps = []
+        self._given = set()
         self.arrays = {}
         for name, v in inputs.items():
             if v is None:
@@ -51,13 +52,31 @@ class Call:
             self._temps.append(out)
         return out
 
+    def output(self, out, shape, dtype=np.float32, name="out") -> DeviceArray:
+        """The array a function writes its result into: the caller's ``out`` (a DeviceArray of this
+        context with exactly ``shape`` and ``dtype``; returned as is by :meth:`result`) or a new one."""
+        if out is None:
+            return self.empty(shape, dtype)
+        if not isinstance(out, DeviceArray):
+            self.close()
+            raise TypeError(f"{name}: must be a vkbands DeviceArray (vkbands.asarray / ctx.empty), got "
+                            f"{type(out).__name__}")
+        if out.ctx is not self.ctx or tuple(out.shape) != tuple(shape) or out.dtype != np.dtype(dtype):
+            self.close()
+            raise ValueError(f"{name}: needs shape {tuple(shape)} {np.dtype(dtype)} on this context; got shape "
+                             f"{tuple(out.shape)} {out.dtype}{'' if out.ctx is self.ctx else ' on another Context'}")
+        self._given.add(id(out))
+        return out
+
     def result(self, *outs):
         """Submit (if this call owns its recorder), then return ``outs`` as NumPy (host call) or as
-        device arrays. One output is returned bare, several as a tuple."""
+        device arrays; an ``out=`` array the caller gave is returned as is. One output is returned
+        bare, several as a tuple."""
         try:
             if self._own_rec:
                 self.rec.submit()
-            vals = tuple(o.numpy() if self.host and isinstance(o, DeviceArray) else o for o in outs)
+            vals = tuple(o.numpy() if self.host and isinstance(o, DeviceArray) and id(o) not in self._given else o
+                         for o in outs)
         finally:
             self.close()
         return vals[0] if len(vals) == 1 else vals

@@ -24,8 +24,9 @@ def asarray(x, dtype=None, ctx=None) -> DeviceArray:
     return (ctx or default_context()).array(as_host_array(x, dtype, "x"))
 
 
-def add(a, b):
-    """``a + b`` for float32 arrays of equal shape (``add.comp``). NumPy in, NumPy out; device in, device out."""
+def add(a, b, out=None):
+    """``a + b`` for float32 arrays of equal shape (``add.comp``). NumPy in, NumPy out; device in, device
+    out; ``out``: a float32 DeviceArray of that shape to write into (returned; may be ``a`` or ``b``)."""
     shape_a, shape_b = np.shape(a) if not isinstance(a, DeviceArray) else a.shape, \
         np.shape(b) if not isinstance(b, DeviceArray) else b.shape
     if tuple(shape_a) != tuple(shape_b):
@@ -36,7 +37,7 @@ def add(a, b):
         if arr.dtype != np.float32:
             call.close()
             raise TypeError(f"{name}: dtype {arr.dtype} not supported by add; allowed: float32")
-    out = call.empty(A.shape, np.float32)
+    out = call.output(out, A.shape, np.float32)
     kernel = call.ctx.kernel("add.comp", spec={"VEC_PER_INVOCATION": _ADD_VEC4_PER_INVOCATION})
     per_group = kernel.local_size[0] * _ADD_VEC4_PER_INVOCATION * 4
     flat = [arr.reshape(-1) for arr in (A, B, out)]

@@ -533,8 +533,9 @@ def _float32_input(call, name="x"):
 
 
 # ---------------------------------------------------------------------- public functions
-def energies(x, arity=3, dims=None):
-    """Band energies ``[E_0, ..., E_{L-1}, E_c]`` of every field of ``x``: ``batch_shape + (L+1,)``.
+def energies(x, arity=3, dims=None, out=None):
+    """Band energies ``[E_0, ..., E_{L-1}, E_c]`` of every field of ``x``: ``batch_shape + (L+1,)``
+    (``out``: a float32 DeviceArray of that shape to write into; it is returned).
 
     ``E_l = p**(l*dims) * sum(d^(l)**2)``, ``E_c = N * c**2`` (rectangular: ``sum((U^L A^(L))**2)``);
     Parseval: ``E.sum(-1) == sum(x**2)``. No band array is materialised (a few small scratch
@@ -543,7 +544,7 @@ def energies(x, arity=3, dims=None):
     geo = _Geometry(_shape_of(x), arity, dims)
     call = Call(x=x)
     field = _float32_input(call)
-    out = call.empty(geo.batch_shape + (geo.L + 1,), np.float32)
+    out = call.output(out, geo.batch_shape + (geo.L + 1,), np.float32)
     if geo.B:
         # batches over maxStorageBufferRange run in member ranges (aligned row views, no copy)
         fields, rows = field.reshape((geo.B,) + geo.spatial), out.reshape(geo.B, geo.L + 1)
