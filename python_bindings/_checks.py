@@ -4,7 +4,7 @@ Every function returns the checked (normalised) value or raises an error that na
 the value given and what is allowed. Two families, kept apart because their callers' documented
 behaviour differs:
 
-* ``integer``, ``arity``, ``dims``, ``power_of_arity``, ``choice``, ``shape``, ``array_shape``,
+* ``integer``, ``arity``, ``dims``, ``power_of_arity``, ``max_levels``, ``levels``, ``choice``, ``shape``, ``array_shape``,
   ``rates``, ``sign_matrix``, ``real_in`` -- the maths and array functions (``vkbands.reference``,
   ``vkbands.init``, ``vkbands.bands``): always ``ValueError``, worded
   ``"<name> must be <allowed>, got <value>"``.
@@ -61,6 +61,24 @@ def power_of_arity(size: int, p: int) -> int:
         raise ValueError(f"size {size} is not a power of arity {p}; nearest valid sizes: "
                          + ", ".join(map(str, near)))
     return k
+
+
+def max_levels(spatial, p: int) -> int:
+    """Largest ``L`` with ``p**L`` dividing every size of ``spatial`` (SPEC section 1; 0 when none does)."""
+    L = 0
+    while all(n % p ** (L + 1) == 0 for n in spatial):
+        L += 1
+    return L
+
+
+def levels(value, spatial, p: int) -> int:
+    """The number of levels of a field of spatial shape ``spatial``: ``value`` (0..max) or, for
+    ``None``, the maximum of :func:`max_levels`; above the maximum the error names it."""
+    top = max_levels(spatial, p)
+    if value is None:
+        return top
+    return integer("levels", value, 0, top,
+                   f"{top} is the maximum for spatial shape {tuple(spatial)} with arity {p}")
 
 
 def choice(name, value, allowed):

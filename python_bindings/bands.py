@@ -108,7 +108,7 @@ class _Geometry:
         self.p = _checks.arity(arity)
         self.batch_shape, self.spatial = R.split_shape(shape, dims)
         self.dims = len(self.spatial)
-        self.L = R.levels(shape, self.p, self.dims)
+        self.L = R.tree_levels(shape, self.p, self.dims)
         self.B = _prod(self.batch_shape)
         self.N = _prod(self.spatial)
         self.H, self.W = (self.spatial if self.dims == 2 else (1, self.spatial[0]))

@@ -52,7 +52,7 @@ def smooth(shape, arity=3, cutoff_level=2, seed=0, dims=None):
     """
     shape = _checks.shape(shape)
     dims = R.infer_dims(shape, dims)
-    L = R.levels(shape, arity, dims)
+    L = R.tree_levels(shape, arity, dims)
     cut = _checks.integer("cutoff_level", cutoff_level, 0, L - 1)
     ax = tuple(range(-dims, 0))
     spatial = shape[-dims:]
@@ -105,7 +105,7 @@ def band_pure(shape, arity, band, style="haar", seed=0, scale=1.0, sparse_m=1, m
     shape = _checks.shape(shape)
     p = _checks.arity(arity)
     dims = R.infer_dims(shape, dims)
-    L = R.levels(shape, p, dims)
+    L = R.tree_levels(shape, p, dims)
     band = _checks.integer("band", band, 0, L - 1)
     _checks.choice("style", style, STYLES)
     batch, spatial = shape[:-dims], shape[-dims:]

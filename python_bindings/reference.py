@@ -6,17 +6,20 @@ users can run whole experiments with them.
 Conventions (SPEC section 1)
 ----------------------------
 * ``p`` (``arity``) is an integer >= 2. Level 0 is the finest scale (the leaves), level ``L`` the root.
-* A field is 1-D ``(..., N)`` with ``N = p**L`` or 2-D ``(..., H, W)`` with ``H = p**Ly``,
-  ``W = p**Lx`` and ``L = min(Ly, Lx)``. Leading axes are batch axes and are always kept.
+* A field is 1-D ``(..., N)`` or 2-D ``(..., H, W)`` of any sizes. Its number of levels ``L`` is by
+  default the largest integer with ``p**L`` dividing every spatial axis (0 when none does); a smaller
+  ``levels=`` may be asked for, a larger one is an error naming the maximum. Leading axes are batch
+  axes and are always kept. (:func:`tree_levels` is the stricter rule of the tree systems: every
+  spatial size a power of p.)
 * ``dims`` (1 or 2) says how many trailing axes are spatial. ``dims=None`` infers it: a 1-D array is
   a 1-D field, anything with 2 or more axes is ``(..., H, W)``. Pass ``dims=1`` for a batch ``(B, N)``.
 * Inputs may be any real array (float32, float64, ints); every computed result is float64.
 * ``A^(l)`` = block mean over ``p**l`` leaves (``p**l x p**l`` in 2-D); ``U`` repeats each value onto
   its ``p`` (``p x p``) children. Detail band ``d^(l) = A^(l) - U A^(l+1)`` at its own resolution,
   ``D^(l) = U^l d^(l)`` at leaf resolution, coarse ``c = A^(L)``.
-* Square fields (and all 1-D fields) have one coarse value per field. A rectangular 2-D field
-  ``(p**Ly, p**Lx)`` keeps ``A^(L)`` of shape ``(p**(Ly-L), p**(Lx-L))`` (one axis is 1):
-  :func:`coarse` returns that array, and ``E_c = sum((U^L A^(L))**2)`` either way, so Parseval holds.
+* The coarse part ``c = A^(L)`` is a grid of shape ``(N / p**L)`` or ``(H / p**L, W / p**L)``;
+  :func:`coarse` drops its spatial axes when that grid is one value per field (a size ``p**L``,
+  the classic case), and ``E_c = p**(L*dims) * sum(c**2)`` either way, so Parseval holds.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from . import _checks
 
 __all__ = [
-    "infer_dims", "split_shape", "levels", "block_mean", "expand", "pyramid", "detail",
+    "infer_dims", "split_shape", "levels", "tree_levels", "block_mean", "expand", "pyramid", "detail",
     "cumulative", "coarse", "decompose", "reconstruct", "energies", "leakage",
     "tree_rates", "tree_step", "coupling_matrix", "coupled_step", "PHI",
     "laplacian", "heat_step", "heat_mode_factor", "grayscott_step",
@@ -57,12 +60,26 @@ def split_shape(shape, dims=None):
     return shape[:-spatial_axes], shape[-spatial_axes:]
 
 
-def levels(shape, arity, dims=None) -> int:
-    """Number of levels ``L`` of a field of array shape ``shape`` (batch axes allowed).
+def levels(shape, arity, dims=None, levels=None) -> int:
+    """Number of levels ``L`` of a field of array shape ``shape`` (batch axes allowed), SPEC section 1.
 
-    1-D ``N = p**L``; 2-D ``(p**Ly, p**Lx)`` gives ``L = min(Ly, Lx)``. Raises ValueError for a
-    spatial size that is not a power ``p**k`` (k >= 1) of ``arity``.
+    ``levels=None``: the largest ``L`` such that ``p**L`` divides every spatial axis (0 when none
+    does): 96 x 96 with p = 2 has L = 5 (coarse grid 3 x 3). An explicit ``levels`` must be in
+    ``0..max``; above the maximum the ValueError names it.
     """
+    return _levels(shape, arity, dims, levels)
+
+
+def _levels(shape, arity, dims, requested):
+    p = _checks.arity(arity)
+    _, spatial = split_shape(shape, dims)
+    return _checks.levels(requested, spatial, p)
+
+
+def tree_levels(shape, arity, dims=None) -> int:
+    """Depth ``L`` of the tree systems: every spatial size a power ``p**k`` (k >= 1) of ``arity``
+    (1-D ``N = p**L``; 2-D ``(p**Ly, p**Lx)`` gives ``L = min(Ly, Lx)``), else a ValueError that
+    names the nearest valid sizes."""
     p = _checks.arity(arity)
     _, spatial = split_shape(shape, dims)
     return min(_checks.power_of_arity(n, p) for n in spatial)
@@ -127,29 +144,29 @@ def expand(a, arity, times, dims=None):
     return _expand(a, p ** times, dims)
 
 
-def pyramid(x, arity, dims=None):
+def pyramid(x, arity, dims=None, levels=None):
     """``[A^(0), ..., A^(L)]``: A^(l) has shape ``batch + spatial // p**l``, float64."""
     x = _as_f64(x)
     dims = infer_dims(x.shape, dims)
-    L = levels(x.shape, arity, dims)
+    L = _levels(x.shape, arity, dims, levels)
     out = [x]
     for _ in range(L):
         out.append(_mean_blocks(out[-1], arity, dims))
     return out
 
 
-def _decompose(x, arity, dims):
+def _decompose(x, arity, dims, levels=None):
     """(L, dims, details at own resolution, unsqueezed A^(L)) - the work shared by the public API."""
     x = _as_f64(x)
     dims = infer_dims(x.shape, dims)
-    pyr = pyramid(x, arity, dims)
+    pyr = pyramid(x, arity, dims, levels)
     L = len(pyr) - 1
     details = [pyr[l] - _expand(pyr[l + 1], arity, dims) for l in range(L)]
     return L, dims, details, pyr[L]
 
 
 def _squeeze_coarse(top, dims):
-    """One value per field drops the spatial axes; a rectangular A^(L) is returned as is."""
+    """One value per field drops the spatial axes; a coarse grid A^(L) is returned as is."""
     return top.reshape(top.shape[:-dims]) if all(n == 1 for n in top.shape[-dims:]) else top
 
 
@@ -176,29 +193,34 @@ def cumulative(x, arity, level, dims=None):
     return _expand(_mean_blocks(x, b, dims), b, dims)
 
 
-def coarse(x, arity, dims=None):
-    """Coarse ``c = A^(L)``, float64.
-
-    Square 2-D and all 1-D fields: shape ``batch_shape`` (the global mean of each field).
-    Rectangular 2-D ``(p**Ly, p**Lx)``: shape ``batch + (p**(Ly-L), p**(Lx-L))``.
-    """
-    _, dims, _, top = _decompose(x, arity, dims)
+def coarse(x, arity, dims=None, levels=None):
+    """Coarse ``c = A^(L)``, float64, of shape ``batch + spatial // p**L``; when that grid is one
+    value per field (size ``p**L``) the spatial axes are dropped: shape ``batch_shape`` (the global
+    mean of each field)."""
+    _, dims, _, top = _decompose(x, arity, dims, levels)
     return _squeeze_coarse(top, dims)
 
 
-def decompose(x, arity, dims=None):
-    """``(details, c)``: ``details[l] = d^(l)`` at own resolution (l = 0..L-1), ``c`` as :func:`coarse`."""
-    _, dims, details, top = _decompose(x, arity, dims)
+def decompose(x, arity, dims=None, levels=None):
+    """``(details, c)``: ``details[l] = d^(l)`` at own resolution (l = 0..L-1), ``c`` as :func:`coarse`.
+
+    ``levels``: ``L`` (default: the maximum, see :func:`levels`)."""
+    _, dims, details, top = _decompose(x, arity, dims, levels)
     return details, _squeeze_coarse(top, dims)
 
 
 def reconstruct(details, coarse, arity, dims=None):
-    """Exact inverse of :func:`decompose`: ``x = U^L c + sum_l U^l d^(l)`` (float64).
+    """Exact inverse of :func:`decompose`: ``x = U^L c + sum_l U^l d^(l)`` (float64); ``L = len(details)``.
 
-    ``dims`` is inferred from ``details[0]`` (leaf resolution) when None.
+    ``dims`` is inferred from ``details[0]`` (leaf resolution) when None; with no details
+    (``levels=0``) the result is the coarse grid itself, and ``dims`` from its shape.
     """
     p = _checks.arity(arity)
-    details = _checks.non_empty("details", [_as_f64(d) for d in details], "at least one band (L >= 1)")
+    details = [_as_f64(d) for d in details]
+    if not details:
+        c = _as_f64(coarse)
+        infer_dims(c.shape, dims)
+        return c.copy()
     dims = infer_dims(details[0].shape, dims)
     last = details[-1]
     top_shape = last.shape[:-dims] + tuple(n // p for n in last.shape[-dims:])
@@ -211,27 +233,27 @@ def reconstruct(details, coarse, arity, dims=None):
 
 # ----------------------------------------------------------------------------- energies & leakage
 
-def energies(x, arity, dims=None):
+def energies(x, arity, dims=None, levels=None):
     """Band energies ``[E_0, ..., E_{L-1}, E_c]``, shape ``batch_shape + (L+1,)``, float64.
 
-    ``E_l = sum(D^(l)**2) = p**(l*dims) * sum(d^(l)**2)``; ``E_c = sum((U^L A^(L))**2)``.
-    Parseval: ``energies(x).sum(-1) == sum(x**2)`` per field.
+    ``E_l = sum(D^(l)**2) = p**(l*dims) * sum(d^(l)**2)``; ``E_c = p**(L*dims) * sum(c**2)``
+    (``c`` the coarse grid). Parseval: ``energies(x).sum(-1) == sum(x**2)`` per field.
     """
-    L, dims, details, top = _decompose(x, arity, dims)
+    L, dims, details, top = _decompose(x, arity, dims, levels)
     ax = _spatial_axes(dims)
     parts = [arity ** (l * dims) * np.sum(d * d, axis=ax) for l, d in enumerate(details)]
     parts.append(arity ** (L * dims) * np.sum(top * top, axis=ax))
     return np.stack(parts, axis=-1)
 
 
-def _leaf_bands(x, arity, dims):
+def _leaf_bands(x, arity, dims, levels=None):
     """(L, dims, [D^(0..L-1)] at leaf resolution, U^L A^(L))."""
-    L, dims, details, top = _decompose(x, arity, dims)
+    L, dims, details, top = _decompose(x, arity, dims, levels)
     bands = [_expand(d, arity ** l, dims) for l, d in enumerate(details)]
     return L, dims, bands, _expand(top, arity ** L, dims)
 
 
-def leakage(x, arity, dims=None):
+def leakage(x, arity, dims=None, levels=None):
     """Normalised Gram matrix of ``[D^(0), ..., D^(L-1), U^L c]``, shape ``(L+1, L+1)``, float64.
 
     ``G[k, l] = <D_k, D_l> / (||D_k|| ||D_l||)`` with inner products summed over space and the
@@ -240,7 +262,7 @@ def leakage(x, arity, dims=None):
     column are 0 except the diagonal entry, which is 1 (no NaN; a zero band leaks nothing, so an
     orthogonal decomposition always gives the identity).
     """
-    L, dims, bands, c = _leaf_bands(x, arity, dims)
+    L, dims, bands, c = _leaf_bands(x, arity, dims, levels)
     bands.append(c)
     G = np.array([[np.sum(a * b) for b in bands] for a in bands])
     norm = np.sqrt(np.diag(G))

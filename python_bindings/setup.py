@@ -186,7 +186,7 @@ class Setup:
         if "size" in conv:
             side = conv["size"]
             try:
-                R.levels((side,), arity, 1)
+                R.tree_levels((side,), arity, 1)
             except ValueError as e:
                 raise ValueError(f"{self._lab('size', opts['size'])}: {e}") from None
         else:

@@ -49,9 +49,65 @@ def test_levels_and_shapes():
     ((27,), 2.0, None, r"arity.*2\.0"),
     ((27,), 3, 3, r"dims.*3"),
 ])
-def test_levels_errors(shape, arity, dims, match):
+def test_tree_levels_errors(shape, arity, dims, match):
     with pytest.raises(ValueError, match=match):
-        R.levels(shape, arity, dims)
+        R.tree_levels(shape, arity, dims)
+
+
+# ----------------------------------------------------------------------------- levels of any size (issue 11)
+
+# (shape, arity, dims, L, coarse grid): SPEC section 1, L = largest with p**L dividing every axis.
+ANY_SIZE = [((96, 96), 2, None, 5, (3, 3)), ((54, 81), 3, None, 3, (2, 3)),
+            ((5, 3 ** 4), 3, 1, 4, ()), ((2, 96, 96), 2, 2, 5, (3, 3)), ((3, 54, 81), 3, 2, 3, (2, 3)),
+            ((4, 96), 2, 1, 5, (3,)), ((100, 60), 2, None, 2, (25, 15)), ((7, 5), 2, None, 0, (7, 5))]
+
+
+def test_levels_any_size():
+    for shape, p, dims, L, grid in ANY_SIZE:
+        assert R.levels(shape, p, dims) == L
+    assert R.levels((96, 96), 2, levels=3) == 3
+    assert R.levels((729,), 3) == 6 and R.levels((9, 27), 3) == 2
+
+
+@pytest.mark.parametrize("shape, p, dims, L, grid", ANY_SIZE)
+def test_any_size_reconstruction_parseval_orthogonality(shape, p, dims, L, grid):
+    x = np.random.default_rng(11).standard_normal(shape)
+    d = R.infer_dims(shape, dims)
+    batch = shape[:-d]
+    details, c = R.decompose(x, p, dims)
+    assert len(details) == L and c.shape == batch + grid
+    for l, band in enumerate(details):
+        assert band.shape == batch + tuple(n // p ** l for n in shape[-d:])
+    assert np.allclose(c, x.reshape(batch + sum(((n // p ** L, p ** L) for n in shape[-d:]), ()))
+                       .mean(axis=(-1,) if d == 1 else (-3, -1)).reshape(c.shape))
+    assert np.allclose(R.reconstruct(details, c, p, dims), x, atol=1e-12)
+    E = R.energies(x, p, dims)
+    assert E.shape == batch + (L + 1,)
+    assert np.allclose(E.sum(-1), np.sum(x * x, axis=tuple(range(-d, 0))))
+    assert np.allclose(E[..., -1], p ** (L * d) * np.sum(np.reshape(c, batch + (-1,)) ** 2, -1))
+    assert np.allclose(R.leakage(x, p, dims), np.eye(L + 1), atol=1e-10)
+
+
+@pytest.mark.parametrize("shape, p, dims, L, grid", ANY_SIZE[:3])
+def test_any_size_explicit_levels_below_and_above_the_maximum(shape, p, dims, L, grid):
+    x = np.random.default_rng(12).standard_normal(shape)
+    d = R.infer_dims(shape, dims)
+    for k in range(L + 1):
+        details, c = R.decompose(x, p, dims, levels=k)
+        assert len(details) == k
+        grid_k = tuple(n // p ** k for n in shape[-d:])
+        assert np.shape(c) == shape[:-d] + (grid_k if np.prod(grid_k) > 1 else ())
+        assert np.allclose(R.reconstruct(details, c, p, dims), x, atol=1e-12)
+        E = R.energies(x, p, dims, levels=k)
+        assert np.allclose(E.sum(-1), np.sum(x * x, axis=tuple(range(-d, 0))))
+        assert np.allclose(E[..., :k], R.energies(x, p, dims)[..., :k])      # same detail bands
+        assert np.allclose(R.leakage(x, p, dims, levels=k), np.eye(k + 1), atol=1e-10)
+    for fn in (R.decompose, R.energies, R.leakage, R.coarse):
+        with pytest.raises(ValueError, match=rf"levels must be an integer in 0\.\.{L} \({L} is the maximum"
+                                             rf".*got {L + 1}"):
+            fn(x, p, dims, levels=L + 1)
+    with pytest.raises(ValueError, match=rf"{L} is the maximum"):
+        R.levels(shape, p, dims, levels=L + 1)
 
 
 def test_argument_errors():

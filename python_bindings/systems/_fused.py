@@ -99,7 +99,7 @@ class FusedTreeSystem(SystemBase):
     def __init__(self, ctx, B, spatial, dims, arity=3, reduce=None, **params):
         super().__init__(ctx, B, spatial, dims)
         self.arity = ARITY.convert(3 if arity is None else arity)
-        self.levels = L = R.levels(self.spatial, self.arity, dims)
+        self.levels = L = R.tree_levels(self.spatial, self.arity, dims)
         self._check_params(params)          # refused before any probe or allocation
         self.state_shape = (self.batch,) + self.spatial
         self.n = int(np.prod(self.spatial))
