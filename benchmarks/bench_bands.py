@@ -15,6 +15,11 @@ of 729 leaves (p = 3). Columns (milliseconds, median of repeated runs):
             energies with float32 dot products
   pywt      PyWavelets wavedec2 / wavedec 'haar', mode='periodization' (+ sums of squares), p = 2 only
 The vkbands result is checked against vkbands.reference before timing.
+
+A second table (issue 11): ``vkbands.wavedec2(x, 'haar', 'periodization')`` (level max) on 1024^2 and
+4096^2 float32 vs ``pywt.wavedec2`` in the same run: vkbands device-resident (the recorded levels
+replayed), vkbands NumPy in -> NumPy out (upload, all levels, readback of every coefficient), pywt;
+ratios pywt / vkbands; the coefficients are checked against PyWavelets before timing.
 """
 from __future__ import annotations
 
@@ -196,6 +201,49 @@ def run():
     print("times in ms (median); vkbands = replay of a recorded Recorder, data device-resident; fast/vk and "
           "pywt/vk = speed-up of vkbands (wall); max rel err = max |E - E_ref| / sum(E_ref) per field vs "
           "vkbands.reference (float64)")
+    if have_pywt:
+        run_wavedec2(ctx, rng)
+    else:
+        print("wavedec2 vs PyWavelets: skipped (pywt not installed)")
+
+
+def run_wavedec2(ctx, rng, sizes=(1024, 4096)):
+    """wavedec2 (haar, periodization, level max) vs PyWavelets on n x n float32 fields."""
+    import pywt
+
+    import vkbands
+    hdr = (f"{'wavedec2 haar (level max)':30s} {'vk dev':>9s} {'vk cpu':>9s} {'vk numpy':>9s} {'pywt':>9s} "
+           f"{'pywt/dev':>9s} {'pywt/np':>8s} {'max rel err':>12s}")
+    print()
+    print(hdr)
+    print("-" * len(hdr))
+    for n in sizes:
+        x = rng.standard_normal((n, n)).astype(np.float32)
+        want = pywt.wavedec2(x, "haar", mode="periodization")
+        got = vkbands.wavedec2(x, "haar", "periodization")
+        flat = lambda c: [c[0]] + [a for d in c[1:] for a in d]  # noqa: E731
+        scale = max(float(np.abs(w).max()) for w in flat(want))
+        err = max(float(np.max(np.abs(g - w))) for g, w in zip(flat(got), flat(want))) / scale
+        X = ctx.array(x)
+        rec = ctx.recorder()
+        rec.activate()
+        try:
+            coeffs = vkbands.wavedec2(X, "haar", "periodization")
+        finally:
+            rec.deactivate()
+        t_dev, c_dev = _median_ms(rec.submit, cpu=True)
+        rec.close()
+        for c in [coeffs[0]] + [a for d in coeffs[1:] for a in d]:
+            c.close()
+        X.close()
+        t_np = _median_ms(lambda: vkbands.wavedec2(x, "haar", "periodization"))
+        t_pywt = _median_ms(lambda: pywt.wavedec2(x, "haar", mode="periodization"))
+        print(f"{f'{n}x{n} L={len(want) - 1}':30s} {t_dev:9.2f} {c_dev:9.2f} {t_np:9.2f} {t_pywt:9.2f} "
+              f"{t_pywt / t_dev:8.1f}x {t_pywt / t_np:7.1f}x {err:12.1e}")
+        sys.stdout.flush()
+    print("times in ms (median); vk dev = replay of the recorded levels, data device-resident; vk numpy = "
+          "vkbands.wavedec2 NumPy in -> NumPy out (upload + readback); pywt/dev and pywt/np = speed-up over "
+          "PyWavelets (wall); max rel err = max |c - c_pywt| / max |c_pywt| over all coefficients")
 
 
 def main(argv=None):
