@@ -3,16 +3,17 @@
 Public API (NumPy in -> NumPy out; device arrays in -> device arrays out; inside
 ``with ctx.recorder():`` the functions only record, as everywhere in vkbands):
 
-- ``decompose(x, arity=3, dims=None) -> Bands``; ``x`` is ``(N,)``, ``(H, W)``, ``(B, N)`` (``dims=1``),
-  ``(B, H, W)`` (any number of leading batch axes). ``Bands`` has ``.arity``, ``.levels`` (L),
-  ``.dims``, ``.coarse`` (batch shape; rectangular 2-D fields keep their ``(p**(Ly-L), p**(Lx-L))``
-  top grid, as ``vkbands.reference.coarse``), ``.detail(l, leaf=False)``, ``.cumulative(l)``,
+- ``decompose(x, arity=3, dims=None, levels=None) -> Bands``; ``x`` is ``(N,)``, ``(H, W)``, ``(B, N)``
+  (``dims=1``), ``(B, H, W)`` (any number of leading batch axes), of any size: ``levels`` defaults to
+  the largest L with ``p**L`` dividing every spatial axis (SPEC §1; the GPU needs L >= 1).
+  ``Bands`` has ``.arity``, ``.levels`` (L), ``.dims``, ``.coarse`` (batch shape when the size is
+  ``p**L``; else the coarse grid ``batch + (H/p**L, W/p**L)``, as ``vkbands.reference.coarse``), ``.detail(l, leaf=False)``, ``.cumulative(l)``,
   ``.energies()``, ``.nonfinite``, ``.numpy() -> (details, coarse)`` (the structure of
   ``vkbands.reference.decompose``), ``.close()``.
 - ``reconstruct(bands)``: ``x = U^L c + sum_l U^l d^(l)`` (exact inverse, from the stored bands).
-- ``energies(x, arity=3, dims=None)`` -> ``batch_shape + (L+1,)``: ``[E_0..E_{L-1}, E_c]``, the fast
+- ``energies(x, arity=3, dims=None, out=None, levels=None)`` -> ``batch_shape + (L+1,)``: ``[E_0..E_{L-1}, E_c]``, the fast
   path: no band array is ever materialised.
-- ``leakage(x_or_bands, arity=3, dims=None)`` -> ``(L+1, L+1)`` NumPy float64 (a host diagnostic:
+- ``leakage(x_or_bands, arity=3, dims=None, levels=None)`` -> ``(L+1, L+1)`` NumPy float64 (a host diagnostic:
   it reads the bands back, so it cannot be recorded).
 
 Sizes follow the conventions of ``vkbands.reference`` (``levels`` / ``split_shape`` / ``infer_dims``)
@@ -25,7 +26,7 @@ check ``~np.isfinite(E).all(-1)``.
 
 Recording entry points for the rollout engine and the viewer (no allocation per call)
 --------------------------------------------------------------------------------------
-``BandPlan(ctx, spatial_shape, arity, batch=1)`` plans the passes for fields of ``spatial_shape``
+``BandPlan(ctx, spatial_shape, arity, batch=1, levels=None)`` plans the passes for fields of ``spatial_shape``
 (``(N,)`` or ``(H, W)``; dims = len(spatial_shape)) and owns the scratch buffers (allocated once,
 the sheet pyramid on first use). ``.levels`` is L.
 
@@ -52,7 +53,8 @@ it, so a 729 x 729 (p = 3) or 1024 x 1024 (p = 2) energies call is two dispatche
 fields of 729 leaves one. ``decompose`` runs the same passes and also writes every detail from the
 registers that formed it (no pyramid is kept); ``record_sheets`` writes the pyramid of one field and
 expands it (``bands_sheets.comp``); leaf-resolution bands, cumulative sheets and the reconstruction
-come from ``bands_synth.comp``; rectangular fields sum their p^L x p^L squares (``bands_rowsum.comp``).
+come from ``bands_synth.comp``; a field with a coarse grid (rectangular, or any size that is not
+p**L) sums its p^L x p^L squares (``bands_rowsum.comp``).
 ``record_observables`` runs the energies passes compiled with ``STATS``: the first pass also takes
 min / max / NaN-Inf flag of the leaves it loads, every pass reduces them with the sums.
 Accuracy: each d is formed from its own node's children (no long cancellation) and every sum is a
@@ -104,11 +106,15 @@ class _Geometry:
     """Shapes of a batch of fields (SPEC names: p, L, B fields of N leaves, H x W; 1-D: H = 1),
     validated by vkbands.reference / vkbands._checks."""
 
-    def __init__(self, shape, arity, dims):
+    def __init__(self, shape, arity, dims, levels=None):
         self.p = _checks.arity(arity)
         self.batch_shape, self.spatial = R.split_shape(shape, dims)
         self.dims = len(self.spatial)
-        self.L = R.tree_levels(shape, self.p, self.dims)
+        self.L = R.levels(shape, self.p, self.dims, levels)
+        if self.L == 0:
+            raise ValueError(f"levels: the GPU band functions need at least one level (a spatial shape "
+                             f"{tuple(self.spatial)} divisible by arity {self.p}), got L = 0; "
+                             f"vkbands.reference handles L = 0 (the coarse grid is the field itself)")
         self.B = _prod(self.batch_shape)
         self.N = _prod(self.spatial)
         self.H, self.W = (self.spatial if self.dims == 2 else (1, self.spatial[0]))
@@ -119,7 +125,7 @@ class _Geometry:
             rows, columns = (rows // self.p if self.dims == 2 else 1), columns // self.p
         top = self.level_sizes[self.L]
         self.top_shape = top if self.dims == 2 else (top[1],)
-        self.coarse_values = top[0] * top[1]    # per field: 1 unless the field is rectangular
+        self.coarse_values = top[0] * top[1]    # per field: 1 when the size is p**L, else a coarse grid
 
     def level_offsets(self, fields):
         """Element offsets of levels 0..L+1 in the levels layout of ``fields`` fields."""
@@ -219,13 +225,13 @@ class BandPlan(Owner):
     See the module docstring for the contracts of :meth:`record_energies` and :meth:`record_sheets`.
     """
 
-    def __init__(self, ctx, spatial_shape, arity, batch=1):
+    def __init__(self, ctx, spatial_shape, arity, batch=1, levels=None):
         spatial = tuple(int(n) for n in spatial_shape)
         if len(spatial) not in (1, 2):
             raise ValueError(f"spatial_shape must be (N,) or (H, W), got {spatial_shape!r}")
         batch = _checks.integer("batch", batch, 1)
         self.ctx = ctx
-        self.geo = geo = _Geometry(spatial, arity, len(spatial))
+        self.geo = geo = _Geometry(spatial, arity, len(spatial), levels)
         self.arity, self.levels, self.dims, self.batch = geo.p, geo.L, geo.dims, batch
         self.spatial_shape = spatial
         # energies schedule (batch fields) and its scratch; the others are planned on first use
@@ -517,11 +523,12 @@ class BandPlan(Owner):
 
 
 # ---------------------------------------------------------------------- cached plans
-def _plan(ctx, spatial, p, batch) -> BandPlan:
-    """A plan per (spatial shape, arity, batch), cached on the context (``Context.cache``) for its
-    lifetime: its scratch may be referenced by recordings not yet submitted."""
-    key = ("vkbands.bands.BandPlan", tuple(spatial), int(p), int(batch))
-    return ctx.cache(key, lambda c: BandPlan(c, spatial, p, batch))
+def _plan(ctx, spatial, p, batch, levels=None) -> BandPlan:
+    """A plan per (spatial shape, arity, batch, levels), cached on the context (``Context.cache``) for
+    its lifetime: its scratch may be referenced by recordings not yet submitted."""
+    levels = R.levels(tuple(spatial), p, len(spatial), levels)
+    key = ("vkbands.bands.BandPlan", tuple(spatial), int(p), int(batch), levels)
+    return ctx.cache(key, lambda c: BandPlan(c, spatial, p, batch, levels))
 
 
 def _float32_input(call, name="x"):
@@ -533,15 +540,15 @@ def _float32_input(call, name="x"):
 
 
 # ---------------------------------------------------------------------- public functions
-def energies(x, arity=3, dims=None, out=None):
+def energies(x, arity=3, dims=None, out=None, levels=None):
     """Band energies ``[E_0, ..., E_{L-1}, E_c]`` of every field of ``x``: ``batch_shape + (L+1,)``
     (``out``: a float32 DeviceArray of that shape to write into; it is returned).
 
-    ``E_l = p**(l*dims) * sum(d^(l)**2)``, ``E_c = N * c**2`` (rectangular: ``sum((U^L A^(L))**2)``);
+    ``E_l = p**(l*dims) * sum(d^(l)**2)``, ``E_c = p**(L*dims) * sum(c**2)`` (c the coarse grid);
     Parseval: ``E.sum(-1) == sum(x**2)``. No band array is materialised (a few small scratch
     buffers, cached per shape). NaN/Inf in a field make its energies NaN/Inf.
     """
-    geo = _Geometry(_shape_of(x), arity, dims)
+    geo = _Geometry(_shape_of(x), arity, dims, levels)
     call = Call(x=x)
     field = _float32_input(call)
     out = call.output(out, geo.batch_shape + (geo.L + 1,), np.float32)
@@ -549,7 +556,7 @@ def energies(x, arity=3, dims=None, out=None):
         # batches over maxStorageBufferRange run in member ranges (aligned row views, no copy)
         fields, rows = field.reshape((geo.B,) + geo.spatial), out.reshape(geo.B, geo.L + 1)
         for start, stop in row_ranges(call.ctx, geo.B, geo.N * 4, (geo.L + 1) * 4, what="energies: x"):
-            _plan(call.ctx, geo.spatial, geo.p, stop - start).record_energies(
+            _plan(call.ctx, geo.spatial, geo.p, stop - start, geo.L).record_energies(
                 call.rec, fields.rows(start, stop), rows.rows(start, stop))
     return call.result(out)
 
@@ -609,8 +616,8 @@ class Bands(Owner):
     # ------------------------------------------------------------------ public
     @property
     def coarse(self):
-        """``c = A^(L)``: batch shape (a scalar for one field); rectangular 2-D fields keep their
-        top grid ``batch + (p**(Ly-L), p**(Lx-L))`` (as ``vkbands.reference.coarse``)."""
+        """``c = A^(L)``: batch shape (a scalar for one field) when the size is ``p**L``, else the
+        coarse grid ``batch + spatial // p**L`` (as ``vkbands.reference.coarse``)."""
         self._require_open()
         shape = self.batch_shape + (self._geo.top_shape if self._geo.coarse_values > 1 else ())
         coarse = self._slice(self.levels, shape)
@@ -674,12 +681,13 @@ class Bands(Owner):
                 f"spatial={self.spatial_shape} ({kind})>")
 
 
-def decompose(x, arity=3, dims=None) -> Bands:
+def decompose(x, arity=3, dims=None, levels=None) -> Bands:
     """Tree-Haar band decomposition of ``x`` (SPEC §2): see :class:`Bands`.
 
     ``x``: ``(N,)``, ``(H, W)``, ``(B, N)`` with ``dims=1``, ``(B, H, W)``; NumPy or DeviceArray.
+    ``levels``: L (default the maximum, SPEC §1; 1..max on the GPU).
     """
-    geo = _Geometry(_shape_of(x), arity, dims)
+    geo = _Geometry(_shape_of(x), arity, dims, levels)
     call = Call(x=x)
     field = _float32_input(call)
     ctx = call.ctx
@@ -688,7 +696,7 @@ def decompose(x, arity=3, dims=None) -> Bands:
     energy_rows = ctx.empty(geo.batch_shape + (geo.L + 1,), np.float32)
     try:
         if geo.B:
-            _plan(ctx, geo.spatial, geo.p, geo.B).record_decompose(call.rec, field, storage, energy_rows)
+            _plan(ctx, geo.spatial, geo.p, geo.B, geo.L).record_decompose(call.rec, field, storage, energy_rows)
         call.result()
         if call.host:
             bands = Bands(geo, storage.numpy()[:size], energy_rows.numpy())
@@ -709,7 +717,7 @@ def reconstruct(bands: Bands):
     return bands._synth(0, bands.levels, True)
 
 
-def leakage(x_or_bands, arity=3, dims=None):
+def leakage(x_or_bands, arity=3, dims=None, levels=None):
     """Normalised Gram matrix ``G[k, l] = <D_k, D_l> / (||D_k|| ||D_l||)`` of the bands
     ``[D^(0), ..., D^(L-1), U^L c]`` summed over space and batch: ``(L+1, L+1)`` NumPy float64.
 
@@ -720,7 +728,7 @@ def leakage(x_or_bands, arity=3, dims=None):
     float32 threshold). ``arity``/``dims`` are ignored when Bands are given.
     """
     own = not isinstance(x_or_bands, Bands)
-    bands = decompose(x_or_bands, arity, dims) if own else x_or_bands
+    bands = decompose(x_or_bands, arity, dims, levels) if own else x_or_bands
     try:
         details, coarse = bands.numpy()
     finally:

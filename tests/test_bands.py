@@ -16,7 +16,9 @@ from vkbands.engine import DeviceArray
 # (spatial shape, arity): 1-D and 2-D for p in 2..5, kept small (validation on)
 CASES = [((256,), 2), ((243,), 3), ((256,), 4), ((125,), 5),
          ((32, 32), 2), ((27, 27), 3), ((16, 16), 4), ((25, 25), 5),
-         ((8, 32), 2), ((27, 9), 3)]  # rectangular: L = min(Ly, Lx)
+         ((8, 32), 2), ((27, 9), 3),  # rectangular: L = min(Ly, Lx)
+         # any size (issue 11): L = largest with p**L dividing every axis, a coarse grid
+         ((96, 96), 2), ((54, 81), 3), ((100, 60), 2), ((96,), 2), ((3 ** 4,), 3)]
 
 
 def _field(spatial, batch, seed=0):
@@ -82,7 +84,8 @@ def test_other_tilings(monkeypatch, node_max, micro_max, threads, min_passes):
     monkeypatch.setattr(VB, "_MICRO_MAX", micro_max)
     monkeypatch.setattr(VB, "_CPU_THREADS", threads)
     monkeypatch.setattr(vkbands.default_context(), "_probes", {})   # plans cached on the context: made anew
-    for spatial, p, batch in [((81, 81), 3, 2), ((64,), 2, 3), ((8, 64), 2, 2), ((625,), 5, 1), ((27,), 3, 5)]:
+    for spatial, p, batch in [((81, 81), 3, 2), ((64,), 2, 3), ((8, 64), 2, 2), ((625,), 5, 1), ((27,), 3, 5),
+                              ((96, 96), 2, 2), ((54, 81), 3, 2), ((96,), 2, 3)]:     # coarse grids
         x = _field(spatial, batch, seed=1)
         dims = len(spatial)
         plan = VB._plan(vkbands.default_context(), spatial, p, batch)
@@ -213,7 +216,8 @@ def _check_observables(x, E, S, p, dims):
 
 
 @pytest.mark.parametrize("spatial,p,batch", [((27, 27), 3, 4), ((32, 32), 2, 4), ((243,), 3, 4), ((64,), 2, 4),
-                                             ((9, 27), 3, 4), ((8, 32), 2, 4), ((128, 128), 2, 4), ((81, 81), 3, 4)])
+                                             ((9, 27), 3, 4), ((8, 32), 2, 4), ((128, 128), 2, 4), ((81, 81), 3, 4),
+                                             ((96, 96), 2, 4), ((54, 81), 3, 4), ((100, 60), 2, 4), ((96,), 2, 4)])
 def test_plan_record_observables(ctx, spatial, p, batch):
     """record_observables: energies, mass, min, max and the NaN/Inf flag of every field in one read,
     into the requested row; NaN, +Inf and -Inf injected into members 0..2 (member 3 stays finite)."""
@@ -252,7 +256,8 @@ def test_plan_record_observables(ctx, spatial, p, batch):
         X0.close(), X1.close(), E.close(), S.close(), E2.close()
 
 
-@pytest.mark.parametrize("spatial,p,batch", [((27, 27), 3, 3), ((64,), 2, 2), ((9, 27), 3, 2), ((25, 25), 5, 1)])
+@pytest.mark.parametrize("spatial,p,batch", [((27, 27), 3, 3), ((64,), 2, 2), ((9, 27), 3, 2), ((25, 25), 5, 1),
+                                             ((54, 81), 3, 2), ((100, 60), 2, 1), ((96,), 2, 2)])
 def test_plan_record_sheets(ctx, spatial, p, batch):
     dims = len(spatial)
     x = _field(spatial, batch, seed=7)
@@ -275,10 +280,33 @@ def test_plan_record_sheets(ctx, spatial, p, batch):
 
 
 # ---------------------------------------------------------------------------- errors, NaN
+@pytest.mark.parametrize("shape,p,dims", [((96, 96), 2, None), ((3, 54, 81), 3, 2), ((5, 3 ** 4), 3, 1),
+                                          ((2, 96), 2, 1)])
+def test_explicit_levels_below_the_maximum(shape, p, dims):
+    """levels=k < max: the coarse part is the (H/p**k, W/p**k) grid, as vkbands.reference."""
+    x = I.random(shape, seed=3)
+    top = R.levels(shape, p, dims)
+    d = R.infer_dims(shape, dims)
+    for k in range(1, top + 1):
+        b = VB.decompose(x, p, dims=dims, levels=k)
+        details_ref, coarse_ref = R.decompose(x, p, dims, levels=k)
+        assert b.levels == k and np.shape(b.coarse) == np.shape(coarse_ref)
+        _close(b.coarse, coarse_ref, x)
+        for l in range(k):
+            _close(b.detail(l), details_ref[l], x)
+        _close_energies(b.energies(), R.energies(x, p, dims, levels=k), x, d)
+        _close_energies(VB.energies(x, p, dims, levels=k), R.energies(x, p, dims, levels=k), x, d)
+        np.testing.assert_allclose(VB.reconstruct(b), x, rtol=1e-5, atol=1e-5 * float(np.abs(x).max()))
+        assert np.max(np.abs(VB.leakage(x, p, dims, levels=k) - np.eye(k + 1))) < 1e-5
+    for fn in (VB.decompose, VB.energies, VB.leakage):
+        with pytest.raises(ValueError, match=rf"levels must be .*0\.\.{top} \({top} is the maximum.*got {top + 1}"):
+            fn(x, p, dims, levels=top + 1)
+
+
 def test_invalid_sizes_and_arity():
-    with pytest.raises(ValueError, match=r"size 100 is not a power of arity 3; nearest valid sizes: 81, 243"):
+    with pytest.raises(ValueError, match=r"at least one level .*\(100,\) divisible by arity 3"):
         VB.energies(np.zeros(100, np.float32), 3)
-    with pytest.raises(ValueError, match="100"):
+    with pytest.raises(ValueError, match=r"\(81, 100\)"):
         VB.decompose(np.zeros((81, 100), np.float32), 3)
     with pytest.raises(ValueError, match="arity"):
         VB.energies(np.zeros(16, np.float32), 1)
