@@ -172,3 +172,11 @@ def test_bad_axes_and_shapes():
         vkbands.waverec([np.ones(4), np.ones(6)])
     with pytest.raises(ValueError, match="shape mismatch"):
         vkbands.waverec2([np.ones((4, 4)), (np.ones((2, 2)),) * 3])
+
+
+def test_more_rows_than_one_grid_dimension_holds():
+    x = _data((140000, 2), 5)                      # 70000 rows of blocks: the grid spreads them over y and z
+    want = pywt.wavedec2(x.astype(np.float64), W, mode=M)
+    got = vkbands.wavedec2(x, W, M)
+    _same_coeffs(got, want, _scale(x), True)
+    np.testing.assert_allclose(vkbands.waverec2(got, W, M), x, rtol=1e-5, atol=1e-5 * _scale(x))
