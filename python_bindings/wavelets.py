@@ -36,9 +36,20 @@ def _check(wavelet, mode, fn):
     name = getattr(wavelet, "name", wavelet)
     if name != "haar":
         raise NotImplementedError(f"{fn}: wavelet={name!r} is not supported; vkbands supports {SUPPORTED} only")
-    mode_name = getattr(mode, "name", mode)
+    mode_name = _mode_name(mode)
     if mode_name != "periodization":
         raise NotImplementedError(f"{fn}: mode={mode_name!r} is not supported; vkbands supports {SUPPORTED} only")
+
+
+def _mode_name(mode):
+    """A mode's name; PyWavelets' integer constants (``pywt.Modes.periodization``) by their name."""
+    if isinstance(mode, (int, np.integer)) and not isinstance(mode, bool):
+        try:
+            import pywt
+            return next((m for m in pywt.Modes.modes if getattr(pywt.Modes, m) == int(mode)), mode)
+        except ImportError:
+            return mode
+    return getattr(mode, "name", mode)
 
 
 def dwt_max_level(n: int) -> int:

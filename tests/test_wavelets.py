@@ -75,6 +75,14 @@ def test_round_trips_to_float32_tolerance():
     np.testing.assert_allclose(vkbands.waverec2(vkbands.wavedec2(y)), y, rtol=1e-5, atol=1e-5)
 
 
+def test_pywt_wavelet_and_mode_objects():
+    x = _data((4, 16))
+    got = vkbands.wavedec(x, pywt.Wavelet("haar"), mode=pywt.Modes.periodization)
+    _same_coeffs(got, pywt.wavedec(x.astype(np.float64), W, mode=M), _scale(x), False)
+    with pytest.raises(NotImplementedError, match="mode='symmetric'"):
+        vkbands.wavedec(x, W, mode=pywt.Modes.symmetric)
+
+
 def test_defaults_and_float64_input():
     x = np.random.default_rng(4).standard_normal((16, 16))          # float64: computed and returned in float32
     got = vkbands.wavedec2(x)
