@@ -14,7 +14,9 @@ and its seed, the system's parameters -- the one path from options to a running 
 Options (every one optional; None means not given):
 
 - ``system``: a registered system (``vkbands.systems.names()``; default ``systems.DEFAULT_ROLLOUT``);
-- ``arity`` (3), ``depth`` (L; default the system's) or ``size`` (leaves per axis, a power of p),
+- ``arity`` (3; for a grid system given ``size`` or ``shape``: ``systems.default_arity`` of the grid),
+  ``depth`` (L; default the system's) or ``size`` (leaves per axis: a power of p for the tree systems,
+  any size >= 3 for the grid systems) or ``shape`` (``H x W``, grid systems only: ``"96x160"``),
   ``dims`` (default the system's first), ``batch`` (1), ``seed`` (0);
 - ``init``: an initial-state kind of the system (default its first), and that kind's options
   (band-pure: ``band``, ``style``, ``sparse_m``, ``mix_band``, ``mix_eps``);
@@ -43,7 +45,10 @@ __all__ = ["Setup", "options_for", "add_arguments", "option_names", "HelpFormatt
 COMMON = (
     systems.ARITY,
     ParamSpec("depth", None, "int", lo=1, help="levels L: fields of p**L leaves per axis (default: the system's)"),
-    ParamSpec("size", None, "int", lo=1, help="leaves per axis instead of --depth (a power of p)"),
+    ParamSpec("size", None, "int", lo=1, help="leaves per axis instead of --depth (tree systems: a power of p; "
+                                            "grid systems: any size >= 3)"),
+    ParamSpec("shape", None, "shape", lo=3, help="H x W of a grid system's fields instead of --size / --depth "
+                                               "(any sizes >= 3)"),
     ParamSpec("dims", None, "int", lo=1, hi=2, help="1-D or 2-D fields (default: the system's first)"),
     ParamSpec("batch", 1, "int", lo=1, help="B, independent fields run together"),
     ParamSpec("seed", 0, "int", lo=0, help="seed of the initial state (and of other seeded parameters)"),
@@ -137,7 +142,11 @@ class Setup:
         self._refuse_foreign_options(spec, opts)
         conv = {k: _COMMON[k].convert(v, cli=cli) for k, v in opts.items() if k in _COMMON}
         arity, dims, spatial = self._field(spec, opts, conv)
-        levels = R.levels(spatial, arity, dims)
+        levels = R.levels(spatial, arity, dims)     # any size: the largest L with p**L dividing every axis
+        if levels == 0:
+            given = self._lab("shape", opts["shape"]) if "shape" in opts else self._lab("size", opts.get("size"))
+            raise ValueError(f"{given}: no band level with {self._lab('arity', arity)} (the arity must divide "
+                             f"every size, SPEC 1); allowed: sizes with a common factor")
         kind, init_values, given_init = self._initial_state(spec, opts, levels)
         seed = conv.get("seed", _COMMON["seed"].default)
         params = self._parameters(spec, opts, levels, seed)
@@ -180,9 +189,23 @@ class Setup:
         if dims not in spec.dims:
             raise ValueError(f"{self._lab('dims', opts['dims'])}: does not apply to {self._lab('system', spec.name)}; "
                              f"allowed: {' or '.join(map(str, spec.dims))}")
-        if "size" in conv and "depth" in conv:
-            raise ValueError(f"{self._lab('size', opts['size'])} and {self._lab('depth', opts['depth'])}: give one "
+        given = [k for k in ("size", "depth", "shape") if k in conv]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(self._lab(k, opts[k]) for k in given)}: give one "
                              f"of them (depth L means size p**L)")
+        grid = issubclass(spec.cls, systems.GridSystem)
+        if "shape" in conv and not grid:
+            raise ValueError(f"{self._lab('shape', opts['shape'])}: does not apply to {self._lab('system', spec.name)} "
+                             f"(a tree of p**L leaves per axis); allowed: {self._lab('size', 'N')} or "
+                             f"{self._lab('depth', 'L')}")
+        if grid and ("size" in conv or "shape" in conv):
+            spatial = conv["shape"] if "shape" in conv else (conv["size"],) * dims
+            if min(spatial) < 3:
+                key = "shape" if "shape" in conv else "size"
+                raise ValueError(f"{self._lab(key, opts[key])}: a grid needs H, W >= 3")
+            if "arity" not in conv:
+                arity = systems.default_arity(spatial)
+            return arity, dims, tuple(spatial)
         if "size" in conv:
             side = conv["size"]
             try:
@@ -264,6 +287,8 @@ class Setup:
         """Everything resolved, JSON-friendly (``vkbands rollout`` writes it into summary.json)."""
         out = dict(system=self.system, arity=self.arity, dims=self.dims, size=self.spatial[0], depth=self.levels,
                    batch=self.batch, seed=self.seed, init=self.init, **self.init_options)
+        if len(set(self.spatial)) > 1:
+            out["shape"] = "x".join(map(str, self.spatial))
         for k, v in self.params.items():
             out[k] = v.tolist() if isinstance(v, np.ndarray) else v
         return out
@@ -320,7 +345,7 @@ def add_arguments(parser, system=None, params_note="defaults: SPEC") -> None:
                    help=_esc("; ".join(f"{s.name}: {s.title}" for s in specs)))
     for p in COMMON:
         flags = [_option(p.name)] + ([_SHORT[p.name]] if p.name in _SHORT else [])
-        default = p.default if p.name in ("arity", "batch", "seed") else None
+        default = p.default if p.name in ("batch", "seed") else None     # arity: Setup's default
         g.add_argument(*flags, dest=p.name, default=default, metavar=p.metavar(),
                        help=_esc(f"{p.help}; {p.allowed()}"))
     kinds = [systems.get_init(n) for n in systems.init_names()]

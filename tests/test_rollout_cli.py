@@ -73,6 +73,9 @@ def test_cli_tree_1d_writes_every_file(tmp_path, capsys, ctx):
     (["--system", "heat", "--size", "27", "--batch", "2", "--steps", "30", "--every", "5", "--alpha", "0.1",
       "--init", "smooth"], 3, 11),
     (["--system", "coupled", "--depth", "3", "--dims", "2", "--steps", "12", "--eps", "0.1", "--phi", "sign"], 3, 13),
+    # grid systems on any size (issue 11): 100 x 100 has p = 2, L = 2 (coarse 25 x 25); 96 x 160 L = 5
+    (["--system", "heat", "--size", "100", "--steps", "10", "--every", "5", "--snapshot-every", "5"], 2, 3),
+    (["--system", "grayscott", "--shape", "96x160", "--steps", "10", "--every", "5", "--snapshot-every", "5"], 5, 3),
 ])
 def test_cli_2d_systems(tmp_path, capsys, ctx, argv, L, S):
     out = tmp_path / "o"
@@ -101,6 +104,18 @@ def test_cli_never_overwrites_and_validates(tmp_path, capsys, ctx):
     assert "power" in capsys.readouterr().err
     assert rollout_main(["--system", "heat", "--preset", "spots", "--out", str(tmp_path / "y")]) == 2
     assert "does not apply" in capsys.readouterr().err
+    # grid systems take any H x W >= 3 with a common factor; tree systems still need p**L leaves
+    assert rollout_main(["--shape", "96x160", "--out", str(tmp_path / "z")]) == 2
+    assert "--shape 96x160: does not apply to --system tree" in capsys.readouterr().err
+    assert rollout_main(["--system", "heat", "--size", "2", "--out", str(tmp_path / "z")]) == 2
+    assert "--size 2: a grid needs H, W >= 3" in capsys.readouterr().err
+    assert rollout_main(["--system", "heat", "--shape", "101x100", "--out", str(tmp_path / "z")]) == 2
+    assert "--shape 101x100: no band level" in capsys.readouterr().err
+    assert rollout_main(["--system", "heat", "--shape", "96x", "--out", str(tmp_path / "z")]) == 2
+    assert "--shape 96x" in capsys.readouterr().err
+    assert rollout_main(["--system", "heat", "--size", "96", "--shape", "96x96", "--out", str(tmp_path / "z")]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()
 
 
 @functools.lru_cache

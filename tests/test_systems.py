@@ -172,6 +172,69 @@ def test_heat_fourier_mode_decays_by_analytic_factor(ctx):
     assert amp == pytest.approx(f ** n, rel=1e-4)
 
 
+def test_heat_on_any_grid_fourier_mode_and_mass(ctx):
+    """heat on 100 x 60 (issue 11; W % 4 == 0, ALIGNED) and 50 x 70 (W % 4 == 2): a Fourier mode decays by the
+    analytic factor per step (SPEC 3.3), mass is conserved, the observables use p = 2 with a coarse grid."""
+    H, W, kx, ky, alpha, n = 100, 60, 3, 2, 0.21, 40
+    yy, xx = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    u0 = np.cos(2 * np.pi * (kx * xx / W + ky * yy / H))
+    f = R.heat_mode_factor(kx, ky, H, W, alpha)
+    with Simulation(ctx, "heat", u0, alpha=alpha) as sim:
+        for k in range(1, 4):
+            sim.advance(10)
+            u = sim.read()
+            np.testing.assert_allclose(u, f ** (10 * k) * u0, atol=2e-6)
+    assert (u * u0).sum() / (u0 * u0).sum() == pytest.approx(f ** 30, rel=1e-4)
+    for shape in [(2, 100, 60), (2, 50, 70)]:
+        x0 = init.random(shape, seed=5) + 2.0
+        r = rollout("heat", x0, n, every=10, alpha=0.2, ctx=ctx, progress=False)
+        x = x0.astype(np.float64)
+        for _ in range(n):
+            x = R.heat_step(x, 0.2)
+        np.testing.assert_allclose(r.final, x, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(r.mass, np.broadcast_to(x0.astype(np.float64).sum((-2, -1)), r.mass.shape),
+                                   rtol=1e-5)
+        assert r.arity == 2 and r.energies.shape[-1] == R.levels(shape, 2) + 1
+        E = R.energies(x, 2)
+        np.testing.assert_allclose(r.energies[-1], E, rtol=1e-3, atol=1e-6 * E.sum())
+
+
+@pytest.mark.parametrize("shape", [(96, 96), (50, 70)])
+def test_grayscott_on_any_grid_matches_reference(ctx, shape):
+    uv0 = init.grayscott((2,) + shape, seed=3)
+    r = rollout("grayscott", uv0, 200, every=50, preset="mitosis", ctx=ctx, progress=False)
+    x = uv0.astype(np.float64)
+    p = R.GRAYSCOTT_PRESETS["mitosis"]
+    for _ in range(200):
+        x = R.grayscott_step(x, F=p["F"], k=p["k"])
+    assert np.abs(r.final - x).max() < 1e-4
+    assert r.arity == 2
+    E = R.energies(x[:, 1], 2)
+    np.testing.assert_allclose(r.energies[-1], E, rtol=1e-3, atol=1e-6 * E.sum())
+    np.testing.assert_allclose(r.mass[-1], x[:, 1].sum((-2, -1)), rtol=1e-4)
+
+
+def test_grid_without_a_common_factor_is_refused(ctx):
+    with pytest.raises(ValueError, match=r"heat: a 101 x 100 grid has no level with arity 2.*share no factor"):
+        make_system(ctx, "heat", (101, 100))
+    with pytest.raises(ValueError, match=r"a 100 x 60 grid has no level with arity 3.*arity 2 does"):
+        make_system(ctx, "heat", (100, 60), arity=3)
+
+
+def test_setup_grid_systems_on_any_size():
+    from vkbands import Setup
+    s = Setup("heat", size=100)
+    assert (s.arity, s.levels, s.spatial, s.shape) == (2, 2, (100, 100), (1, 100, 100))
+    s = Setup("grayscott", shape="96x160", batch=2)
+    assert (s.arity, s.levels, s.spatial, s.shape) == (2, 5, (96, 160), (2, 2, 96, 160))
+    assert s.config()["shape"] == "96x160" and s.x0().shape == (2, 2, 96, 160)
+    assert Setup("heat", shape=(54, 81)).arity == 3 and Setup("heat", shape=(54, 81)).levels == 3
+    assert Setup("heat", size=100, arity=5).levels == 2
+    assert Setup("heat", depth=3).spatial == (27, 27)                  # unchanged: p**L
+    with pytest.raises(ValueError, match=r"size=96: size 96 is not a power of arity 3"):
+        Setup("tree", size=96)                                          # trees still need p**L leaves
+
+
 @pytest.mark.parametrize("side", [27, 32])
 def test_grayscott_500_steps_matches_reference(ctx, side):
     uv0 = init.grayscott((2, side, side), seed=side)

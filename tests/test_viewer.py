@@ -454,8 +454,8 @@ def test_close_frees_everything(tmp_path):
     x0 = Setup("heat", depth=3, init="smooth", seed=2).x0()
     assert v.sheets.sim.shape == x0.shape
     old = v.sheets
-    assert not v.restart("heat", size=10)                   # not a power of p
-    assert v.sheets is old and "10" in v.last_error
+    assert not v.restart("heat", size=2)                    # a grid needs H, W >= 3
+    assert v.sheets is old and "size=2" in v.last_error
     v.run(frames=v.frame_count + 2)
     # every panel widget is drawn (all sections open) without error, for each system
     for system in ("coupled", "grayscott", "tree"):

@@ -2,6 +2,8 @@
 (``step_heat.comp``, ``step_grayscott.comp``, ...), observables through ``BandPlan``."""
 from __future__ import annotations
 
+import math
+
 from .. import reference as R
 from ._base import ARITY, ObsBuffers, SystemBase, check_buffers
 
@@ -11,15 +13,27 @@ _GRID_RY = 8          # rows per invocation of the stencil kernels
 _GRID_LOCAL = 64
 
 
-def _power_of(n, p):
-    while n % p == 0 and n > 1:
-        n //= p
-    return n == 1
+def _prime_factors(n):
+    out, q = [], 2
+    while q * q <= n:
+        if n % q == 0:
+            out.append(q)
+            while n % q == 0:
+                n //= q
+        q += 1
+    return out + ([n] if n > 1 else [])
 
 
 def default_arity(spatial):
-    """3 when every spatial size is a power of 3, else 2 (the arity used for 2-D band energies)."""
-    return 3 if all(_power_of(n, 3) for n in spatial) else 2
+    """The arity of the band observables of a grid of any size (SPEC 1): 2 or 3, whichever leaves the
+    smaller coarse grid (the larger ``p**L``; a tie: 2), so powers of 3 get 3 and powers of 2 get 2 as
+    before, 100 x 100 gets 2 (L = 2, coarse 25 x 25) and 54 x 81 gets 3; when neither divides every
+    size, the smallest prime that does (e.g. 5 for 25 x 35); 2 when the sizes share no factor (L = 0)."""
+    reduction = {p: p ** R.levels(spatial, p, len(spatial)) for p in (2, 3)}
+    if max(reduction.values()) > 1:
+        return 3 if reduction[3] > reduction[2] else 2
+    factors = _prime_factors(math.gcd(*(int(n) for n in spatial)))
+    return factors[0] if factors else 2
 
 
 # ----------------------------------------------------------------------------- grid systems
@@ -37,7 +51,12 @@ class GridSystem(SystemBase):
         super().__init__(ctx, B, spatial, dims)
         H, W = self.spatial
         self.arity = default_arity(self.spatial) if arity is None else ARITY.convert(arity)
-        self.levels = R.levels(self.spatial, self.arity, 2)
+        self.levels = R.levels(self.spatial, self.arity, 2)     # any size: largest p**L dividing H and W
+        if self.levels == 0:
+            raise ValueError(f"{self.spec.name}: a {H} x {W} grid has no level with arity {self.arity} "
+                             f"(arity must divide H and W for the band observables, SPEC 1)"
+                             + ("; H and W share no factor" if math.gcd(H, W) == 1 else
+                                f"; arity {default_arity(self.spatial)} does"))
         k = self.fields_per_member = self.spec.fields_per_member
         self.pick = self.spec.observed_index if k > 1 else None     # ObsBuffers: which field to report
         self.state_shape = (self.batch,) + ((k,) if k > 1 else ()) + self.spatial

@@ -20,10 +20,10 @@ import numpy as np
 
 __all__ = ["ParamSpec", "InitSpec", "PictureSpec", "SystemSpec", "label", "RESERVED"]
 
-KINDS = ("float", "int", "choice", "floats", "matrix")
+KINDS = ("float", "int", "choice", "floats", "matrix", "shape")
 
 # Option names a system parameter may not take: the set-up's own options and the run's.
-RESERVED = frozenset({"system", "arity", "depth", "size", "dims", "batch", "seed", "init", "steps", "every",
+RESERVED = frozenset({"system", "arity", "depth", "size", "shape", "dims", "batch", "seed", "init", "steps", "every",
                       "snapshot_every", "x0", "ctx", "progress", "chunk", "reduce", "member", "out"})
 
 
@@ -124,6 +124,8 @@ class ParamSpec:
         if self.kind == "floats":
             n = "L" if levels is None else str(levels)
             return f"one number or {n} comma-separated numbers, each {self.range_text(levels)}"
+        if self.kind == "shape":
+            return f"H x W (e.g. 96x160), each an integer >= {self.lo}"
         if self.kind == "matrix":
             n = "L" if levels is None else str(levels)
             return f"an {n} x {n} matrix" + (f" with entries in {{{', '.join(map(str, self.choices))}}}"
@@ -131,7 +133,7 @@ class ParamSpec:
         return self.range_text(levels)
 
     def metavar(self) -> str:
-        return {"float": "X", "int": "N", "floats": "X[,X...]", "matrix": "M"}.get(
+        return {"float": "X", "int": "N", "floats": "X[,X...]", "matrix": "M", "shape": "HxW"}.get(
             self.kind, "{" + ",".join(map(str, self.choices)) + "}")
 
     def slider_range(self) -> tuple[float, float]:
@@ -205,6 +207,15 @@ class ParamSpec:
             if self.per_level and levels is not None and len(out) not in (1, levels):
                 self._fail(value, f"{len(out)} values for L = {levels} bands", cli, levels)
             return out
+        if self.kind == "shape":
+            items = value.lower().replace(" ", "").split("x") if isinstance(value, str) else value
+            try:
+                items = list(items)
+            except TypeError:
+                self._fail(value, "not H x W", cli, levels)
+            if len(items) != 2:
+                self._fail(value, "not H x W", cli, levels)
+            return tuple(self._number(v, value, cli, levels, True) for v in items)
         # matrix (Python only)
         try:
             m = np.asarray(value, dtype=np.float64)
