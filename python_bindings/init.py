@@ -43,6 +43,16 @@ def impulse(shape, count=1, seed=0, amplitude=1.0, dims=None):
     return flat.reshape(shape).astype(np.float32)
 
 
+def _detail_levels(shape, p, dims):
+    """L of SPEC section 1 (any size: the largest L with p**L dividing every spatial axis), at least 1:
+    a state made of detail bands needs one."""
+    L = R.levels(shape, p, dims)
+    if L == 0:
+        raise ValueError(f"shape {tuple(shape)}: no detail band with arity {p} (L = 0: {p} does not divide "
+                         f"every spatial size {tuple(shape[-dims:])}); allowed: sizes divisible by {p}")
+    return L
+
+
 def smooth(shape, arity=3, cutoff_level=2, seed=0, dims=None):
     """Low-pass noise: white noise with every Fourier mode above ``0.5 / p**cutoff_level`` cycles
     per leaf removed (radial cut, periodic), then scaled to unit std per field.
@@ -52,7 +62,7 @@ def smooth(shape, arity=3, cutoff_level=2, seed=0, dims=None):
     """
     shape = _checks.shape(shape)
     dims = R.infer_dims(shape, dims)
-    L = R.tree_levels(shape, arity, dims)
+    L = _detail_levels(shape, _checks.arity(arity), dims)
     cut = _checks.integer("cutoff_level", cutoff_level, 0, L - 1)
     ax = tuple(range(-dims, 0))
     spatial = shape[-dims:]
@@ -93,7 +103,8 @@ def _band_pattern(rng, batch, spatial, p, level, dims, style, m):
 
 def band_pure(shape, arity, band, style="haar", seed=0, scale=1.0, sparse_m=1, mix_band=None,
               mix_eps=0.1, dims=None):
-    """A field whose energy lies in detail band ``band`` only (SPEC section 4); float32 ``shape``.
+    """A field whose energy lies in detail band ``band`` only (SPEC section 4); float32 ``shape``, any size
+    with ``L >= 1`` levels (SPEC section 1: a 54 x 81 field with p = 3 has bands 0..2 and a 2 x 3 coarse grid).
 
     The field is ``U^band d`` with d a zero-sum pattern in every parent block at level band+1:
     ``haar`` (w = [1, -1, 0, ...]/sqrt(2) everywhere; 2-D: on the row-major flattened p x p
@@ -105,7 +116,7 @@ def band_pure(shape, arity, band, style="haar", seed=0, scale=1.0, sparse_m=1, m
     shape = _checks.shape(shape)
     p = _checks.arity(arity)
     dims = R.infer_dims(shape, dims)
-    L = R.tree_levels(shape, p, dims)
+    L = _detail_levels(shape, p, dims)
     band = _checks.integer("band", band, 0, L - 1)
     _checks.choice("style", style, STYLES)
     batch, spatial = shape[:-dims], shape[-dims:]

@@ -123,7 +123,8 @@ def test_larger_fields_two_passes():
         _close_energies(VB.energies(x, p, dims), R.energies(x, p, dims), x, dims)
 
 
-@pytest.mark.parametrize("spatial,p", [((81,), 3), ((27, 27), 3), ((16, 16), 2), ((125,), 5)])
+@pytest.mark.parametrize("spatial,p", [((81,), 3), ((27, 27), 3), ((16, 16), 2), ((125,), 5),
+                                        ((54, 81), 3), ((96,), 2)])
 @pytest.mark.parametrize("style", ["haar", "randphase", "sparse"])
 def test_band_pure_energy_only_in_its_band(spatial, p, style):
     dims = len(spatial)

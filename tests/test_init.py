@@ -60,8 +60,28 @@ def test_band_pure_styles_structure():
 def test_band_pure_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         I.band_pure((81,), 3, **kwargs)
-    with pytest.raises(ValueError, match=r"size 80 .*81"):
+    with pytest.raises(ValueError, match=r"shape \(80,\): no detail band with arity 3 \(L = 0"):
         I.band_pure((80,), 3, 0)
+
+
+@pytest.mark.parametrize("shape, p, dims", [((54, 81), 3, None), ((2, 96, 96), 2, None), ((5, 3 ** 4), 3, 1),
+                                            ((3, 96), 2, 1)])
+def test_band_pure_any_size(shape, p, dims):
+    """Band-pure states of any size (issue 11): all energy in the chosen band, none in the coarse grid."""
+    L = R.levels(shape, p, dims)
+    for band in range(L):
+        for style in ("haar", "randphase", "sparse"):
+            x = I.band_pure(shape, p, band, style=style, seed=band, dims=dims)
+            assert x.shape == shape
+            E = R.energies(x, p, dims)
+            assert np.all(E[..., band] > 0.999 * E.sum(-1))
+            assert np.allclose(np.delete(E, band, axis=-1), 0.0, atol=1e-9 * E.sum())
+    if L >= 2:
+        m = I.band_pure(shape, p, 0, style="mix", mix_band=1, mix_eps=0.5, dims=dims)
+        E = R.energies(m, p, dims)
+        assert np.allclose(E[..., 1] / E[..., 0], 0.25, rtol=1e-6)
+    s = I.smooth(shape, arity=p, cutoff_level=min(1, L - 1), seed=1, dims=dims)
+    assert s.shape == shape and np.all(np.isfinite(s))
 
 
 def test_random_impulse_smooth():
