@@ -240,3 +240,22 @@ def test_writer_bad_arguments(ctx):
             ImageWriter(ctx, 1, 4, 4, scale=10 ** 6)
     finally:
         ints.close(), wrong.close(), img.close(), w.close()
+
+
+@pytest.mark.parametrize("spatial,p", [((54, 81), 3), ((100, 60), 2), ((96,), 2)])
+def test_sheet_pictures_of_any_size(ctx, spatial, p):
+    """Sheets and pictures follow SPEC 1 for any size (issue 11): a 54 x 81 band-pure field with p = 3 has
+    L = 3, panels [s^(0..L), D^(0..L-1)] equal to the reference, a picture of every panel."""
+    from vkbands import init as I, reference as R
+    from vkbands.render import SheetRenderer
+    L = R.levels(spatial, p)
+    x = I.band_pure(spatial, p, 1, seed=4)
+    with SheetRenderer(spatial, p, ctx=ctx) as r:
+        assert r.levels == L
+        img = r.render(x, vmax=float(np.abs(x).max()))
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 4
+        panels = r.panels.numpy()
+    assert panels.shape == (2 * L + 1,) + (spatial if len(spatial) == 2 else (1,) + spatial)
+    want = [R.cumulative(x, p, l) for l in range(L + 1)] + [R.detail(x, p, l, leaf=True) for l in range(L)]
+    np.testing.assert_allclose(panels.reshape((2 * L + 1,) + spatial), np.stack(want), atol=1e-5)
+    assert np.abs(panels[L + 1 + 1]).max() > 0.1 and np.abs(panels[L + 1]).max() < 1e-5   # energy in D^(1) only
