@@ -5,7 +5,8 @@ Public API (NumPy in -> NumPy out; device arrays in -> device arrays out; inside
 
 - ``decompose(x, arity=3, dims=None, levels=None) -> Bands``; ``x`` is ``(N,)``, ``(H, W)``, ``(B, N)``
   (``dims=1``), ``(B, H, W)`` (any number of leading batch axes), of any size: ``levels`` defaults to
-  the largest L with ``p**L`` dividing every spatial axis (SPEC §1; the GPU needs L >= 1).
+  the largest L with ``p**L`` dividing every spatial axis (SPEC §1; L = 0 when none does: the coarse
+  grid is the field itself).
   ``Bands`` has ``.arity``, ``.levels`` (L), ``.dims``, ``.coarse`` (batch shape when the size is
   ``p**L``; else the coarse grid ``batch + (H/p**L, W/p**L)``, as ``vkbands.reference.coarse``), ``.detail(l, leaf=False)``, ``.cumulative(l)``,
   ``.energies()``, ``.nonfinite``, ``.numpy() -> (details, coarse)`` (the structure of
@@ -111,10 +112,6 @@ class _Geometry:
         self.batch_shape, self.spatial = R.split_shape(shape, dims)
         self.dims = len(self.spatial)
         self.L = R.levels(shape, self.p, self.dims, levels)
-        if self.L == 0:
-            raise ValueError(f"levels: the GPU band functions need at least one level (a spatial shape "
-                             f"{tuple(self.spatial)} divisible by arity {self.p}), got L = 0; "
-                             f"vkbands.reference handles L = 0 (the coarse grid is the field itself)")
         self.B = _prod(self.batch_shape)
         self.N = _prod(self.spatial)
         self.H, self.W = (self.spatial if self.dims == 2 else (1, self.spatial[0]))
@@ -242,6 +239,37 @@ class BandPlan(Owner):
         self._decomp_sched = self._decomp_scratch = None
         self._sheets_kernel = ctx.kernel("bands_sheets.comp", spec={
             "LOCAL_X": _ELEMENTWISE_LOCAL, "P": geo.p, "DIMS": geo.dims})
+        self._flat = self._flat_rows = self._flat_sum = None
+        if geo.L == 0:
+            self._plan_no_levels()
+
+    def _plan_no_levels(self):
+        """L = 0 (no p divides every axis; SPEC 1): the only band is the coarse grid, the field itself,
+        and E_c = sum(x**2). The passes of a 1-D plan over the N values of each field with their
+        smallest prime factor q give energies summing to sum(x**2) and the same statistics; a
+        ``bands_rowsum.comp`` with NV = 1 adds each field's L'+1 energies into its E_c."""
+        n = self.geo.N
+        if n < 2:
+            raise ValueError(f"spatial_shape {self.spatial_shape}: a field of one value has no band pass")
+        q = next(d for d in range(2, n + 1) if n % d == 0)
+        self._flat = BandPlan(self.ctx, (n,), q, batch=self.batch)
+        self._flat_rows = self.ctx.empty((self.batch * (self._flat.levels + 1),), np.float32)
+        self._flat_sum = self.ctx.kernel("bands_rowsum.comp", spec={"LOCAL_X": _ROWSUM_LOCAL, "NV": 1})
+
+    def _record_no_levels(self, rec, x, out, out_off, stats_out=None, stats_off=0):
+        """L = 0: E_c of every field into ``out`` at ``out_off`` (and the statistics row at ``stats_off``)."""
+        flat = self._flat
+        buffers = {_Buffer.FIELD: x, _Buffer.OUT: self._flat_rows}
+        if stats_out is None:
+            flat._record(rec, flat._energy_sched, {**buffers, _Buffer.SCRATCH: flat._scratch})
+        else:
+            if flat._obs_sched is None:
+                flat._obs_sched, scratch_floats = flat._schedule(flat.batch, _OBSERVABLES)
+                flat._obs_scratch = flat.ctx.empty((max(scratch_floats, 1),), np.float32)
+            flat._record(rec, flat._obs_sched, {**buffers, _Buffer.SCRATCH: flat._obs_scratch, _Buffer.STATS: stats_out},
+                         stats_off=stats_off)
+        rec.dispatch(self._flat_sum, self._flat_sum.grid(self.batch), self._flat_rows, out,
+                     push={"nb": self.batch, "r": flat.levels + 1, "src_off": 0, "out_off": out_off})
 
     # ------------------------------------------------------------------ planning
     def _threads(self, micro_tiles, tiles, shared_floats, values):
@@ -442,6 +470,8 @@ class BandPlan(Owner):
         self._check_array("out", out, per_row, multiple=True)
         rows = out.size // per_row
         row = _checks.integer("row", row, 0, rows - 1, f"out holds {rows} rows of {self.batch} x {geo.L + 1}")
+        if geo.L == 0:
+            return self._record_no_levels(rec, x, out, row * per_row)
         self._record(rec, self._energy_sched, {_Buffer.FIELD: x, _Buffer.SCRATCH: self._scratch, _Buffer.OUT: out},
                      out_off=row * per_row)
 
@@ -463,6 +493,8 @@ class BandPlan(Owner):
         rows = min(energies_out.size // per_row, stats_out.size // stats_per_row)
         row = _checks.integer("row", row, 0, rows - 1,
                               f"energies_out / stats_out hold {rows} rows of {self.batch} fields")
+        if geo.L == 0:
+            return self._record_no_levels(rec, x, energies_out, row * per_row, stats_out, row * stats_per_row)
         if self._obs_sched is None:
             self._obs_sched, scratch_floats = self._schedule(self.batch, _OBSERVABLES)
             self._obs_scratch = self.ctx.empty((max(scratch_floats, 1),), np.float32)
@@ -478,6 +510,11 @@ class BandPlan(Owner):
         self._check_array("x", x, self.batch * geo.N)
         self._check_array("out", out, (2 * geo.L + 1) * geo.N)
         member = _checks.integer("member", member, 0, self.batch - 1)
+        if geo.L == 0:          # one panel: s^(0) = x (the sheets kernel reads no pyramid level)
+            kernel = self._sheets_kernel
+            rec.dispatch(kernel, kernel.grid(-(-geo.N // kernel.local_size[0])), x, self._scratch, out,
+                         push={"H": geo.H, "W": geo.W, "L": 0, "src_off": member * geo.N})
+            return
         if self._sheet_sched is None:
             self._sheet_sched, scratch_floats = self._schedule(1, _SHEET_PYRAMID)
             offsets = geo.level_offsets(1)
@@ -501,6 +538,9 @@ class BandPlan(Owner):
         self._check_array("x", x, self.batch * geo.N)
         self._check_array("bands", bands, geo.level_offsets(self.batch)[-1])
         self._check_array("energies_out", energies_out, self.batch * (geo.L + 1))
+        if geo.L == 0:          # the coarse grid is the field itself
+            rec.copy(x, bands)
+            return self._record_no_levels(rec, x, energies_out, 0)
         if self._decomp_sched is None:
             self._decomp_sched, scratch_floats = self._schedule(self.batch, _DECOMPOSITION)
             self._decomp_scratch = self.ctx.empty((max(scratch_floats, 1),), np.float32)
@@ -513,9 +553,12 @@ class BandPlan(Owner):
             raise ValueError("this BandPlan is closed")
 
     def _close_now(self):
-        for scratch in (self._scratch, self._sheet_pyr, self._sheet_scratch, self._obs_scratch, self._decomp_scratch):
+        for scratch in (self._scratch, self._sheet_pyr, self._sheet_scratch, self._obs_scratch, self._decomp_scratch,
+                        self._flat_rows):
             if scratch is not None:
                 scratch.close()
+        if self._flat is not None:
+            self._flat.close()
 
     def __repr__(self):
         return (f"<vkbands.BandPlan spatial={self.spatial_shape} arity={self.arity} L={self.levels} "
@@ -685,7 +728,7 @@ def decompose(x, arity=3, dims=None, levels=None) -> Bands:
     """Tree-Haar band decomposition of ``x`` (SPEC §2): see :class:`Bands`.
 
     ``x``: ``(N,)``, ``(H, W)``, ``(B, N)`` with ``dims=1``, ``(B, H, W)``; NumPy or DeviceArray.
-    ``levels``: L (default the maximum, SPEC §1; 1..max on the GPU).
+    ``levels``: L (default the maximum, SPEC §1; 0..max).
     """
     geo = _Geometry(_shape_of(x), arity, dims, levels)
     call = Call(x=x)

@@ -390,8 +390,8 @@ def observables(x, arity, dims=None):
 
 def _series(E):
     E = _as_f64(E)
-    _checks.array_shape("E", E.shape, E.ndim in (2, 3) and E.shape[-1] >= 2,
-                        "(T, L+1) or (T, B, L+1) with L >= 1")
+    _checks.array_shape("E", E.shape, E.ndim in (2, 3) and E.shape[-1] >= 1,
+                        "(T, L+1) or (T, B, L+1) with L >= 0")
     return E
 
 
@@ -402,6 +402,8 @@ def deepest_surviving_band(E, tau=1e-3):
     Returns int64 ``(T,)`` or ``(T, B)``.
     """
     E = _series(E)[..., :-1]
+    if E.shape[-1] == 0:                     # L = 0: no detail band
+        return np.full(E.shape[:-1], -1, dtype=np.int64)
     alive = E > tau * E[0]
     idx = np.arange(E.shape[-1])
     return np.max(np.where(alive, idx, -1), axis=-1)

@@ -143,10 +143,6 @@ class Setup:
         conv = {k: _COMMON[k].convert(v, cli=cli) for k, v in opts.items() if k in _COMMON}
         arity, dims, spatial = self._field(spec, opts, conv)
         levels = R.levels(spatial, arity, dims)     # any size: the largest L with p**L dividing every axis
-        if levels == 0:
-            given = self._lab("shape", opts["shape"]) if "shape" in opts else self._lab("size", opts.get("size"))
-            raise ValueError(f"{given}: no band level with {self._lab('arity', arity)} (the arity must divide "
-                             f"every size, SPEC 1); allowed: sizes with a common factor")
         kind, init_values, given_init = self._initial_state(spec, opts, levels)
         seed = conv.get("seed", _COMMON["seed"].default)
         params = self._parameters(spec, opts, levels, seed)

@@ -18,7 +18,8 @@ CASES = [((256,), 2), ((243,), 3), ((256,), 4), ((125,), 5),
          ((32, 32), 2), ((27, 27), 3), ((16, 16), 4), ((25, 25), 5),
          ((8, 32), 2), ((27, 9), 3),  # rectangular: L = min(Ly, Lx)
          # any size (issue 11): L = largest with p**L dividing every axis, a coarse grid
-         ((96, 96), 2), ((54, 81), 3), ((100, 60), 2), ((96,), 2), ((3 ** 4,), 3)]
+         ((96, 96), 2), ((54, 81), 3), ((100, 60), 2), ((96,), 2), ((3 ** 4,), 3),
+         ((7, 5), 2), ((101,), 3)]    # L = 0: the coarse grid is the field
 
 
 def _field(spatial, batch, seed=0):
@@ -218,7 +219,8 @@ def _check_observables(x, E, S, p, dims):
 
 @pytest.mark.parametrize("spatial,p,batch", [((27, 27), 3, 4), ((32, 32), 2, 4), ((243,), 3, 4), ((64,), 2, 4),
                                              ((9, 27), 3, 4), ((8, 32), 2, 4), ((128, 128), 2, 4), ((81, 81), 3, 4),
-                                             ((96, 96), 2, 4), ((54, 81), 3, 4), ((100, 60), 2, 4), ((96,), 2, 4)])
+                                             ((96, 96), 2, 4), ((54, 81), 3, 4), ((100, 60), 2, 4), ((96,), 2, 4),
+                                             ((21, 10), 2, 4), ((101,), 3, 4)])   # L = 0
 def test_plan_record_observables(ctx, spatial, p, batch):
     """record_observables: energies, mass, min, max and the NaN/Inf flag of every field in one read,
     into the requested row; NaN, +Inf and -Inf injected into members 0..2 (member 3 stays finite)."""
@@ -258,7 +260,7 @@ def test_plan_record_observables(ctx, spatial, p, batch):
 
 
 @pytest.mark.parametrize("spatial,p,batch", [((27, 27), 3, 3), ((64,), 2, 2), ((9, 27), 3, 2), ((25, 25), 5, 1),
-                                             ((54, 81), 3, 2), ((100, 60), 2, 1), ((96,), 2, 2)])
+                                             ((54, 81), 3, 2), ((100, 60), 2, 1), ((96,), 2, 2), ((7, 5), 2, 2)])
 def test_plan_record_sheets(ctx, spatial, p, batch):
     dims = len(spatial)
     x = _field(spatial, batch, seed=7)
@@ -305,18 +307,18 @@ def test_explicit_levels_below_the_maximum(shape, p, dims):
 
 
 def test_invalid_sizes_and_arity():
-    with pytest.raises(ValueError, match=r"at least one level .*\(100,\) divisible by arity 3"):
-        VB.energies(np.zeros(100, np.float32), 3)
+    with pytest.raises(ValueError, match=r"levels must be .*0\.\.0 \(0 is the maximum.*got 1"):
+        VB.energies(np.zeros(100, np.float32), 3, levels=1)
     with pytest.raises(ValueError, match=r"\(81, 100\)"):
-        VB.decompose(np.zeros((81, 100), np.float32), 3)
+        VB.decompose(np.zeros((81, 100), np.float32), 3, levels=2)
     with pytest.raises(ValueError, match="arity"):
         VB.energies(np.zeros(16, np.float32), 1)
     with pytest.raises(ValueError, match="arity"):
         VB.decompose(np.zeros(16, np.float32), 2.0)
     with pytest.raises(ValueError, match="dims"):
         VB.energies(np.zeros(16, np.float32), 2, dims=3)
-    with pytest.raises(ValueError):
-        VB.BandPlan(vkbands.default_context(), (10,), 3)
+    with pytest.raises(ValueError, match="one value"):
+        VB.BandPlan(vkbands.default_context(), (1,), 3)
     with pytest.raises(ValueError, match="arity"):
         VB.BandPlan(vkbands.default_context(), (16,), 1)
     b = VB.decompose(np.ones(27, np.float32), 3)

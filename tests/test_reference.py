@@ -310,3 +310,12 @@ def test_time_series_observables_closed_form():
     zero = np.zeros((5, L + 1))
     assert np.all(R.deepest_surviving_band(zero) == -1)
     assert np.all(np.isnan(R.contraction_rates(zero, np.arange(5))))
+
+
+def test_series_with_no_detail_band():
+    """L = 0 (a grid no p divides, SPEC 1): the energies are [E_c] alone; the summaries still work."""
+    E = np.array([[4.0], [3.0], [2.0]])
+    assert R.deepest_surviving_band(E).tolist() == [-1, -1, -1]
+    assert R.kill_steps(E, np.arange(3)).tolist() == [-1]
+    assert R.contraction_rates(E, np.arange(3)).shape == (1,)
+    assert R.energies(np.ones((7, 5)), 2).tolist() == [35.0]

@@ -214,11 +214,20 @@ def test_grayscott_on_any_grid_matches_reference(ctx, shape):
     np.testing.assert_allclose(r.mass[-1], x[:, 1].sum((-2, -1)), rtol=1e-4)
 
 
-def test_grid_without_a_common_factor_is_refused(ctx):
-    with pytest.raises(ValueError, match=r"heat: a 101 x 100 grid has no level with arity 2.*share no factor"):
-        make_system(ctx, "heat", (101, 100))
-    with pytest.raises(ValueError, match=r"a 100 x 60 grid has no level with arity 3.*arity 2 does"):
-        make_system(ctx, "heat", (100, 60), arity=3)
+def test_grid_without_a_common_factor_has_only_the_coarse_band(ctx):
+    """101 x 100 (no p divides both: L = 0, SPEC 1): the energies are [E_c] = [sum(x**2)], mass conserved."""
+    x0 = init.random((2, 101, 100), seed=9) + 1.0
+    r = rollout("heat", x0, 20, every=10, alpha=0.2, ctx=ctx, progress=False)
+    x = x0.astype(np.float64)
+    for _ in range(20):
+        x = R.heat_step(x, 0.2)
+    np.testing.assert_allclose(r.final, x, rtol=1e-5, atol=1e-5)
+    assert r.energies.shape[-1] == 1
+    np.testing.assert_allclose(r.energies[-1][..., 0], (x * x).sum((-2, -1)), rtol=1e-5)
+    np.testing.assert_allclose(r.mass[-1], x0.astype(np.float64).sum((-2, -1)), rtol=1e-5)
+    sysm = make_system(ctx, "heat", (100, 60), arity=3)
+    assert sysm.levels == 0
+    sysm.close()
 
 
 def test_setup_grid_systems_on_any_size():

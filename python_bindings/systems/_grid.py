@@ -51,12 +51,8 @@ class GridSystem(SystemBase):
         super().__init__(ctx, B, spatial, dims)
         H, W = self.spatial
         self.arity = default_arity(self.spatial) if arity is None else ARITY.convert(arity)
-        self.levels = R.levels(self.spatial, self.arity, 2)     # any size: largest p**L dividing H and W
-        if self.levels == 0:
-            raise ValueError(f"{self.spec.name}: a {H} x {W} grid has no level with arity {self.arity} "
-                             f"(arity must divide H and W for the band observables, SPEC 1)"
-                             + ("; H and W share no factor" if math.gcd(H, W) == 1 else
-                                f"; arity {default_arity(self.spatial)} does"))
+        # any size: the largest L with p**L dividing H and W (L = 0: E_c alone, the coarse grid is the field)
+        self.levels = R.levels(self.spatial, self.arity, 2)
         k = self.fields_per_member = self.spec.fields_per_member
         self.pick = self.spec.observed_index if k > 1 else None     # ObsBuffers: which field to report
         self.state_shape = (self.batch,) + ((k,) if k > 1 else ()) + self.spatial
