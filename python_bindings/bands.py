@@ -55,7 +55,8 @@ fields of 729 leaves one. ``decompose`` runs the same passes and also writes eve
 registers that formed it (no pyramid is kept); ``record_sheets`` writes the pyramid of one field and
 expands it (``bands_sheets.comp``); leaf-resolution bands, cumulative sheets and the reconstruction
 come from ``bands_synth.comp``; a field with a coarse grid (rectangular, or any size that is not
-p**L) sums its p^L x p^L squares (``bands_rowsum.comp``).
+p**L) sums its p^L x p^L squares (``bands_rowsum.comp``); L = 0 (no p divides every axis) runs a 1-D
+plan over each field's values with their smallest prime factor and sums its energies into E_c.
 ``record_observables`` runs the energies passes compiled with ``STATS``: the first pass also takes
 min / max / NaN-Inf flag of the leaves it loads, every pass reduces them with the sums.
 Accuracy: each d is formed from its own node's children (no long cancellation) and every sum is a
@@ -171,7 +172,7 @@ class _PyramidPass:
 
     ``push`` holds the push constants known when planning; ``BandPlan._record`` fills in the
     offsets of the recording (the field's, the output row's) for the passes that read the fields
-    or write the output rows. ``then`` is the rowsum that finishes a rectangular field (final pass)."""
+    or write the output rows. ``then`` is the rowsum that finishes a field with a coarse grid (final pass)."""
     kernel: Kernel
     groups: tuple
     push: dict
@@ -347,7 +348,7 @@ class BandPlan(Owner):
         return kernel, kernel.grid(-(-tiles // per_group))
 
     def _rowsum_pass(self, fields, partials_off, stats_partials_off):
-        """The rowsum that adds the squares' energies (and statistics) of each rectangular field."""
+        """The rowsum that adds the squares' energies (and statistics) of each field with a coarse grid."""
         stats = stats_partials_off is not None
         kernel = self.ctx.kernel("bands_rowsum.comp", spec={"LOCAL_X": _ROWSUM_LOCAL, "NV": self.geo.L + 1},
                                  defines={"STATS": 1} if stats else None)
@@ -362,7 +363,7 @@ class BandPlan(Owner):
         Every pass reduces its level span of every tile. A pass before the last writes the tile
         means (its grid for the next pass) and the per-tile energy partials to scratch (with
         ``products.pyramid`` the means are the pyramid levels instead); the last pass writes the
-        energies to the output rows, or, for a rectangular field, one row per p^L x p^L square to
+        energies to the output rows, or, for a field with a coarse grid, one row per p^L x p^L square to
         scratch, which its ``then`` rowsum adds up."""
         geo = self.geo
         level_offsets = geo.level_offsets(fields)
@@ -400,7 +401,7 @@ class BandPlan(Owner):
         """Where the pass ``span`` writes: ``(roles, offsets)`` with the buffer roles ``dest``,
         ``partials_out``, ``stats`` and the rowsum ``then``, and the push constants ``dst_off``,
         ``pout_off`` (and ``stats_off``). Scratch is taken in this order: tile means, then partials
-        (the last pass of a rectangular field: the squares' energies, then their statistics)."""
+        (the last pass of a field with a coarse grid: the squares' energies, then their statistics)."""
         extra_values = _STATS_VALUES if products.stats else 0
         if products.pyramid:
             dest, offsets = _Buffer.PYRAMID, {"dst_off": level_offsets[span.first + 1] - level_offsets[1]}
@@ -413,7 +414,7 @@ class BandPlan(Owner):
         if not span.final:
             partials_out = _Buffer.SCRATCH
             offsets["pout_off"] = scratch.take(tiles * (span.values + extra_values))
-        elif self.geo.coarse_values > 1:   # rectangular: energies per square, then the rowsum
+        elif self.geo.coarse_values > 1:   # a coarse grid: energies per square, then the rowsum
             partials_out = _Buffer.SCRATCH
             offsets["pout_off"] = scratch.take(tiles * span.values)
             if products.stats:
