@@ -456,6 +456,9 @@ def test_close_frees_everything(tmp_path):
     old = v.sheets
     assert not v.restart("heat", size=2)                    # a grid needs H, W >= 3
     assert v.sheets is old and "size=2" in v.last_error
+    assert v.restart("heat", shape="54x81")                  # any grid (issue 11): p = 3, L = 3, coarse 2 x 3
+    v.run(frames=v.frame_count + 2)
+    assert v.sheets.spatial == (54, 81) and v.sheets.L == 3 and v.sheets.writer.P == 7
     v.run(frames=v.frame_count + 2)
     # every panel widget is drawn (all sections open) without error, for each system
     for system in ("coupled", "grayscott", "tree"):
