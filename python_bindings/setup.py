@@ -342,8 +342,10 @@ def add_arguments(parser, system=None, params_note="defaults: SPEC") -> None:
     for p in COMMON:
         flags = [_option(p.name)] + ([_SHORT[p.name]] if p.name in _SHORT else [])
         default = p.default if p.name in ("batch", "seed") else None     # arity: Setup's default
+        note = (f" (default: {p.default}; a grid system given --size / --shape: systems.default_arity of its "
+                f"sizes)" if p.name == "arity" else "")
         g.add_argument(*flags, dest=p.name, default=default, metavar=p.metavar(),
-                       help=_esc(f"{p.help}; {p.allowed()}"))
+                       help=_esc(f"{p.help}; {p.allowed()}{note}"))
     kinds = [systems.get_init(n) for n in systems.init_names()]
     g = parser.add_argument_group("initial state")
 
