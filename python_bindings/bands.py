@@ -725,32 +725,54 @@ class Bands(Owner):
                 f"spatial={self.spatial_shape} ({kind})>")
 
 
-def decompose(x, arity=3, dims=None, levels=None) -> Bands:
+def decompose(x, arity=3, dims=None, levels=None, out=None) -> Bands:
     """Tree-Haar band decomposition of ``x`` (SPEC §2): see :class:`Bands`.
 
     ``x``: ``(N,)``, ``(H, W)``, ``(B, N)`` with ``dims=1``, ``(B, H, W)``; NumPy or DeviceArray.
-    ``levels``: L (default the maximum, SPEC §1; 0..max).
+    ``levels``: L (default the maximum, SPEC §1; 0..max). ``out``: device-backed Bands of the same
+    shape, arity and levels (an earlier ``decompose`` of a DeviceArray) to write into; it is returned.
     """
     geo = _Geometry(_shape_of(x), arity, dims, levels)
     call = Call(x=x)
     field = _float32_input(call)
     ctx = call.ctx
     size = geo.level_offsets(geo.B)[-1]
-    storage = ctx.empty((max(size, 1),), np.float32)
-    energy_rows = ctx.empty(geo.batch_shape + (geo.L + 1,), np.float32)
+    if out is not None:
+        _check_bands_out(out, geo, ctx, call)
+        storage, energy_rows = out._buf, out._energies
+    else:
+        storage = ctx.empty((max(size, 1),), np.float32)
+        energy_rows = ctx.empty(geo.batch_shape + (geo.L + 1,), np.float32)
     try:
         if geo.B:
             _plan(ctx, geo.spatial, geo.p, geo.B, geo.L).record_decompose(call.rec, field, storage, energy_rows)
         call.result()
+        if out is not None:
+            return out
         if call.host:
             bands = Bands(geo, storage.numpy()[:size], energy_rows.numpy())
             storage.close(), energy_rows.close()
             return bands
     except BaseException:
         call.close()
-        storage.close(), energy_rows.close()
+        if out is None:
+            storage.close(), energy_rows.close()
         raise
     return Bands(geo, storage, energy_rows)
+
+
+def _check_bands_out(out, geo, ctx, call):
+    """``out=`` of decompose: open device-backed Bands of this geometry on this context."""
+    ok = (isinstance(out, Bands) and out.device and not out.closed and out._buf.ctx is ctx
+          and (out.batch_shape, out.spatial_shape, out.arity, out.levels)
+          == (tuple(geo.batch_shape), tuple(geo.spatial), geo.p, geo.L))
+    if not ok:
+        call.close()
+        got = (f"{type(out).__name__}" if not isinstance(out, Bands) else
+               f"Bands batch={out.batch_shape} spatial={out.spatial_shape} arity={out.arity} L={out.levels}"
+               f"{'' if out.device else ' (NumPy-backed)'}{' (closed)' if out.closed else ''}")
+        raise ValueError(f"out: needs open device-backed Bands with batch={tuple(geo.batch_shape)} "
+                         f"spatial={tuple(geo.spatial)} arity={geo.p} L={geo.L} on this context; got {got}")
 
 
 def reconstruct(bands: Bands):

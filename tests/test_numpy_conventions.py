@@ -64,3 +64,16 @@ def test_float64_is_computed_and_returned_in_float32(ctx):
     np.testing.assert_array_equal(got, (x.astype(np.float32) * 2))
     E = vkbands.energies(x.reshape(1, 256), arity=2, dims=1)
     assert E.dtype == np.float32
+
+
+def test_decompose_out_writes_into_the_given_bands(ctx):
+    rng = np.random.default_rng(4)
+    x, y = (rng.standard_normal((3, 81)).astype(np.float32) for _ in range(2))
+    bands = vkbands.decompose(ctx.array(x), arity=3, dims=1)
+    assert vkbands.decompose(ctx.array(y), arity=3, dims=1, out=bands) is bands
+    np.testing.assert_allclose(vkbands.reconstruct(bands).numpy(), y, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(bands.energies()), vkbands.reference.energies(y, 3, dims=1),
+                               rtol=2e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="out: needs open device-backed Bands"):
+        vkbands.decompose(x[:2], arity=3, dims=1, out=bands)
+    bands.close()

@@ -647,3 +647,17 @@ def test_every_layout_at_lavapipe_subgroup_widths(ctx, width, sg):
     assert auto[("tree", (3, 64))]["tpf"] == auto[("coupled", (3, 64))]["tpf"] == sg
     # p = 3, 2-D: 9 children per node never fit 4 or 8 lanes; no shuffle layout there
     assert ran[("tree", (2, 27, 27))] == ran[("coupled", (2, 9, 9))] == {0, 2}
+
+
+def test_a_2d_array_that_cannot_be_a_2d_tree_field_is_a_batch_of_1d_fields(ctx):
+    """Issue 11: (B, N) with B != N needs no dims=1 for tree/coupled; a square array is one 2-D field
+    by default, and the error for the other reading names dims=."""
+    x = init.random((5, 81), seed=3)
+    for system in ("tree", "coupled"):
+        auto = rollout(system, x, 12, ctx=ctx)
+        explicit = rollout(system, x, 12, dims=1, ctx=ctx)
+        assert auto.dims == 1 and auto.energies.shape == (13, 5, 5)
+        np.testing.assert_array_equal(auto.final, explicit.final)
+    with pytest.raises(ValueError, match="pass dims=1"):
+        rollout("tree", np.zeros((100, 100), np.float32), 2, ctx=ctx)
+    assert rollout("tree", init.random((27, 27), seed=1), 2, ctx=ctx).dims == 2

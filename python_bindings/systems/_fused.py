@@ -99,7 +99,13 @@ class FusedTreeSystem(SystemBase):
     def __init__(self, ctx, B, spatial, dims, arity=3, reduce=None, **params):
         super().__init__(ctx, B, spatial, dims)
         self.arity = ARITY.convert(3 if arity is None else arity)
-        self.levels = L = R.tree_levels(self.spatial, self.arity, dims)
+        try:
+            self.levels = L = R.tree_levels(self.spatial, self.arity, dims)
+        except ValueError as e:
+            if dims == 2 and len(set(self.spatial)) == 1:   # square, read as one 2-D field by default
+                raise ValueError(f"{e} (a ({self.spatial[0]}, {self.spatial[1]}) array is read as one 2-D "
+                                 f"field; for a batch of 1-D fields pass dims=1)") from None
+            raise
         self._check_params(params)          # refused before any probe or allocation
         self.state_shape = (self.batch,) + self.spatial
         self.n = int(np.prod(self.spatial))

@@ -335,7 +335,14 @@ class SystemSpec:
             raise ValueError(f"{self.name}: dims={dims!r} does not apply; allowed: "
                              + " or ".join(map(str, self.dims)))
         if dims is None:
-            dims = self.dims[0] if len(self.dims) == 1 else (1 if len(shape) == 1 else 2)
+            if len(self.dims) == 1:
+                dims = self.dims[0]
+            elif len(shape) == 1:
+                dims = 1
+            elif len(shape) == 2 and 1 in self.dims and self.square and shape[0] != shape[1]:
+                dims = 1    # (B, N) that cannot be a square 2-D field: a batch of 1-D fields
+            else:
+                dims = 2    # the documented default for square (H, W) and (B, H, W)
         member = len(shape) - (k > 1) - dims
         if member not in (0, 1) or (k > 1 and shape[-dims - 1] != k) or min(shape, default=0) < 1:
             sp = "N" if dims == 1 else "H, W"
