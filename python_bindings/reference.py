@@ -423,22 +423,36 @@ def kill_steps(E, steps, tau=1e-3):
     return np.where(dead.any(axis=0), steps[first], -1).astype(np.int64)
 
 
-def contraction_rates(E, steps):
-    """Least-squares slope of ``log E_l(t)`` vs ``steps`` per column of E, float64 ``E.shape[1:]``.
+def contraction_rates(E, steps, stderr=False):
+    """Least-squares slope of ``log E_l(t)`` vs ``steps`` per column of E, float64 ``E.shape[1:]``;
+    with ``stderr=True`` the pair ``(slope, standard error of the slope)``.
 
-    Only finite, positive entries are used; NaN where fewer than 2 remain. For tree diffusion the
-    slope of band l is ``2 log lambda_l``.
+    Only finite, positive entries are used (a band that underflows to 0 is fitted over the steps
+    before); the slope is NaN where fewer than 2 remain, its standard error NaN where fewer than 3
+    remain (with 2 points the line fits exactly: no residual to estimate it from). For tree diffusion
+    the slope of band l is ``2 log lambda_l`` and its standard error is at round-off level.
+    Standard error: ``sqrt(sum(r**2) / (n - 2) / sum((t - mean t)**2))``, r the fit's residuals.
     """
     E = _series(E)
     t = _as_f64(steps)
     _checks.array_shape("steps", t.shape, t.shape == E.shape[:1], f"({E.shape[0]},)")
     cols = E.reshape(E.shape[0], -1)
-    out = np.full(cols.shape[1], np.nan)
-    for j in range(cols.shape[1]):
-        ok = np.isfinite(cols[:, j]) & (cols[:, j] > 0)
-        if ok.sum() >= 2 and np.ptp(t[ok]) > 0:
-            out[j] = np.polyfit(t[ok], np.log(cols[ok, j]), 1)[0]
-    return out.reshape(E.shape[1:])
+    ok = np.isfinite(cols) & (cols > 0)
+    n = ok.sum(axis=0).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.where(ok, np.log(np.where(ok, cols, 1.0)), 0.0)
+        tt = np.where(ok, t[:, None], 0.0)
+        tm = tt.sum(axis=0) / n
+        ym = y.sum(axis=0) / n
+        dt = np.where(ok, t[:, None] - tm, 0.0)
+        sxx = (dt ** 2).sum(axis=0)
+        slope = (dt * (y - ym)).sum(axis=0) / sxx
+        slope = np.where((n >= 2) & (sxx > 0), slope, np.nan)
+        resid = np.where(ok, y - ym - slope * dt, 0.0)
+        se = np.sqrt((resid ** 2).sum(axis=0) / (n - 2) / sxx)
+        se = np.where((n >= 3) & np.isfinite(slope), se, np.nan)
+    slope = slope.reshape(E.shape[1:])
+    return (slope, se.reshape(E.shape[1:])) if stderr else slope
 
 
 # ----------------------------------------------------------------------------- pictures (SPEC 6)

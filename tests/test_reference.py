@@ -319,3 +319,25 @@ def test_series_with_no_detail_band():
     assert R.kill_steps(E, np.arange(3)).tolist() == [-1]
     assert R.contraction_rates(E, np.arange(3)).shape == (1,)
     assert R.energies(np.ones((7, 5)), 2).tolist() == [35.0]
+
+
+def test_contraction_rates_stderr_matches_polyfit_covariance():
+    """The slope and its standard error equal np.polyfit's (cov='unscaled' times the residual variance),
+    per column; bands that underflow to 0 are fitted over their positive steps."""
+    rng = np.random.default_rng(3)
+    t = np.arange(0, 60, 4.0)
+    E = np.exp(-0.05 * t)[:, None, None] * np.exp(rng.normal(0, 0.02, (len(t), 2, 4)))
+    E[9:, 1, 0] = 0.0                       # underflowed: fitted over the first 9 steps
+    E[2:, 0, 3] = 0.0                       # 2 points: slope, no standard error
+    slope, se = R.contraction_rates(E, t, stderr=True)
+    assert np.array_equal(slope, R.contraction_rates(E, t))
+    for b in range(2):
+        for l in range(4):
+            ok = E[:, b, l] > 0
+            if ok.sum() < 3:
+                assert np.isfinite(slope[b, l]) and np.isnan(se[b, l])
+                continue
+            p, cov = np.polyfit(t[ok], np.log(E[ok, b, l]), 1, cov="unscaled")
+            res = np.log(E[ok, b, l]) - np.polyval(p, t[ok])
+            assert slope[b, l] == pytest.approx(p[0], rel=1e-10)
+            assert se[b, l] == pytest.approx(np.sqrt(res @ res / (ok.sum() - 2) * cov[0, 0]), rel=1e-8)
