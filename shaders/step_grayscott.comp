@@ -2,6 +2,8 @@
 // Gray-Scott reaction-diffusion step, SPEC 3.3 (explicit Euler), state (B, 2, H, W): u then v.
 //   u += dt (Du lap u - u v^2 + F (1 - u)),  v += dt (Dv lap v + u v^2 - (F + k) v)
 // Same layout of work as step_heat.comp: 4 cells x RY rows per invocation, rows rolled in registers.
+// Du, Dv, F, k, dt come from the member's row of a (B, 5) parameter buffer (per-member values, SPEC
+// 3.2b: shared values are repeated), so a batch computes exactly what separate runs of its members do.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -14,9 +16,9 @@ layout(std430, binding = 0) readonly buffer Src4 { vec4 src4[]; };
 layout(std430, binding = 1) writeonly buffer Dst { float dst[]; };
 layout(std430, binding = 1) writeonly buffer Dst4 { vec4 dst4[]; };
 
-layout(push_constant) uniform Push {
-    uint H; uint W; uint batch; float Du; float Dv; float F; float k; float dt;
-} pc;
+layout(std430, binding = 2) readonly buffer Params { float prm[]; };   // (B, 5): Du, Dv, F, k, dt
+
+layout(push_constant) uniform Push { uint H; uint W; uint batch; } pc;
 
 #include "grid_common.glsl"
 
@@ -27,6 +29,7 @@ void main() {
     uint sx = id % segx, rest = id / segx;
     uint sy = rest % segy, b = rest / segy;
     uint H = pc.H, W = pc.W, HW = H * W;
+    float Du = prm[b * 5u], Dv = prm[b * 5u + 1u], F = prm[b * 5u + 2u], k = prm[b * 5u + 3u], dt = prm[b * 5u + 4u];
     uint bu = b * 2u * HW, bv = bu + HW, c0 = sx * 4u, r0 = sy * RY;
     uint rup = (r0 == 0u ? H - 1u : r0 - 1u) * W;
     vec4 uup = load_mid(bu + rup, c0), vup = load_mid(bv + rup, c0);
@@ -38,8 +41,8 @@ void main() {
         vec4 lu = lap4(uup, ucur, udn, load_left(bu + rw, c0), load_right(bu + rw, c0));
         vec4 lv = lap4(vup, vcur, vdn, load_left(bv + rw, c0), load_right(bv + rw, c0));
         vec4 uvv = ucur * vcur * vcur;
-        store_seg(bu + rw, c0, ucur + pc.dt * (pc.Du * lu - uvv + pc.F * (1.0 - ucur)));
-        store_seg(bv + rw, c0, vcur + pc.dt * (pc.Dv * lv + uvv - (pc.F + pc.k) * vcur));
+        store_seg(bu + rw, c0, ucur + dt * (Du * lu - uvv + F * (1.0 - ucur)));
+        store_seg(bv + rw, c0, vcur + dt * (Dv * lv + uvv - (F + k) * vcur));
         uup = ucur; ucur = udn; vup = vcur; vcur = vdn;
     }
 }

@@ -2,6 +2,8 @@
 // Heat step, SPEC 3.3: dst = src + alpha * lap(src), periodic 5-point Laplacian, fields (B, H, W).
 // One invocation: 4 cells x RY rows (rolling up/centre/down rows in registers: each row is loaded
 // once per invocation, plus one row above and below). Ping-pong: the host alternates src/dst.
+// alpha is read from the member's row of a (B, 1) parameter buffer (per-member values, SPEC 3.2b:
+// shared values are repeated), so a batch computes exactly what separate runs of its members do.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -14,7 +16,9 @@ layout(std430, binding = 0) readonly buffer Src4 { vec4 src4[]; };
 layout(std430, binding = 1) writeonly buffer Dst { float dst[]; };
 layout(std430, binding = 1) writeonly buffer Dst4 { vec4 dst4[]; };
 
-layout(push_constant) uniform Push { uint H; uint W; uint batch; float alpha; } pc;
+layout(std430, binding = 2) readonly buffer Params { float prm[]; };   // (B, 1): alpha
+
+layout(push_constant) uniform Push { uint H; uint W; uint batch; } pc;
 
 #include "grid_common.glsl"
 
@@ -26,6 +30,7 @@ void main() {
     uint sy = rest % segy, b = rest / segy;
     uint base = b * pc.H * pc.W, c0 = sx * 4u, r0 = sy * RY;
     uint H = pc.H, W = pc.W;
+    float alpha = prm[b];
     vec4 up = load_mid(base + (r0 == 0u ? H - 1u : r0 - 1u) * W, c0);
     vec4 cur = load_mid(base + r0 * W, c0);
     uint rend = min(r0 + RY, H);
@@ -33,7 +38,7 @@ void main() {
         uint row = base + r * W;
         vec4 down = load_mid(base + ((r + 1u == H) ? 0u : row - base + W), c0);
         vec4 l4 = lap4(up, cur, down, load_left(row, c0), load_right(row, c0));
-        store_seg(row, c0, cur + pc.alpha * l4);
+        store_seg(row, c0, cur + alpha * l4);
         up = cur; cur = down;
     }
 }

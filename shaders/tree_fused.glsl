@@ -41,9 +41,17 @@ layout(local_size_x_id = 0) in;
 const uint UP = L - M;
 const uint KO = L + 5u;        // observables row
 const uint RK = L + 3u;        // partials per invocation: E_0..E_{L-1}, min, max, nonfinite
+#ifdef COUPLED
+#define PS (2u * L + 1u)       // parameters per member: rates (L), w (L), eps
+#else
+#define PS L                   // parameters per member: rates (L) (a macro: a `const` copy of a spec
+                               // constant would take over its name in the SPIR-V)
+#endif
 
 layout(std430, binding = 0) buffer X { float x[]; };                   // (B, N) natural layout, in place
-layout(std430, binding = 1) readonly buffer Rates { float rates[]; };  // (L); coupled: then w (L)
+// (B, PS): one row per batch member (shared values are repeated in every row, SPEC 3.2b), so each
+// field reads its own member's row and a batch computes exactly what separate runs do
+layout(std430, binding = 1) readonly buffer Rates { float rates[]; };
 layout(std430, binding = 2) writeonly buffer Obs { float obs[]; };     // (rows, B, L + 5)
 layout(std430, binding = 3) writeonly buffer Snap { float snap[]; };   // (rows, B, N)
 layout(std430, binding = 4) buffer Coef { float coef[]; };            // (B, TPF, LOC + UP + 1) band state
@@ -62,9 +70,6 @@ layout(push_constant) uniform Push {
     uint write_x;        // 1: write the leaves back to x at the end (the last dispatch of a recording)
     uint b0;             // first field of this dispatch (a recording may split the batch over dispatches)
     uint nb;             // fields of this dispatch: b0 .. b0 + nb - 1 (row indices still use `batch`)
-#ifdef COUPLED
-    float eps;           // coupling strength (0: exactly tree diffusion)
-#endif
 } pc;
 
 shared float sm[REDUCE == 2u ? 2u * TPF : 1u];             // subtree means (double-buffered)
@@ -74,6 +79,7 @@ float d[LOC];              // local details, level 0 first
 float lam[L];              // rates
 #ifdef COUPLED
 float wcol[L];             // coupling weights w_b = sum_{b' != b} C[b', b]
+float eps;                 // coupling strength of this field's member (0: exactly tree diffusion)
 #endif
 float up[UP + 1u];         // ancestor details d^(M..L-1), then c
 float uw[UP + 1u];         // energy weight of up[k] in this invocation (Q**(M+k) or 0)
@@ -286,7 +292,7 @@ float phi(float v) {
 // New value of a band coefficient's contribution: g_b(x) = lam_b x + eps w_b phi(x) |lam_b x|.
 float gb(uint l, float v) {
     precise float y = lam[l] * v;
-    precise float g = y + pc.eps * wcol[l] * phi(v) * abs(y);
+    precise float g = y + eps * wcol[l] * phi(v) * abs(y);
     return g;
 }
 
@@ -336,9 +342,11 @@ void main() {
         return;                           // no barriers in modes 0/1: idle lanes just leave
     }
     uint b = pc.b0 + bl;
-    for (uint l = 0u; l < L; ++l) lam[l] = rates[l];
+    uint prow = b * PS;                   // this member's parameters
+    for (uint l = 0u; l < L; ++l) lam[l] = rates[prow + l];
 #ifdef COUPLED
-    for (uint l = 0u; l < L; ++l) wcol[l] = rates[L + l];
+    for (uint l = 0u; l < L; ++l) wcol[l] = rates[prow + L + l];
+    eps = rates[prow + 2u * L];
 #endif
     const uint CS = LOC + UP + 1u;                 // band state floats per invocation
     uint cbase = (b * TPF + lt) * CS;
@@ -366,7 +374,9 @@ void main() {
         if (pc.every != 0u) stop = min(stop, (g / pc.every + 1u) * pc.every - pc.k0);
         if (pc.snap_every != 0u) stop = min(stop, (g / pc.snap_every + 1u) * pc.snap_every - pc.k0);
 #ifdef COUPLED
-        if (pc.eps != 0.0) {
+        // per field: uniform over a field's invocations (REDUCE 2: its workgroup; REDUCE 1: its lanes,
+        // which shuffle only among themselves), so the barriers and shuffles of coupled_step stay safe
+        if (eps != 0.0) {
             for (uint r = k; r < stop; ++r) { coupled_step(lt, cpar); cpar ^= 1u; }
             band_energies();
         } else

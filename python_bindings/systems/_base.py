@@ -104,14 +104,39 @@ class SystemBase(Owner):
     def __init__(self, ctx, B, spatial, dims, **params):
         self.ctx, self.batch, self.spatial, self.dims = ctx, int(B), tuple(spatial), int(dims)
         self._dummy = None
+        self._param_buf = None
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def _check_params(self, params):
-        """``params`` of a ``set_params`` call checked against the spec (L known), converted."""
-        return self.spec.check_params(params, levels=self.levels)
+        """``params`` of a ``set_params`` call checked against the spec (L and B known), converted."""
+        return self.spec.check_params(params, levels=self.levels, batch=self.batch)
+
+    def _per_member(self, value):
+        """A resolved numeric parameter (a number, or a list of B numbers: SPEC 3.2b) as float64 (B,)."""
+        a = np.asarray(value, dtype=np.float64)
+        return np.full(self.batch, float(a)) if a.ndim == 0 else a.reshape(self.batch)
+
+    @staticmethod
+    def _reported(value):
+        """How ``params`` reports a numeric parameter: a float, or a list of B floats per member."""
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [float(v) for v in value]
+        return float(value)
+
+    def _member_buffer(self, values):
+        """The kernel's parameter buffer, (B, S) float32 (one row per member; shared values repeated, so
+        a batch and a separate run read the same numbers the same way), updated in place (recordings
+        that bind it stay valid)."""
+        vals = np.ascontiguousarray(values, dtype=np.float32).reshape(self.batch, -1)
+        buf = getattr(self, "_param_buf", None)
+        if buf is None or buf.shape != vals.shape:
+            buf = self._param_buf = self._own(self.ctx.array(vals))
+        else:
+            buf.upload(vals)
+        return buf
 
     def _dummy_array(self):
         if self._dummy is None:
@@ -123,7 +148,7 @@ class SystemBase(Owner):
 
     def close(self):
         super().close()
-        self._dummy = None
+        self._dummy = self._param_buf = None
 
     def __repr__(self):
         return f"<vkbands {self.name} system B={self.batch} spatial={self.spatial} p={self.arity} L={self.levels}>"

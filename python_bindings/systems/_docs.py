@@ -20,7 +20,13 @@ def markdown(names=None) -> str:
              "Each system is one module of `vkbands.systems`; its parameters, ranges and defaults below come "
              "from that module's spec, as do the options of `vkbands rollout` / `vkbands view`, the checks of "
              "`vkbands.Setup` and `rollout()`, and the viewer's panel. Live parameters can change while the "
-             "viewer runs.", ""]
+             "viewer runs.", "",
+             "Per-member values (SPEC 3.2b, Python only): every numeric parameter may be given to `rollout()`, "
+             "`Simulation()` and `set_params()` as one number per batch member instead of one number (a list or "
+             "array of B values; explicit `rates` as a (B, L) array, or (B, 1) for one factor per member); "
+             "member b then evolves bit for bit as a separate run with its own values. `params` reports such a "
+             "value as a list of B floats (`rates`: B rows). Choices, integers and matrices (`phi`, `C`, "
+             "`coupling_seed`, `preset`) are shared by the batch.", ""]
     for name in (BUILTIN if names is None else names):
         spec = get(name)
         inits = ", ".join(f"`{i}`" for i in spec.inits)

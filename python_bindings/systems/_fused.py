@@ -91,7 +91,8 @@ def _tree_costs(sp, mode, dims, decompose, coupled, mean=False):
 class FusedTreeSystem(SystemBase):
     """The fused tree kernels' machinery (layouts, dispatch plans, recording; see the module docstring).
     A subclass sets ``shader`` and resolves its parameters in ``set_params`` into ``self.params`` and
-    the values ``_param_values()`` uploads (the kernel's parameter buffer)."""
+    the values ``_param_values()`` uploads: the kernel's parameter buffer, one row of S floats per batch
+    member (B, S), read by each field from its member's row (per-member values, SPEC 3.2b)."""
     fused = True
     shader = "?"
     _may_couple = False      # steps may be coupled (eps != 0 later): plan for the dearer step
@@ -231,12 +232,9 @@ class FusedTreeSystem(SystemBase):
         return 2, M, 1, N // q ** M, None, red_bufs
 
     def _upload_params(self):
-        vals = self._param_values()
-        if self._param_buf is None or self._param_buf.size != vals.size:
-            self._param_buf = self.ctx.array(vals)
-            self._own(self._param_buf)
-        else:
-            self._param_buf.upload(vals)
+        # (B, S): member b's row is read by its fields whether the values are shared or per member
+        # (SPEC 3.2b), so a batch runs the same pipeline and arithmetic as a separate run of one member
+        self._member_buffer(self._param_values())
         self.kernel = self.ctx.kernel(self.shader, defines={"SUBGROUPS": 1} if self._mode == 1 else None,
                                       spec=self._kernel_spec(), subgroup_size=self._sg)
 

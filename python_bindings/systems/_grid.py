@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import reference as R
 from ._base import ARITY, ObsBuffers, SystemBase, check_buffers
 
@@ -44,8 +46,14 @@ class GridSystem(SystemBase):
     A subclass sets ``shader`` (a file in ``shaders/`` or a path; spec constants ``LOCAL_X``, ``RY``:
     one invocation updates 4 cells x RY rows of one member, see ``grid_common.glsl``) and ``_push()``
     (the push constants from ``self.params``); ``set_params`` checks parameters against the spec and
-    ``_resolve`` fills in the defaults (override it for presets)."""
+    ``_resolve`` fills in the defaults (override it for presets).
+
+    Per-member parameters (SPEC 3.2b): a subclass that lists ``member_params`` (names, in order) gets
+    them in a (B, S) float32 buffer bound after src and dst (binding 2), one row per member (shared
+    values repeated), which its kernel reads at row b; any of them may then be given as B numbers.
+    Without ``member_params`` (a kernel reading push constants only) a per-member value is refused."""
     shader = "?"
+    member_params = None      # e.g. ("alpha",): the kernel's parameter buffer row, in order
 
     def __init__(self, ctx, B, spatial, dims, arity=None, **params):
         super().__init__(ctx, B, spatial, dims)
@@ -73,8 +81,19 @@ class GridSystem(SystemBase):
         """Takes effect at the next ``record``; checked against the spec (TypeError for unknown names,
         ValueError for values)."""
         given = self._check_params(params)
+        if self.member_params is None:
+            for name, v in given.items():
+                if isinstance(v, list):
+                    raise ValueError(f"{name}: {len(v)} values given; allowed: one value for the whole batch "
+                                     f"(the {self.name} kernel takes its parameters as push constants: no "
+                                     f"per-member values)")
         merged = self.spec.merge(self._raw, given)
-        self.params, self._raw = dict(arity=self.arity, **self._resolve(merged, given)), merged
+        resolved = self._resolve(merged, given)
+        if self.member_params is not None:
+            table = np.stack([self._per_member(resolved[n]) for n in self.member_params], axis=1)
+            self._member_buffer(table)
+            resolved = {k: (self._reported(v) if k in self.member_params else v) for k, v in resolved.items()}
+        self.params, self._raw = dict(arity=self.arity, **resolved), merged
 
     def _resolve(self, merged, given):
         """The resolved parameters (every one of the spec's; defaults where not set)."""
@@ -109,8 +128,9 @@ class GridSystem(SystemBase):
             srow += 1
         push = self._push()
         cur, nxt = state, self._other
+        extra = (self._param_buf,) if self.member_params is not None else ()
         for k in range(1, int(n) + 1):
-            rec.dispatch(self.kernel, self._groups, cur, nxt, push=push)
+            rec.dispatch(self.kernel, self._groups, cur, nxt, *extra, push=push)
             cur, nxt = nxt, cur
             if every and (phase + k) % every == 0:
                 self._observe(rec, cur, obs, orow)

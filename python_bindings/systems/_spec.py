@@ -8,6 +8,12 @@ particular system.
 Errors: a value that is not allowed raises ``ValueError`` worded
 ``"<label>: <problem>; allowed: <allowed>"``, where ``<label>`` is ``name=value`` (Python) or
 ``--name value`` (the command line: ``cli=True``).
+
+Per-member values (SPEC 3.2b, Python only): a numeric parameter (kind "float", and "floats" as a 2-D
+array) may be given as one value per batch member; :meth:`ParamSpec.convert` with ``batch=B`` checks
+the length and every entry (an error names the parameter, the member index and what is allowed, e.g.
+``"tau: 3 values for a batch of B = 4 members; allowed: one number or 4 numbers (one per member), each a
+finite number > 0"``) and returns a list of floats (rates: a list of B rows).
 """
 from __future__ import annotations
 
@@ -34,6 +40,13 @@ def label(name: str, value, cli: bool = False) -> str:
     return f"{name}={value!r}"
 
 
+def _short(name, value, cli):
+    """``label``, with a long array (a per-member value may be) shown by its shape."""
+    if _is_seq(value) and int(np.prod(_shape_of(value))) > 8:
+        return f"{name}=<{'x'.join(map(str, _shape_of(value)))} values>"
+    return label(name, value, cli)
+
+
 def _num(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -44,6 +57,18 @@ def _is_int(v) -> bool:
 
 def _is_real(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_seq(v) -> bool:
+    """A list, tuple or array of one or more axes (what per-member values are given as)."""
+    return isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim >= 1)
+
+
+def _shape_of(v) -> tuple:
+    try:
+        return np.asarray(v, dtype=object).shape
+    except Exception:  # noqa: BLE001 -- ragged
+        return (len(v),)
 
 
 @dataclass(frozen=True)
@@ -67,6 +92,9 @@ class ParamSpec:
         cli: a command-line option (False: Python only).
         seed_default: when not given, the set-up's ``seed`` (e.g. the coupling matrix's seed).
         when: ``(option, values)``: applies only when that other option has one of those values.
+        per_member: may be given one value per batch member (SPEC 3.2b; Python only). Default: the
+            numeric kinds ("float": B numbers; "floats": a (B, L) or (B, 1) array); never for
+            choices, ints, matrices and shapes.
     """
     name: str
     default: Any = None
@@ -86,6 +114,7 @@ class ParamSpec:
     cli: bool = True
     seed_default: bool = False
     when: tuple | None = None
+    per_member: bool | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -132,6 +161,22 @@ class ParamSpec:
                                                if self.choices else "")
         return self.range_text(levels)
 
+    @property
+    def member_values(self) -> bool:
+        """Whether one value per batch member is allowed (see ``per_member``)."""
+        if self.per_member is not None:
+            return bool(self.per_member)
+        return self.kind in ("float", "floats")
+
+    def allowed_per_member(self, levels=None, batch=None) -> str:
+        """What is allowed, in words, where per-member values are."""
+        B = "B" if batch is None else str(batch)
+        if self.kind == "floats":
+            n = "L" if levels is None else str(levels)
+            return (f"one number, {n} numbers (one per band) or a ({B}, {n}) or ({B}, 1) array (one row per "
+                    f"member), each {self.range_text(levels)}")
+        return f"one number or {B} numbers (one per member), each {self.range_text(levels)}"
+
     def metavar(self) -> str:
         return {"float": "X", "int": "N", "floats": "X[,X...]", "matrix": "M", "shape": "HxW"}.get(
             self.kind, "{" + ",".join(map(str, self.choices)) + "}")
@@ -177,11 +222,59 @@ class ParamSpec:
             self._fail(shown, "out of range", cli, levels)
         return value
 
-    def convert(self, value, *, cli: bool = False, levels: int | None = None):
+    def _member_fail(self, problem, levels, batch):
+        raise ValueError(f"{self.name}: {problem}; allowed: {self.allowed_per_member(levels, batch)}")
+
+    def _member_number(self, v, where, levels, batch):
+        """One entry of a per-member value, checked against the range (``where``: "member 2")."""
+        if isinstance(v, np.ndarray) and v.ndim == 0:
+            v = v.item()
+        if not _is_real(v):
+            self._member_fail(f"{where}: {v!r} is not a number", levels, batch)
+        f = float(v)
+        if not math.isfinite(f):
+            self._member_fail(f"{where}: {f} is not finite", levels, batch)
+        lo, hi = self.lo, self._hi(levels)
+        if (lo is not None and (f < lo or (self.lo_open and f == lo))) or \
+                (hi is not None and (f > hi or (self.hi_open and f == hi))):
+            self._member_fail(f"{where}: {f:g} is out of range", levels, batch)
+        return f
+
+    def _per_member(self, value, levels, batch):
+        """A per-member value checked: "float" -> list of B floats; "floats" -> list of B rows."""
+        shape = _shape_of(value)
+        if not self.member_values:
+            what = f"{shape[0]} values" if len(shape) == 1 else f"an array of shape {shape}"
+            raise ValueError(f"{self.name}: {what} given; allowed: {self.allowed(levels)}, one value shared by "
+                             f"the whole batch (no per-member values)")
+        if self.kind == "floats":
+            if len(shape) != 2:
+                self._member_fail(f"an array of shape {shape}", levels, batch)
+            rows, cols = shape
+            if batch is not None and rows != batch:
+                self._member_fail(f"{rows} rows for a batch of B = {batch} members", levels, batch)
+            if cols != 1 and levels is not None and cols != levels:
+                self._member_fail(f"{cols} values per member for L = {levels} bands", levels, batch)
+            return [[self._member_number(v, f"member {i}, band {j}", levels, batch) for j, v in enumerate(row)]
+                    for i, row in enumerate(np.asarray(value, dtype=object))]
+        if len(shape) != 1:
+            self._member_fail(f"an array of shape {shape}", levels, batch)
+        if batch is not None and shape[0] != batch:
+            self._member_fail(f"{shape[0]} values for a batch of B = {batch} members", levels, batch)
+        return [self._member_number(v, f"member {i}", levels, batch) for i, v in enumerate(value)]
+
+    def convert(self, value, *, cli: bool = False, levels: int | None = None, batch: int | None = None):
         """``value`` checked and converted (str values as typed on a command line are parsed);
-        None passes as None (not set)."""
+        None passes as None (not set). Per-member values (Python only; ``batch``: B, checked when
+        known): a list of B floats ("float") or of B rows ("floats" given a 2-D array)."""
         if value is None:
             return None
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value.item()
+        if not cli and _is_seq(value) and (self.kind in ("float", "int", "choice")
+                                           or (self.kind == "floats" and len(_shape_of(value)) >= 2)
+                                           or (self.kind == "matrix" and len(_shape_of(value)) >= 3)):
+            return self._per_member(value, levels, batch)
         if self.kind in ("float", "int"):
             return self._number(value, value, cli, levels, self.kind == "int")
         if self.kind == "choice":
@@ -374,8 +467,10 @@ class SystemSpec:
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}
 
-    def check_params(self, params: Mapping, *, levels: int | None = None, cli: bool = False) -> dict:
-        """``params`` checked against the specs and converted (None values pass: not set).
+    def check_params(self, params: Mapping, *, levels: int | None = None, batch: int | None = None,
+                     cli: bool = False) -> dict:
+        """``params`` checked against the specs and converted (None values pass: not set); ``batch``:
+        the number of members per-member values must have (None: not known yet, not checked).
 
         Unknown names: ``TypeError``; a value not allowed, or two parameters that exclude each other
         given together: ``ValueError`` naming them, the value and what is allowed."""
@@ -383,13 +478,13 @@ class SystemSpec:
         if unknown:
             raise TypeError(f"{self.name}: unknown parameter(s) {unknown}; allowed: "
                             f"{', '.join(self.param_names + ('arity',))}")
-        out = {name: self.param(name).convert(v, cli=cli, levels=levels) for name, v in params.items()}
+        out = {name: self.param(name).convert(v, cli=cli, levels=levels, batch=batch) for name, v in params.items()}
         given = [n for n, v in out.items() if v is not None]
         for n in given:
             clash = [m for m in self.param(n).excludes if m in given]
             if clash:
                 other = clash[0]
-                raise ValueError(f"{label(n, params[n], cli)} and {label(other, params[other], cli)}: give one of "
+                raise ValueError(f"{_short(n, params[n], cli)} and {_short(other, params[other], cli)}: give one of "
                                  f"them ({n} replaces {', '.join(self.param(n).excludes)})")
         return out
 

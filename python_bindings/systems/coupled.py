@@ -3,7 +3,8 @@ each band to the others through ``C`` and ``phi``; ``eps = 0`` is exactly the tr
 
 Parameters: those of :mod:`vkbands.systems.tree` plus ``eps`` (0.0), ``phi`` ("tanh" | "sign" |
 "square"), ``C`` (L x L in {-1, 0, 1}) or ``coupling_seed`` (0; a set-up uses its seed) for
-``reference.coupling_matrix``. Runs fused (``step_coupled.comp``, the tree kernel's layouts).
+``reference.coupling_matrix``. ``eps`` (and the tree parameters) may be one value per batch member
+(SPEC 3.2b); ``phi``, ``C`` and ``coupling_seed`` are shared. Runs fused (``step_coupled.comp``, the tree kernel's layouts).
 """
 from __future__ import annotations
 
@@ -37,33 +38,32 @@ class CoupledSystem(TreeSystem):
         out = super()._resolve(merged)
         L = self.levels
         value = lambda spec: merged[spec.name] if merged.get(spec.name) is not None else spec.default  # noqa: E731
-        phi, eps = value(PHI), float(value(EPS))
+        phi, eps = value(PHI), value(EPS)
         if merged.get("C") is not None:
             C = np.asarray(merged["C"]).astype(np.int64)       # shape and entries checked by the spec
             seed = None
         else:
             seed = int(value(COUPLING_SEED))
             C = R.coupling_matrix(L, seed)
-        self.C, self.eps, self.phi = C, eps, phi
-        out.update(eps=eps, phi=phi, C=C.tolist())
+        self.C, self.eps, self.phi = C, self._per_member(eps), phi       # eps: float64 (B,)
+        out.update(eps=self._reported(eps), phi=phi, C=C.tolist())
         if seed is not None:
             out["coupling_seed"] = seed
         return out
 
     def _param_values(self):
+        """(B, 2L + 1) per member: rates, w (w_b = sum_{b' != b} C[b', b], shared), eps."""
         C = self.C.astype(np.float64).copy()
         np.fill_diagonal(C, 0.0)
-        w = C.sum(axis=0)                # w_b = sum_{b' != b} C[b', b]
-        return np.concatenate([self.rates, w]).astype(np.float32)
+        w = np.broadcast_to(C.sum(axis=0), (self.batch, self.levels))
+        return np.concatenate([self.rates, w, self.eps[:, None]], axis=1).astype(np.float32)
 
     def _kernel_spec(self):
         return dict(self._spec, PHI=PHIS.index(self.phi))
 
     def _coupled_steps(self):
-        return self.eps != 0.0
-
-    def _push(self, *args):
-        return dict(super()._push(*args), eps=self.eps)
+        # the kernel decides per field (eps of its member); the cost model plans for the dearest one
+        return bool(np.any(self.eps != 0.0))
 
 
 SPEC = register(SystemSpec(

@@ -1,7 +1,8 @@
 """Gray-Scott reaction-diffusion on a periodic 2-D grid, SPEC 3.3 (explicit Euler, ``step_grayscott.comp``).
 
 Parameters ``Du`` 0.16, ``Dv`` 0.08, ``F`` 0.035, ``k`` 0.065, ``dt`` 1.0, or a ``preset`` (a name of
-``reference.GRAYSCOTT_PRESETS``; explicit F/k override it). The state stacks u then v per member:
+``reference.GRAYSCOTT_PRESETS``; explicit F/k override it). Each number may be one value per batch
+member (SPEC 3.2b; read from the kernel's (B, 5) parameter buffer); the preset is shared. The state stacks u then v per member:
 ``(2, H, W)`` / ``(B, 2, H, W)``; observables and pictures are those of v (the pattern-forming species),
 the NaN/Inf flag covers u and v. Its only initial state is its own seeded patch.
 """
@@ -30,6 +31,7 @@ PARAMS = (
 class GrayScottSystem(GridSystem):
     """Gray-Scott reaction-diffusion (SPEC 3.3), ``step_grayscott.comp``, ping-pong, state u then v."""
     shader = "step_grayscott.comp"
+    member_params = ("Du", "Dv", "F", "k", "dt")      # the kernel's parameter row, in this order
 
     def _resolve(self, merged, given):
         preset = merged.get("preset")
@@ -42,13 +44,12 @@ class GrayScottSystem(GridSystem):
                         merged.pop(key, None)
         for key in vals:
             if merged.get(key) is not None:
-                vals[key] = float(merged[key])
+                vals[key] = merged[key] if isinstance(merged[key], list) else float(merged[key])
         return dict(preset=preset, **vals)
 
     def _push(self):
         H, W = self.spatial
-        p = self.params
-        return dict(H=H, W=W, batch=self.batch, Du=p["Du"], Dv=p["Dv"], F=p["F"], k=p["k"], dt=p["dt"])
+        return dict(H=H, W=W, batch=self.batch)
 
 
 def _patch(shape, *, arity, dims, seed):

@@ -1,6 +1,7 @@
 """Explicit heat equation on a periodic 2-D grid, SPEC 3.3: ``u += alpha * lap(u)`` (``step_heat.comp``).
 
-Parameter ``alpha`` (0.2; explicit Euler is stable up to 0.25). Fields ``(H, W)`` / ``(B, H, W)``;
+Parameter ``alpha`` (0.2; explicit Euler is stable up to 0.25), one value or one per batch member
+(SPEC 3.2b; read from the kernel's (B, 1) parameter buffer). Fields ``(H, W)`` / ``(B, H, W)``;
 ``arity`` (for the band energies) defaults to 3 when H and W are powers of 3, else 2.
 """
 from __future__ import annotations
@@ -18,10 +19,11 @@ ALPHA = ParamSpec("alpha", 0.2, "float", lo=0.0, hi=0.25, live=True, fmt="%.4f",
 class HeatSystem(GridSystem):
     """Explicit heat equation (SPEC 3.3), ``step_heat.comp``, ping-pong."""
     shader = "step_heat.comp"
+    member_params = ("alpha",)
 
     def _push(self):
         H, W = self.spatial
-        return dict(H=H, W=W, batch=self.batch, alpha=self.params["alpha"])
+        return dict(H=H, W=W, batch=self.batch)
 
 
 SPEC = register(SystemSpec(
