@@ -5,7 +5,10 @@
 context closes. ``default_context()`` gives a lazily created process-wide context that ``atexit`` closes.
 
 Environment:
-- ``VKBANDS_DEVICE``: index (as listed by ``vkbands devices``) or case-insensitive name substring.
+- ``VKBANDS_DEVICE``: index (as listed by ``vkbands devices``), case-insensitive name substring, or
+  ``uuid:<hex>``: the device whose ``deviceUUID`` (VkPhysicalDeviceIDProperties) is that UUID; NVIDIA's
+  ``GPU-xxxxxxxx-xxxx-...`` form is accepted (it is the same UUID), which is how a Ray worker picks the
+  GPU Ray assigned it (``vkbands._backends.worker_context``).
 - ``VKBANDS_VALIDATION=1``: enable ``VK_LAYER_KHRONOS_validation``; its errors raise
   :class:`ValidationError` from the engine call during which they were reported.
 """
@@ -148,12 +151,35 @@ def _is_unified(mem, kind: str) -> bool:
                for t in range(mem.memoryTypeCount))
 
 
+def normalize_uuid(uuid: str) -> str:
+    """A device UUID as 32 lower-case hex digits: Vulkan's ``deviceUUID`` hex as-is, NVIDIA's
+    ``GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`` (nvidia-smi, NVML, CUDA) without the prefix and dashes.
+    Anything else is a :class:`NoDeviceError` naming the value."""
+    text = str(uuid).strip().lower()
+    if text.startswith("uuid:"):
+        text = text[5:]
+    if text.startswith("gpu-"):
+        text = text[4:]
+    hexed = text.replace("-", "")
+    if len(hexed) != 32 or any(c not in "0123456789abcdef" for c in hexed):
+        raise NoDeviceError(f"device UUID {uuid!r} is not a UUID: expected 32 hex digits, optionally as "
+                            "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx")
+    return hexed
+
+
 def choose_device(devices: list[dict], selector: str | None = None) -> int:
-    """Index of the device to use: ``selector`` (index or name substring) or discrete > integrated >
-    virtual > CPU."""
+    """Index of the device to use: ``selector`` (index, name substring, or ``uuid:<hex>`` matched
+    against each device's ``uuid``) or discrete > integrated > virtual > CPU."""
     if not devices:
         raise NoDeviceError("no Vulkan device found (on Debian: apt-get install mesa-vulkan-drivers)")
     if selector:
+        if selector.strip().lower().startswith("uuid:"):
+            want = normalize_uuid(selector)
+            hits = [d["index"] for d in devices if d.get("uuid") == want]
+            if not hits:
+                known = ", ".join(f"{d['index']} {d['name']!r} uuid:{d.get('uuid')}" for d in devices)
+                raise NoDeviceError(f"device UUID {want} ({selector!r}) matches no device; devices: {known}")
+            return hits[0]
         if selector.strip().isdigit():
             idx = int(selector)
             if idx >= len(devices):
@@ -172,7 +198,9 @@ class Context:
     """A Vulkan device and queue with everything vkbands needs to run kernels on it.
 
     Args:
-        device: index or name substring; default ``$VKBANDS_DEVICE`` or the best device.
+        device: index, name substring or ``"uuid:<hex>"``; default ``$VKBANDS_DEVICE`` or the best device.
+        device_uuid: the device whose ``deviceUUID`` is this (hex, or NVIDIA's ``GPU-...`` form); instead
+            of ``device``. No such device: :class:`NoDeviceError` listing every device's UUID.
         validation: enable the Khronos validation layer; default ``$VKBANDS_VALIDATION``.
         instance_extensions / device_extensions: extra extensions (the viewer passes GLFW's surface
             extensions and ``VK_KHR_swapchain``).
@@ -190,8 +218,12 @@ class Context:
     """
 
     def __init__(self, device: int | str | None = None, validation: bool | None = None,
-                 instance_extensions=(), device_extensions=(), surface=None):
+                 instance_extensions=(), device_extensions=(), surface=None, *, device_uuid: str | None = None):
         self._closed = True
+        if device_uuid is not None:
+            if device is not None:
+                raise ValueError(f"Context(device={device!r}, device_uuid={device_uuid!r}): give one of them")
+            device = "uuid:" + normalize_uuid(device_uuid)
         self._id = next(_ids)
         self._tracked: dict = {}          # serial -> engine.resource.TrackedEntry, creation order
         self._graveyard: list = []         # serials of dropped objects, freed at the next safe point
