@@ -10,6 +10,7 @@ NumPy in, NumPy out; device arrays in, device arrays out (no readback). See READ
 - rollouts:  ``rollout`` -> ``Rollout``, ``Simulation``, ``NonFiniteError``, ``RolloutInterrupted``
              (both carry the partial result); ``Setup`` (one validated set-up: system, field, initial
              state, parameters)
+- sweeps:    ``sweep`` -> ``xarray.Dataset`` (runs over parameter values and seeds, batched, resumable Zarr store)
 - wavelets:  ``wavedec``, ``waverec``, ``wavedec2``, ``waverec2`` (PyWavelets-compatible, ``haar`` /
              ``periodization``)
 - pictures:  ``render_image``, ``save_png``, ``ImageWriter``
@@ -25,6 +26,7 @@ from .bands import BandPlan, Bands, decompose, energies, leakage, reconstruct
 from .image import ImageWriter, render_image, save_png
 from .rollout import NonFiniteError, Rollout, RolloutInterrupted, Simulation, rollout
 from .setup import Setup
+from .sweep import sweep
 from .wavelets import wavedec, wavedec2, waverec, waverec2
 
 __version__ = "0.1.0"
@@ -33,4 +35,4 @@ __all__ = ["Context", "DeviceArray", "Recorder", "ShaderCompileError", "Validati
            "VkbandsError", "VulkanError", "OutOfDeviceMemoryError", "DeviceLostError", "LimitError",
            "add", "asarray", "BandPlan", "Bands", "decompose", "energies", "leakage", "reconstruct",
            "ImageWriter", "render_image", "save_png", "NonFiniteError", "Rollout", "RolloutInterrupted", "Simulation",
-           "rollout", "Setup", "init", "reference", "wavedec", "waverec", "wavedec2", "waverec2"]
+           "rollout", "Setup", "sweep", "init", "reference", "wavedec", "waverec", "wavedec2", "waverec2"]
