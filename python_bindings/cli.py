@@ -31,6 +31,7 @@ SUBCOMMANDS = {
     "demo": "vkbands.demo",
     "rollout": "vkbands.rollout_cli",
     "view": "vkbands.viewer.cli",
+    "sweep": "vkbands.sweep_cli",
 }
 
 BAD_INPUT, FAILED, INTERRUPTED = 2, 3, 130
