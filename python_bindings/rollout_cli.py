@@ -13,6 +13,12 @@ overwritten) and each file is written under a temporary name and renamed when co
 - ``energies.png``: log E_l(t) per band (member 0; the system's closed form dashed, where it has one);
 - ``sheets_tNNNNN.png``: the sheet grid (SPEC section 6) of member 0 at each snapshot (1-D: strips;
   plus ``band_time.png``, the band x time energy image); ``rollout.gif``: those frames animated.
+  With ``--video [PATH]``: those frames as an MP4 (H.264, yuv420p; :mod:`vkbands.video`), one video
+  frame per snapshot, so a frame is ``--snapshot-every`` simulation steps (the snapshot cadence is the
+  video's: every snapshot is a frame, none dropped or repeated), played at ``--video-fps`` (default
+  10). Without PATH the file is ``DIR/rollout-<timestamp>.mp4``; a PATH is a new file (checked before
+  the run: never overwritten). The path is printed and in ``summary.json`` (``video``). Written with
+  the pictures (also with ``--no-pictures``, which then skips only PNG/GIF).
   One fixed colour range per rollout (from the first snapshot), in the system's colour map
   (``SystemSpec.picture``: log for the diffusions, whose decades stay visible; diverging for Gray-Scott);
   a system with several fields per member is pictured and observed through its observed field
@@ -71,6 +77,10 @@ def _add_arguments(p):
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=None, help="output directory (new; never overwritten)")
     g.add_argument("--no-pictures", action="store_true", help="skip PNG/GIF files")
+    g.add_argument("--video", nargs="?", const=True, default=None, metavar="PATH",
+                   help="also write an MP4 (H.264) of the sheet pictures, one frame per snapshot (every "
+                        "--snapshot-every steps); PATH: a new file (default DIR/rollout-<timestamp>.mp4)")
+    g.add_argument("--video-fps", type=float, default=10.0, help="frame rate of the --video file (default 10)")
     g.add_argument("--quiet", "-q", action="store_true", help="only print the output directory")
 
 
@@ -134,11 +144,25 @@ def _member_field(r, x):
     return r.spec.observed_field(x, r.dims)
 
 
-def write_pictures(out, r, ctx=None):
+def sheet_frames(r, ctx=None) -> list:
+    """``[(step, (H, W, 4) uint8 picture)]``: the sheet grid of member 0 at each snapshot, in one fixed
+    colour range (from the first snapshot) and the system's colour map."""
+    from .render import SheetRenderer, robust_vmax
+    if r.snapshots is None or not len(r.snapshots):
+        return []
+    fields = [_member_field(r, s[0]) for s in r.snapshots]      # the CLI's x0 is always (B, ...)
+    vmax = robust_vmax(fields[0])                                 # fixed over the rollout: decay shows
+    # the system's colour map (diffusions decay over decades: log; O(1) patterns: diverging)
+    with SheetRenderer(fields[0].shape, r.arity, ctx=ctx, cmap=r.spec.picture.cmap) as sr:
+        return [(int(t), sr.render(f, vmax)) for t, f in zip(r.snapshot_steps, fields)]
+
+
+def write_pictures(out, r, ctx=None, frames=None):
     """sheets_tNNNNN.png per snapshot, rollout.gif, energies.png, band_time.png (1-D), into ``out`` (a
-    folder, or an :class:`vkbands._outputs.OutputDir`: each file written atomically). Returns names."""
+    folder, or an :class:`vkbands._outputs.OutputDir`: each file written atomically). ``frames``: the
+    :func:`sheet_frames` when already drawn. Returns names."""
     from ._outputs import OutputDir
-    from .render import SheetRenderer, band_time_image, robust_vmax, save_energies_plot, save_gif, save_png
+    from .render import band_time_image, save_energies_plot, save_gif, save_png
     out = out if isinstance(out, OutputDir) else OutputDir(Path(out))
     written = []
     spec = r.spec
@@ -153,19 +177,35 @@ def write_pictures(out, r, ctx=None):
                                                           title=title))
         if r.dims == 1:
             put("band_time.png", lambda p: save_png(p, band_time_image(r.energies[:, 0], ctx=ctx)))
-    if r.snapshots is not None and len(r.snapshots):
-        fields = [_member_field(r, s[0]) for s in r.snapshots]      # the CLI's x0 is always (B, ...)
-        vmax = robust_vmax(fields[0])                                 # fixed over the rollout: decay shows
-        frames = []
-        # the system's colour map (diffusions decay over decades: log; O(1) patterns: diverging)
-        cmap = spec.picture.cmap
-        with SheetRenderer(fields[0].shape, r.arity, ctx=ctx, cmap=cmap) as sr:
-            for t, f in zip(r.snapshot_steps, fields):
-                img = sr.render(f, vmax)
-                put(f"sheets_t{int(t):05d}.png", lambda p, img=img: save_png(p, img))
-                frames.append(img)
-        put("rollout.gif", lambda p: save_gif(p, frames))
+    frames = sheet_frames(r, ctx) if frames is None else frames
+    if frames:
+        for t, img in frames:
+            put(f"sheets_t{t:05d}.png", lambda p, img=img: save_png(p, img))
+        put("rollout.gif", lambda p: save_gif(p, [img for _, img in frames]))
     return written
+
+
+def write_video(path, frames, fps, another=None):
+    """The pictures ``frames`` (``[(step, picture)]``, all of one size) as an MP4 at ``path`` (a new
+    file; ``another``: the next generated name when it was taken meanwhile), one video frame each.
+    Returns the path written (None when there is no frame)."""
+    from .video import VideoWriter
+    if not frames:
+        return None
+    h, w = frames[0][1].shape[:2]
+    with VideoWriter(path, fps, (w, h), another=another) as vw:
+        for _, img in frames:
+            vw.write(img)
+    return vw.close()
+
+
+def _video_target(args, out):
+    """(path, another) of the ``--video`` file: the PATH given, or a new timestamped name in ``out``."""
+    from vkbands.viewer.files import unique_path
+    if args.video is True:
+        another = lambda: unique_path(out.path, "rollout", ".mp4")   # noqa: E731
+        return another(), another
+    return Path(args.video), None
 
 
 # ----------------------------------------------------------------------------- run
@@ -188,6 +228,7 @@ def run(args) -> int:
     try:
         setup = Setup.from_args(args)
         steps, every, snap = run_options(args)
+        _check_video_options(args)
     except (ValueError, TypeError) as e:
         raise CommandError(e) from None
     ctx = default_context()
@@ -201,6 +242,17 @@ def run(args) -> int:
         t0 = time.perf_counter()
         r, error, x0 = _roll(setup, steps, every, snap, ctx, out)
         return _finish(args, setup, x0, r, error, out, ctx, time.perf_counter() - t0)
+
+
+def _check_video_options(args):
+    """``--video PATH``: a new file in an existing, writable folder; ``--video-fps`` > 0 (ValueError)."""
+    if getattr(args, "video", None) is None:
+        return
+    if not (args.video_fps > 0 and np.isfinite(args.video_fps)):
+        raise ValueError(f"--video-fps {args.video_fps}: allowed: a frame rate > 0")
+    if args.video is not True:
+        from vkbands.viewer.files import check_new_file
+        check_new_file("--video", args.video)
 
 
 def _roll(setup, steps, every, snap, ctx, out):
@@ -238,10 +290,15 @@ def _finish(args, setup, x0, r, error, out, ctx, wall) -> int:
         out.write("energies.csv", lambda p: write_csv(p, r))
         out.write("snapshots.npz", lambda p: _write_npz(p, r, x0))
         _write_summary(out, summary)
-        skipped = status in ("interrupted", "failed") or args.no_pictures or _interrupt.requested()
-        if not skipped:
+        skipped = status in ("interrupted", "failed") or _interrupt.requested()
+        video = getattr(args, "video", None)
+        if not skipped and (video is not None or not args.no_pictures):
             t_pic = time.perf_counter()
-            write_pictures(out, r, ctx=ctx)
+            frames = sheet_frames(r, ctx)
+            if not args.no_pictures:
+                write_pictures(out, r, ctx=ctx, frames=frames)
+            if video is not None:
+                _write_video(args, out, frames, summary)
             summary["timings"]["pictures_s"] = time.perf_counter() - t_pic
             _write_summary(out, summary)
     except OSError as e:
@@ -265,7 +322,31 @@ def _finish(args, setup, x0, r, error, out, ctx, wall) -> int:
         print(out.path)
     else:
         print(format_summary(r, out.path, ctx.info, x0.shape))
+        if summary.get("video"):
+            print(f"  video: {summary['video']} ({summary['video_frames']} frames at {args.video_fps:g} fps, "
+                  f"one per {summary['snapshot_every']} steps)")
+        elif "video" in summary:
+            print("  video: none (no snapshot was taken)")
     return 0
+
+
+def _write_video(args, out, frames, summary):
+    """The ``--video`` MP4 (one frame per snapshot); its path goes into the summary (and, inside the
+    output folder, its ``files``)."""
+    path, another = _video_target(args, out)
+    try:
+        written = write_video(path, frames, args.video_fps, another=another)
+    except OSError as e:
+        if not getattr(e, "output_file", None):
+            e.output_file = str(path)
+        raise
+    if written is None:
+        summary["video"] = None
+        return
+    summary["video"] = str(written)
+    summary["video_frames"] = len(frames)
+    if written.parent.resolve() == out.path.resolve() and written.name not in out.files:
+        out.files.append(written.name)
 
 
 def _failed_file(out, e):
@@ -319,7 +400,7 @@ def _summary(args, setup, r, status, error, wall, ctx) -> dict:
 def _cli_config(args) -> dict:
     """The command line's own options (output), JSON-friendly."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-            if k in ("out", "no_pictures", "quiet")}
+            if k in ("out", "no_pictures", "quiet", "video", "video_fps")}
 
 
 def format_summary(r, out, info, shape) -> str:
