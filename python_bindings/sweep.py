@@ -14,7 +14,8 @@ set-up keywords (those of :class:`vkbands.Setup`: ``arity, depth, size, shape, d
 and its options) from the run's seed, or one ``x0`` shared by every run. Other keywords are fixed
 system parameters (``eps=0.1``, ``phi="tanh"``, ``preset="spots"``). A seed-derived parameter that is
 not given (coupled: ``coupling_seed``) is fixed for the whole sweep at the first seed (it is recorded
-in the ``fixed`` attribute): only the initial states follow each run's seed.
+in the ``fixed`` attribute): only the initial states follow each run's seed. ``tau`` is the sweep's
+kill threshold, so the tree systems' own ``tau`` is fixed by sweeping one value (``{"tau": [2.0]}``).
 
 Packing: ``chunk_runs`` runs are one rollout of ``chunk_runs * batch`` members with one parameter value
 per member (SPEC 3.2b: each member evolves exactly as a separate rollout with its values). Default:
@@ -445,7 +446,7 @@ class _Inline:
         pass
 
 
-def _backend(name, address, num_gpus, ctx):
+def _backend(name, address, num_gpus, num_workers, ctx):
     if ctx is not None:
         return _Inline(ctx)
     try:
@@ -455,13 +456,13 @@ def _backend(name, address, num_gpus, ctx):
             from vkbands.engine import default_context
             return _Inline(default_context())
         raise
-    return make_backend(name, address=address, num_gpus=num_gpus)
+    return make_backend(name, address=address, num_gpus=num_gpus, num_workers=num_workers)
 
 
 # ----------------------------------------------------------------------------- the sweep
 def sweep(system, params, *, steps, every=1, seeds=(0,), x0=None, grid=True, store=None, backend="local",
-          address=None, num_gpus=None, chunk_runs=None, final=False, minmax=False, tau=1e-3, progress=None,
-          ctx=None, **setup):
+          address=None, num_gpus=None, num_workers=None, chunk_runs=None, final=False, minmax=False, tau=1e-3,
+          progress=None, ctx=None, **setup):
     """Run ``system`` for every combination of ``params`` (see the module docstring) and return an
     ``xarray.Dataset``: dims ``run``, ``member``, ``t``, ``band`` (+ ``y``, ``x`` / ``x`` with
     ``final=True``); coordinates ``run``, each swept parameter and ``seed`` along run, ``t`` (observed
@@ -476,7 +477,7 @@ def sweep(system, params, *, steps, every=1, seeds=(0,), x0=None, grid=True, sto
     ``x0``: one initial state (one member, or a batch) shared by every run, instead of the set-up's.
     ``store``: a path for the Zarr store (resumable; the result is opened lazily from it); None: in
     memory. ``backend``: ``"local"`` or ``"ray"`` (``address``: an existing Ray cluster; ``num_gpus``
-    per task). ``chunk_runs``: runs per batched rollout (default: the packing rule). ``progress``: a
+    per task; ``num_workers``: of a local Ray started for the sweep). ``chunk_runs``: runs per batched rollout (default: the packing rule). ``progress``: a
     bar over runs (None: when the sweep lasts over a second). ``ctx``: a Context (local backend only).
     ``**setup``: :class:`vkbands.Setup` keywords and fixed system parameters.
 
@@ -524,8 +525,8 @@ def sweep(system, params, *, steps, every=1, seeds=(0,), x0=None, grid=True, sto
         S.create(store, plan.store_variables(), plan.coords(), plan.attrs(backend, ctx.info["name"] if ctx is not None else ""),
                  dict(format=S.FORMAT, fingerprint=fingerprint, chunk_runs=plan.chunk_runs, n_chunks=plan.n_chunks))
     if todo:
-        runs_done = _drive(plan, todo, runs_done, store, memory, data_names, backend, address, num_gpus, ctx,
-                           progress, device)
+        runs_done = _drive(plan, todo, runs_done, store, memory, data_names, (backend, address, num_gpus, num_workers,
+                                                                              ctx), progress, device)
     if store is not None:
         if device[0] is not None:
             S.set_attrs(store, device=device[0], backend=backend)
@@ -533,14 +534,14 @@ def sweep(system, params, *, steps, every=1, seeds=(0,), x0=None, grid=True, sto
     return _memory_dataset(plan, memory, plan.attrs(backend, device[0] or ""))
 
 
-def _drive(plan, todo, runs_done, store, memory, data_names, backend, address, num_gpus, ctx, progress, device):
+def _drive(plan, todo, runs_done, store, memory, data_names, how, progress, device):
     """Run the chunks ``todo`` on the backend and write each as it arrives (signals deferred)."""
     from .rollout import _progress_bar
     chunks_done = plan.n_chunks - len(todo)
     with _interrupt.deferred():
         runner = bar = None
         try:
-            runner = _backend(backend, address, num_gpus, ctx)
+            runner = _backend(*how)
             bar = _progress_bar(progress, plan.R, plan.system)
             if bar is not None:
                 bar.unit = "run"
