@@ -31,6 +31,7 @@ SUBCOMMANDS = {
     "demo": "vkbands.demo",
     "rollout": "vkbands.rollout_cli",
     "view": "vkbands.viewer.cli",
+    "experiment": "vkbands.experiments_cli",
     "sweep": "vkbands.sweep_cli",
 }
 
