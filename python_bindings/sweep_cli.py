@@ -17,10 +17,12 @@ generated from the system specs; default system ``grayscott``), and
 - ``--seeds``: ``0,1,5`` (these seeds), ``START:STOP`` (``range(START, STOP)``: ``0:8`` is seeds 0..7)
   or one seed; every combination runs once per seed (``--seed`` is refused: use ``--seeds``);
 - ``--steps`` (default 1000), ``--every`` (observations every k steps; default steps / 100);
+  the kill threshold is vkbands.sweep's default (tau = 1e-3), so a tree system's own ``--tau`` cannot be
+  given fixed: sweep it (``--param tau=V``) or give ``--rates``;
 - ``--ray [ADDRESS]``: run on Ray; without ADDRESS a local Ray started for this command, with ADDRESS
   join that cluster. A Ray cluster runs any job sent to its ports: keep it on a private network
-  (SECURITY.md, "Clusters"). ``--num-gpus`` (GPUs per Ray task), ``--chunk-runs`` (runs per chunk:
-  the unit of a resume);
+  (SECURITY.md, "Clusters"). ``--num-gpus`` (GPUs per Ray task), ``--num-workers`` (of the local
+  Ray), ``--chunk-runs`` (runs per chunk: the unit of a resume; a resume must not change it);
 - ``--observable NAME`` for the heat map (default ``deepest_surviving_band``; or ``E_<l>``, ``kill_<l>``,
   ``rate_<l>`` with l a band index or ``c``, or ``mass``: see :data:`vkbands.sweep_pictures.OBSERVABLES`);
 - ``--no-pictures``, ``--quiet``.
@@ -79,6 +81,8 @@ RUN_OPTIONS = (
     ParamSpec("every", None, "int", lo=1, help="observations every k steps (default: steps / 100)"),
     ParamSpec("chunk_runs", None, "int", lo=1, help="runs per chunk, the unit of a resume (default: the sweep's)"),
     ParamSpec("num_gpus", None, "float", lo=0.0, help="GPUs per Ray task (--ray only; default: the sweep's)"),
+    ParamSpec("num_workers", None, "int", lo=1, help="workers of the local Ray started for the sweep (--ray "
+                                                      "without ADDRESS only; default: the sweep's)"),
 )
 _RUN = {o.name: o for o in RUN_OPTIONS}
 
@@ -288,11 +292,19 @@ def sweep_options(args) -> dict:
     num_gpus = _RUN["num_gpus"].convert(args.num_gpus, cli=True)
     if num_gpus is not None and args.ray is None:
         raise ValueError(f"--num-gpus {args.num_gpus}: applies with --ray only")
+    num_workers = _RUN["num_workers"].convert(args.num_workers, cli=True)
+    if num_workers is not None and args.ray != "":
+        raise ValueError(f"--num-workers {args.num_workers}: applies with --ray without ADDRESS only (a local Ray "
+                         f"started for the sweep)")
+    if "tau" in options:        # vkbands.sweep's own tau= is the kill threshold (SPEC 5), not this parameter
+        raise ValueError(f"--tau {args.tau}: a fixed tau of {system} cannot be passed to a sweep (its tau is the "
+                         f"kill threshold); allowed: --param tau=V (a one-value sweep) or --rates")
     observable = check_observable(args.observable or DEFAULT_OBSERVABLE, setup.levels)
     address = args.ray.strip() if args.ray else None
     return dict(setup=setup, setup_options=options, params=params, seeds=parse_seeds(args.seeds), steps=steps,
                 every=every, grid=not args.zip, backend="ray" if args.ray is not None else "local",
-                address=address, num_gpus=num_gpus, chunk_runs=chunk_runs, observable=observable)
+                address=address, num_gpus=num_gpus, num_workers=num_workers, chunk_runs=chunk_runs,
+                observable=observable)
 
 
 # ----------------------------------------------------------------------------- files
@@ -339,7 +351,7 @@ def resume_command(args, out) -> str:
     if args.zip:
         parts.append("--zip")
     parts += ["--seeds", str(args.seeds), "--steps", str(args.steps)]
-    for name in ("every", "chunk_runs", "num_gpus", "observable"):
+    for name in ("every", "chunk_runs", "num_gpus", "num_workers", "observable"):
         if getattr(args, name, None) is not None:
             parts += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     if args.no_pictures:
@@ -384,10 +396,8 @@ def run(args) -> int:
     store = folder / STORE
     kwargs = dict(steps=opts["steps"], every=opts["every"], seeds=opts["seeds"], grid=opts["grid"],
                   store=str(store), backend=opts["backend"], address=opts["address"], num_gpus=opts["num_gpus"],
-                  chunk_runs=opts["chunk_runs"], final=True, tau=1e-3,
+                  num_workers=opts["num_workers"], chunk_runs=opts["chunk_runs"], final=True,
                   progress=False if args.quiet else True, **opts["setup_options"])
-    if resuming and not args.quiet:
-        print(_resume_line(store), file=sys.stderr)
     t0 = time.perf_counter()
     with _interrupt.deferred():
         try:
@@ -412,15 +422,6 @@ def run(args) -> int:
     else:
         print(_report(ds, opts, folder, written, wall))
     return 0
-
-
-def _resume_line(store) -> str:
-    try:
-        from .sweep import store_progress
-    except ImportError:
-        return f"{PROG}: resuming the sweep in {store}"
-    done, total = store_progress(store)
-    return f"{PROG}: resuming: {done} of {total} chunks done"
 
 
 def _write_files(ds, folder, observable, no_pictures) -> list:

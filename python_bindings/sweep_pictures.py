@@ -403,6 +403,8 @@ def energies_vs_param(ds, path, param=None) -> Path:
         if np.any(hi[:, l] > lo[:, l]):
             ax.fill_between(x, pos(lo[:, l]), pos(hi[:, l]), color=cols[l], alpha=0.15, lw=0)
     ax.set_yscale("log")
+    if len(x) > 2 and x.min() > 0 and np.allclose(x[1:] / x[:-1], x[1] / x[0], rtol=1e-9) and x[1] / x[0] != 1:
+        ax.set_xscale("log")                               # geometric values (log:lo:hi:n)
     ax.set_xlabel(param + ("" if bool(ds.attrs.get("grid", True)) or len(names) == 1 else
                            f" (zipped with {', '.join(n for n in names if n != param)})"))
     ax.set_ylabel("final band energy E_l(T)")

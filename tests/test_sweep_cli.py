@@ -102,6 +102,8 @@ BAD = {
     "observable": (["--param", "F=0.1", "--observable", "E_9"], ["--observable E_9", "E_<l>"]),
     "num_gpus": (["--param", "F=0.1", "--num-gpus", "1"], ["--num-gpus 1", "--ray only"]),
     "setup": (["--param", "F=0.1", "--size", "2"], ["--size 2"]),
+    "workers": (["--param", "F=0.1", "--num-workers", "2"], ["--num-workers 2", "--ray without ADDRESS"]),
+    "tree_tau": (["--system", "tree", "--param", "alpha=1,2", "--tau", "0.5"], ["--tau 0.5", "kill threshold"]),
 }
 
 
@@ -228,3 +230,87 @@ def test_pictures_of_a_synthetic_sweep(tmp_path):
     with pytest.raises(ValueError, match="seed=5"):
         P.final_state_map(ds, tmp_path / "x.png", seed=5)
     assert not (tmp_path / "x.png").exists()
+
+
+# ----------------------------------------------------------------------------- a real sweep, end to end
+ARGS = ["--system", "grayscott", "--size", "27", "--param", "F=0.03,0.05", "--param", "k=0.055:0.065:2",
+        "--steps", "20", "--every", "10", "--seeds", "0,1"]
+
+
+def _open(folder):
+    from vkbands._sweep_store import open_dataset
+    return open_dataset(folder / "sweep.zarr").load()
+
+
+def test_end_to_end_grayscott_sweep_then_resume(tmp_path, capsys):
+    import vkbands
+    out = tmp_path / "gs"
+    assert vkbands_main(["sweep", *ARGS, "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    names = ["final_states.png", "heatmap_deepest_surviving_band.png", "summary.csv", "sweep.zarr"]
+    assert sorted(p.name for p in out.iterdir()) == names            # no temporary left
+    ds = _open(out)
+    assert ds.sizes["run"] == 8 and ds.sizes["member"] == 1 and ds.sizes["band"] == 4     # 27 = 3**3: L = 3
+    assert list(ds["F"].values) == [0.03] * 4 + [0.05] * 4 and list(ds["k"].values) == [0.055, 0.055, 0.065, 0.065] * 2
+    assert list(ds["seed"].values) == [0, 1] * 4 and list(ds["t"].values) == [0, 10, 20]
+    assert ds["final"].shape == (8, 1, 27, 27)
+    _check_summary(ds, out / "summary.csv")
+    # the set-up options reached the runs: run 7 is a rollout with F = 0.05, k = 0.065, seed 1
+    r = vkbands.rollout(vkbands.Setup("grayscott", size=27, F=0.05, k=0.065, seed=1), steps=20, every=10)
+    np.testing.assert_allclose(ds["energies"].values[7, 0], r.energies[:, 0], rtol=1e-5)
+    maps = {n: _png(out / n) for n in names[:2]}
+    assert maps["final_states.png"].std() > 10
+    stamps = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir() if p.is_file()}
+    chunk_files = sorted((p, p.stat().st_mtime_ns) for p in (out / "sweep.zarr").rglob("*") if p.is_file())
+
+    # the same command again: nothing computed, nothing overwritten; another observable adds its heat map
+    assert vkbands_main(["sweep", *ARGS, "--out", str(out), "--observable", "E_c"]) == 0
+    cap = capsys.readouterr()
+    assert "resuming: 1 of 1 chunks" in cap.err and "nothing to run" in cap.err, cap.err
+    assert "summary.csv  (kept: it exists already)" in cap.out and "final_states.png  (kept" in cap.out, cap.out
+    assert str(out / "heatmap_E_c.png") in cap.out
+    _png(out / "heatmap_E_c.png")
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()
+            if p.is_file() and p.name != "heatmap_E_c.png"} == stamps
+    assert sorted((p, p.stat().st_mtime_ns) for p in (out / "sweep.zarr").rglob("*") if p.is_file()) == chunk_files
+
+    # another sweep on that folder: refused, one line, naming the difference
+    other = [a if a != "F=0.03,0.05" else "F=0.03,0.06" for a in ARGS]
+    assert vkbands_main(["sweep", *other, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different sweep" in err[0] and "0.06" in err[0], err
+
+
+def test_interrupted_sweep_keeps_its_chunks_and_resumes(tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the first of four chunks: exit 130, that chunk kept, the printed command resumes it."""
+    import shlex
+    import sys
+
+    from vkbands import _interrupt
+    module = sys.modules["vkbands.sweep"]
+    real = module._run_chunk
+    calls = []
+
+    def chunk_then_ctrl_c(payload, ctx=None):
+        calls.append(1)
+        result = real(payload, ctx)
+        if len(calls) == 1:
+            _interrupt._state["requested"] = "SIGINT"          # as the deferred SIGINT handler does
+        return result
+
+    monkeypatch.setattr(module, "_run_chunk", chunk_then_ctrl_c)
+    out = tmp_path / "gs"
+    args = ["sweep", *ARGS, "--seeds", "0", "--chunk-runs", "1", "--out", str(out)]
+    assert vkbands_main(args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted by SIGINT" in err and "Resume with:" in err, err
+    assert not (out / "summary.csv").exists() and not list(out.glob("*.png"))
+    command = shlex.split(err.split("Resume with:")[1].strip().splitlines()[0])
+    assert command[:2] == ["vkbands", "sweep"] and "--chunk-runs" in command and str(out) in command
+    assert vkbands_main(command[1:]) == 0
+    cap = capsys.readouterr()
+    assert "resuming: 1 of 4 chunks" in cap.err, cap.err
+    assert len(calls) == 4                                      # the kept chunk was not run again
+    ds = _open(out)
+    assert list(ds["seed"].values) == [0] * 4 and np.isfinite(ds["energies"].values).all()
+    _check_summary(ds, out / "summary.csv")
