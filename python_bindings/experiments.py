@@ -428,8 +428,7 @@ class Influence:
         n = len(idx)
         fig, axes = plt.subplots(1, n, figsize=(1.6 + 3.4 * n, 4.2), dpi=110, squeeze=False,
                                  constrained_layout=True)
-        cmap = plt.get_cmap("RdBu_r").copy()
-        cmap.set_bad("0.8")
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
         im = None
         for j, (ax, k) in enumerate(zip(axes[0], idx)):
             M = self.off_diagonal()[k]

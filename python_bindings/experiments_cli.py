@@ -132,7 +132,10 @@ def _prepare(args):
                              f"{', '.join(n for n in systems.names() if systems.get(n).param('eps') is not None)}")
         if args.eps is None:
             raise ValueError("--eps: the swept values are needed (lo:hi:n or v1,v2,...)")
-        _, eps = parse_param(f"eps={args.eps}", spec)
+        try:
+            _, eps = parse_param(f"eps={args.eps}", spec)
+        except ValueError as e:                            # worded with this command's option
+            raise ValueError(str(e).replace(f"--param eps={args.eps}", f"--eps {args.eps}", 1)) from None
         seeds = parse_seeds(args.seeds)
         args.eps = None                                    # the set-up is made without eps and seed
         args.seed = None
