@@ -55,7 +55,9 @@ from . import _interrupt
 from . import _sweep_store as S
 from . import reference as R
 from . import systems
-from .rollout import NonFiniteError, RolloutInterrupted, check_memory, memory_needs, rollout
+from vkbands.engine.errors import LimitError
+
+from .rollout import NonFiniteError, RolloutInterrupted, check_memory, rollout
 from .setup import Setup
 from .systems._spec import _is_real
 
@@ -241,7 +243,7 @@ class _Plan:
                     check_memory(ctx, spec, self.state_shape(n), self.steps, self.every, dims=self.dims,
                                  arity=self.arity, what=f"a sweep chunk of {n} run(s) x {self.members} member(s)")
                     break
-                except Exception:
+                except LimitError:
                     if n == 1:
                         raise
                     n = max(1, n // 2)
@@ -528,8 +530,6 @@ def sweep(system, params, *, steps, every=1, seeds=(0,), x0=None, grid=True, sto
         runs_done = _drive(plan, todo, runs_done, store, memory, data_names, (backend, address, num_gpus, num_workers,
                                                                               ctx), progress, device)
     if store is not None:
-        if device[0] is not None:
-            S.set_attrs(store, device=device[0], backend=backend)
         return S.open_dataset(store)
     return _memory_dataset(plan, memory, plan.attrs(backend, device[0] or ""))
 
@@ -552,13 +552,15 @@ def _drive(plan, todo, runs_done, store, memory, data_names, how, progress, devi
             for j, result in runner.run(_run_chunk, payloads, retries=3):
                 i = todo[j]
                 a, b = plan.chunk_range(i)
-                device[0] = device[0] or result.get("device")
                 arrays = {n: result[n] for n in data_names}
                 if store is not None:
                     S.write_chunk(store, i, a, arrays)
+                    if device[0] is None:                 # where this call's chunks run (attrs)
+                        S.set_attrs(store, device=result.get("device", ""), backend=how[0])
                 else:
                     for n, v in arrays.items():
                         memory[n][a:b] = v
+                device[0] = device[0] or result.get("device", "")
                 runs_done += b - a
                 chunks_done += 1
                 left -= 1

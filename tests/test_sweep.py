@@ -137,6 +137,18 @@ def test_a_member_that_blows_up_keeps_its_finite_rows_and_the_others_complete():
     np.testing.assert_array_equal(ok.energies.values[0], r.energies[:, 0])
 
 
+def test_default_packing_rule_depends_on_sizes_only(ctx):
+    def plan(n_values, steps, **setup):
+        return SW._Plan("tree", {"tau": list(np.linspace(0.1, 2.0, n_values))}, steps, 1, (0,), None, True, None,
+                        False, False, 1e-3, dict(dims=1, **setup))
+    assert plan(100, 20, depth=3).default_chunk_runs() == 64 == plan(100, 20, depth=3).default_chunk_runs(ctx)
+    assert plan(10, 20, depth=3).default_chunk_runs() == 10                       # never more than the runs
+    mid = plan(100, 10_000, depth=5, batch=8)                # 243 x 8 x 10^4 element-steps per run
+    assert SW._CHUNK_WORK // (243 * 8 * 10_000) == 13                              # the work would allow 13,
+    assert mid.default_chunk_runs() == 12           # the observation rows (10001 x 8 members, float64) only 12
+    assert plan(4, 10_000, depth=6, batch=64).default_chunk_runs(ctx) == 1        # one run is over the budget
+
+
 # ------------------------------------------------------------------ store and resume
 HEAT = dict(size=27, batch=1, init="smooth")
 
