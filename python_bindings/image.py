@@ -8,8 +8,11 @@ The exact colour maths (colour maps, range modes, fade) is defined, and tested a
 
 - Colour maps ``cmap``: ``"grey"``; ``"diverging"`` (blue < 0 < red, white at the centre);
   ``"ternary"`` (``sign(s) * (|s| > tau)`` as blue / white / red); ``"log"``
-  (``sign(s) * log1p(|s| / eps) / log1p(1 / eps)``, then diverging). ``s`` is the value normalised by
-  the range (``s = +-1`` at the range limits), so ``tau`` and ``eps`` are fractions of the range.
+  (``sign(s) * log1p(|s| / eps) / log1p(1 / eps)``, then diverging); ``"energy-height"`` (the energy
+  ``s**2`` as a height: ``h = 1 + log|s| / log(1 / eps)`` clipped to [0, 1], i.e. 2 log10(1 / eps)
+  decades of energy below the range, on a dark-to-light ramp; the sign is not shown). ``s`` is the
+  value normalised by the range (``s = +-1`` at the range limits), so ``tau`` and ``eps`` are fractions
+  of the range.
 - Range ``range``: ``"fixed"`` (``vmin``, ``vmax``; default [0, 1] for grey, [-1, 1] otherwise; no
   per-frame rescale, the default for watching a rollout), ``"symmetric"`` (per frame: ``s = d / max|d|``
   over all panels), ``"per_band"`` (the same per panel). ``max|d|`` ignores NaN/Inf and is reduced on
@@ -26,6 +29,10 @@ The exact colour maths (colour maps, range modes, fade) is defined, and tested a
 strip with a vertical expansion ``sy``; the detail bands of a 1-D field are ``(P, 1, N)`` panels
 (stacked, ``cols=1``); a band x time image (rows = bands, columns = steps) is one ``(1, T, L)`` or
 ``(1, L, T)`` panel, expanded with ``(sy, sx)`` to a readable size.
+
+Labelled pictures (titles, colour bar, header line) are :mod:`vkbands.labels`: the same ImageWriter
+given a ``frame`` (the grid at an offset, title space above each row, the colour bar drawn with the
+same colour-map code), then the text. Without a frame the picture is exactly the unlabelled one.
 
 Two ways in:
 - :func:`render_image` / :func:`save_png`: one picture, NumPy or device field in, ``(H', W', 4) uint8`` out.
@@ -48,13 +55,16 @@ from ._checks import option_choice, option_int, option_real
 from ._owner import Owner
 
 __all__ = ["ImageWriter", "render_image", "save_png", "layout", "CMAPS", "RANGES", "BACKGROUND",
-           "NONFINITE", "GAP"]
+           "NONFINITE", "GAP", "DEFAULT_RANGE"]
 
 # The colour maps, range modes and default limits are SPEC section 6, defined once in the reference
 # (whose colorize() every write_image.comp test compares against); the shader takes their indices.
 CMAPS = R.PICTURE_CMAPS
 RANGES = R.PICTURE_RANGES
 DEFAULT_LIMITS = R.PICTURE_DEFAULT_LIMITS
+# The range pictures of a rollout use unless told otherwise (files, demo, viewer): each panel scaled by
+# its own max|x| of the frame, so a decaying field stays visible (its colour bar and titles say so).
+DEFAULT_RANGE = "per_band"
 BACKGROUND = (32, 32, 32, 255)   # gaps and empty grid cells (also written in write_image.comp)
 NONFINITE = (255, 0, 255, 255)   # NaN, +Inf, -Inf in every colour map
 GAP = 2                          # default pixels between panels
@@ -106,7 +116,8 @@ def _style(cmap, range, vmin, vmax, tau, eps):
     return dict(cmap=CMAPS.index(cmap), range_mode=RANGES.index(range),
                 centre=(vmin + vmax) / 2.0 if range == "fixed" else 0.0,
                 inv_half=2.0 / (vmax - vmin) if range == "fixed" else 0.0,
-                tau=tau, inv_eps=1.0 / eps, log_norm=1.0 / math.log1p(1.0 / eps))
+                tau=tau, inv_eps=1.0 / eps, log_norm=1.0 / math.log1p(1.0 / eps),
+                e_norm=1.0 / math.log(1.0 / eps) if eps != 1.0 else 0.0)
 
 
 # ----------------------------------------------------------------------------- the device renderer
@@ -120,11 +131,13 @@ class ImageWriter(Owner):
         cols: panels per row (default: one row; one column for strips, H == 1).
         scale: nearest block expansion, an int or ``(sy, sx)``.
         gap: pixels between grid cells.
+        frame: a labelled layout (:class:`vkbands.labels.Frame`: image size, grid origin, title space
+            above each panel row, colour bar); None: the picture is the grid alone.
     Attributes: ``height``, ``width`` (``shape = (height, width)``), ``acc`` (the r32f accumulator),
-    ``P, H, W, cols, rows, sx, sy, gap``. :meth:`image` makes a matching rgba8 image.
+    ``P, H, W, cols, rows, sx, sy, gap, frame``. :meth:`image` makes a matching rgba8 image.
     """
 
-    def __init__(self, ctx=None, P=1, H=1, W=1, cols=None, scale=1, gap=GAP):
+    def __init__(self, ctx=None, P=1, H=1, W=1, cols=None, scale=1, gap=GAP, frame=None):
         self.ctx = ctx = ctx or default_context()
         self.P, self.H, self.W = option_int("P", P, 1), option_int("H", H, 1), option_int("W", W, 1)
         self.sy, self.sx = _scale(scale)
@@ -132,6 +145,16 @@ class ImageWriter(Owner):
         self.cols = min(self.P, _default_cols(self.P, self.H) if cols is None else option_int("cols", cols, 1))
         self.rows = -(-self.P // self.cols)
         self.height, self.width = layout(self.P, self.H, self.W, self.cols, self.sx, self.sy, self.gap)
+        self.frame = frame
+        self._offset = (0, 0, 0)               # (oy, ox, pad_top)
+        self._bar = (0, 0, 0, 0)
+        if frame is not None:
+            gh = self.rows * (self.H * self.sy + self.gap + frame.pad_top) - self.gap
+            if frame.oy + gh > frame.height or frame.ox + self.width > frame.width:
+                raise ValueError(f"frame {frame!r} does not hold the {gh}x{self.width} grid")
+            self.height, self.width = int(frame.height), int(frame.width)
+            self._offset = (int(frame.oy), int(frame.ox), int(frame.pad_top))
+            self._bar = tuple(int(b) for b in frame.bar)
         limit = int(ctx.limits.maxImageDimension2D)
         if self.height > limit or self.width > limit:
             raise ValueError(f"picture size {self.height}x{self.width} (P={self.P}, H={self.H}, W={self.W}, "
@@ -165,9 +188,16 @@ class ImageWriter(Owner):
         p = option_int("p", p, 0)
         if p >= self.P:
             raise ValueError(f"p={p}: this layout has panels 0..{self.P - 1}")
-        y0 = (p // self.cols) * (self.H * self.sy + self.gap)
-        x0 = (p % self.cols) * (self.W * self.sx + self.gap)
+        oy, ox, pad = self._offset
+        y0 = oy + pad + (p // self.cols) * (self.H * self.sy + self.gap + pad)
+        x0 = ox + (p % self.cols) * (self.W * self.sx + self.gap)
         return y0, x0, y0 + self.H * self.sy, x0 + self.W * self.sx
+
+    def scale_buffer(self, range):
+        """The device buffer of max|x| that ``range`` reads after :meth:`record`: per panel
+        (per_band, or one panel), else the one over all panels (symmetric); fixed: the per-panel one
+        (unused)."""
+        return self._all_max if range == "symmetric" and self.P > 1 else self._panel_max
 
     def _check(self, panels, image):
         if not isinstance(panels, DeviceArray):
@@ -225,8 +255,10 @@ class ImageWriter(Owner):
         if fade > 0.0 and self._last_fade == 0.0:
             reset = True  # without fade the shader leaves the accumulator stale: start it from this frame
         self._last_fade = fade
+        (oy, ox, pad), (by, bx, bh, bw) = self._offset, self._bar
         push = dict(n_panels=self.P, height=self.H, width=self.W, cols=self.cols, sx=self.sx, sy=self.sy,
-                    gap=self.gap, reset=int(bool(reset)), fade=fade, **style)
+                    gap=self.gap, reset=int(bool(reset)), fade=fade, ox=ox, oy=oy, pad_top=pad,
+                    bar_x=bx, bar_y=by, bar_w=bw, bar_h=bh, **style)
         d = self._draw
         rec.dispatch(d, d.groups(self.width, self.height), panels, scale, self.acc, image, push=push)
         return image
@@ -254,7 +286,7 @@ def render_image(field, cmap="diverging", vmin=None, vmax=None, range="fixed", s
     Args:
         field: NumPy array or DeviceArray (float32), shape ``(H, W)``, ``(P, H, W)`` (P panels on a
             grid) or ``(N,)`` (a 1-D field, drawn as a strip).
-        cmap: "grey", "diverging", "ternary", "log".  range: "fixed", "symmetric", "per_band".
+        cmap: "grey", "diverging", "ternary", "log", "energy-height".  range: "fixed", "symmetric", "per_band".
         vmin, vmax: the fixed range (default [0, 1] for grey, [-1, 1] for the signed maps).
         scale: nearest block expansion, int or ``(sy, sx)``; default 1, except strips (H == 1), which
             get ``sy = ceil(W / 8)`` (an 8:1 strip).

@@ -472,21 +472,33 @@ def contraction_rates(E, steps, stderr=False):
 #            ternary:   BLUE if s0 < -tau, RED if s0 > tau, else WHITE
 #            log:       s = sign(s0) * (log1p(|s0| * inv_eps) * log_norm), inv_eps = 1 / eps,
 #                       log_norm = 1 / log1p(1 / eps) (float64, then float32); then diverging
+#            energy-height: h = clip(1 + log(|s0|) * e_norm, 0, 1), 0 where s0 == 0, e_norm = 1 / log(1 / eps)
+#                       (float64, then float32): |s0| from eps to 1 (x^2 over 2 log10(1/eps) decades) is
+#                       the height; rgb = the piecewise-linear ramp through PICTURE_HEIGHT at h
+#                       (x = 4h, i = min(int(x), 3), mix(HEIGHT[i], HEIGHT[i+1], x - i))
 #            NaN / +-Inf (after fading) -> NONFINITE in every map.
 #   rgba8    round(rgb * 255), alpha 255.
 #   layout   panel p at grid cell (p // cols, p % cols); each value a sy x sx block; cells `gap` apart;
 #            image (rows*(H*sy + gap) - gap, cols*(W*sx + gap) - gap), rows = ceil(P / cols); pixels
 #            outside every panel are BACKGROUND.
+#   labelled (vkbands.labels, picture_frame): the grid at (oy, ox) of a larger image, each panel row
+#            with pad_top pixels of title space above it (row pitch H*sy + gap + pad_top); the colour
+#            bar rectangle (y, x, h, w): column c has u = (c + 0.5) / w (float32) and colour
+#            colorbar(cmap, w) (grey/diverging: s = 2u - 1 through the map; log: diverging(2u - 1),
+#            the bar's axis being the log axis; ternary: s0 = 2u - 1 with tau = 1/3; energy-height:
+#            the ramp at h = u). Text is drawn over the BACKGROUND of the margins afterwards.
 
 PICTURE_BACKGROUND = (32, 32, 32, 255)
 PICTURE_NONFINITE = (255, 0, 255, 255)
 PICTURE_BLUE = np.array([33, 102, 172], np.float32) / np.float32(255)
 PICTURE_WHITE = np.ones(3, np.float32)
 PICTURE_RED = np.array([178, 24, 43], np.float32) / np.float32(255)
-PICTURE_CMAPS = ("grey", "diverging", "ternary", "log")
+PICTURE_HEIGHT = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
+                          np.float32) / np.float32(255)     # energy-height ramp (dark = low energy)
+PICTURE_CMAPS = ("grey", "diverging", "ternary", "log", "energy-height")
 PICTURE_RANGES = ("fixed", "symmetric", "per_band")
 PICTURE_DEFAULT_LIMITS = {"grey": (0.0, 1.0), "diverging": (-1.0, 1.0), "ternary": (-1.0, 1.0),
-                          "log": (-1.0, 1.0)}
+                          "log": (-1.0, 1.0), "energy-height": (-1.0, 1.0)}
 
 _f32 = np.float32
 
@@ -535,6 +547,38 @@ def _diverging(s):
     return np.where(a < 0, neg, pos).astype(_f32)
 
 
+def _height(h):
+    x = np.clip(np.asarray(h, _f32), _f32(0), _f32(1)) * _f32(4)
+    i = np.minimum(x.astype(np.int32), 3)
+    f = (x - i.astype(_f32))[..., None]
+    return (PICTURE_HEIGHT[i] * (_f32(1) - f) + PICTURE_HEIGHT[i + 1] * f).astype(_f32)
+
+
+def energy_height(s0, eps=1e-3):
+    """The energy-height colour of normalised values ``s0`` (float32 RGB)."""
+    a = np.abs(np.asarray(s0, _f32))
+    e_norm = _f32(1.0 / np.log(1.0 / eps))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = np.where(a > 0, _f32(1) + np.log(np.where(a > 0, a, _f32(1))).astype(_f32) * e_norm, _f32(0))
+    return _height(h.astype(_f32))
+
+
+def colorbar(cmap, width):
+    """The colour bar's columns (float32 RGB, (width, 3)): see the section comment."""
+    _checks.option_choice("cmap", cmap, PICTURE_CMAPS)
+    u = ((np.arange(width, dtype=_f32) + _f32(0.5)) / _f32(width)).astype(_f32)
+    s = (_f32(2) * u - _f32(1)).astype(_f32)
+    if cmap == "grey":
+        return np.repeat(np.clip(_f32(0.5) + _f32(0.5) * s, _f32(0), _f32(1))[:, None], 3, axis=1)
+    if cmap == "ternary":
+        third = _f32(1.0 / 3.0)
+        return np.where((s < -third)[:, None], PICTURE_BLUE,
+                        np.where((s > third)[:, None], PICTURE_RED, PICTURE_WHITE)).astype(_f32)
+    if cmap == "energy-height":
+        return _height(u)
+    return _diverging(s)
+
+
 def picture_s0(values, centre, inv_half):
     """The normalised signed value ``(v - centre) * inv_half`` (float32; centre/inv_half broadcast)."""
     return ((np.asarray(values, _f32) - _f32(centre)) * _f32(inv_half)).astype(_f32)
@@ -553,6 +597,8 @@ def colorize(values, cmap="diverging", centre=0.0, inv_half=1.0, tau=1e-3, eps=1
             rgb = np.repeat(t[..., None], 3, axis=-1)
         elif cmap == "diverging":
             rgb = _diverging(s0)
+        elif cmap == "energy-height":
+            rgb = energy_height(s0, eps)
         elif cmap == "ternary":
             rgb = np.where((s0 < -_f32(tau))[..., None], PICTURE_BLUE,
                            np.where((s0 > _f32(tau))[..., None], PICTURE_RED, PICTURE_WHITE))
@@ -572,12 +618,14 @@ def to_rgba8(rgb):
 
 
 def render_panels(panels, cmap="diverging", range="fixed", vmin=None, vmax=None, tau=1e-3, eps=1e-3,
-                  cols=1, sx=1, sy=1, gap=0, acc=None, fade=0.0, reset=False):
+                  cols=1, sx=1, sy=1, gap=0, acc=None, fade=0.0, reset=False, frame=None):
     """The reference picture of panels ``(P, H, W)`` (a 2-D field is P = 1): ``(rgba8 image, acc)``.
 
     ``acc`` is the faded state (P, H, W) float32 to pass back in on the next frame (``None`` on the
     first frame, which then behaves like ``reset``). ``vmin``/``vmax`` default to
-    ``PICTURE_DEFAULT_LIMITS[cmap]`` and are used by ``range="fixed"`` only."""
+    ``PICTURE_DEFAULT_LIMITS[cmap]`` and are used by ``range="fixed"`` only. ``frame``: a labelled
+    layout (``height, width, oy, ox, pad_top, bar``: :class:`vkbands.labels.Frame`), whose text is
+    not part of this reference (it is drawn over the background afterwards)."""
     cur = np.asarray(panels, _f32)
     if cur.ndim == 2:
         cur = cur[None]
@@ -591,14 +639,21 @@ def render_panels(panels, cmap="diverging", range="fixed", vmin=None, vmax=None,
     tiles = to_rgba8(rgb)
     tiles = np.repeat(np.repeat(tiles, sy, axis=1), sx, axis=2)
     height, width = picture_layout(P, H, W, cols, sx, sy, gap)
+    oy = ox = pad = 0
+    if frame is not None:
+        height, width, oy, ox, pad = frame.height, frame.width, frame.oy, frame.ox, frame.pad_top
     img = np.empty((height, width, 4), np.uint8)
     img[:] = PICTURE_BACKGROUND
     for p in np.arange(P):
-        y0, x0 = (p // cols) * (H * sy + gap), (p % cols) * (W * sx + gap)
+        y0, x0 = oy + pad + (p // cols) * (H * sy + gap + pad), ox + (p % cols) * (W * sx + gap)
         img[y0:y0 + H * sy, x0:x0 + W * sx] = tiles[p]
+    if frame is not None and frame.bar[3] > 0:
+        by, bx, bh, bw = frame.bar
+        img[by:by + bh, bx:bx + bw] = to_rgba8(colorbar(cmap, bw))[None]
     return img, state
 
 
 __all__ += ["PICTURE_BACKGROUND", "PICTURE_NONFINITE", "PICTURE_BLUE", "PICTURE_WHITE", "PICTURE_RED",
-            "PICTURE_CMAPS", "PICTURE_RANGES", "PICTURE_DEFAULT_LIMITS", "picture_layout", "fade_step",
+            "PICTURE_CMAPS", "PICTURE_RANGES", "PICTURE_DEFAULT_LIMITS", "PICTURE_HEIGHT", "energy_height",
+            "colorbar", "picture_layout", "fade_step",
             "finite_maxabs", "picture_range", "picture_s0", "colorize", "to_rgba8", "render_panels"]
