@@ -31,8 +31,23 @@ stops at once, without saving. Files are written complete or not at all, never o
 (:func:`vkbands.viewer.files.write_new`). A window larger than the device can draw into is refused
 with a :class:`vkbands.LimitError` before the swapchain is made.
 
+Offscreen (``offscreen=True``: ``vkbands view --offscreen``, and without a display): the same frames,
+panel included, are drawn into offscreen images (:mod:`vkbands.viewer.offscreen`) by a context without
+a surface; there is no window, no input and nothing is presented, and the run ends after ``frames``
+frames (or :meth:`HeadlessWindow.request_close`). Screenshots and recordings work as in a window.
+
+Recording (the panel's Record button, ``v``, ``--record``, ``--video PATH``): by default an MP4 of the
+window (sheet grid and panel, exactly the frames drawn; :class:`vkbands.viewer.files.VideoRecording`)
+with one frame every ``record_every`` simulation steps (default: the steps per frame when the
+recording starts), played at ``record_fps`` (default 30). Frames are sampled by steps, not by the
+clock: while recording, a frame advances at most up to the next sampled step, so every sampled step
+is drawn and recorded once; paused frames are not recorded (nothing repeated). Each captured frame
+goes to a :class:`vkbands.video.VideoWriter`, whose encoder thread takes it from a bounded queue; a
+full queue blocks the frame loop (the simulation slows; no frame is lost). ``record_format="gif"``
+keeps the GIF recording of the sheet grid, taken at most ``record_fps`` times a second (wall clock).
+
 Keys: space play/pause, ``.`` single step, ``r`` reset, ``s`` screenshot of the sheet grid,
-``[``/``]`` steps per frame, ``0`` reset zoom/pan, ``q``/Esc quit. Mouse: wheel zooms at the cursor,
+``v`` start/stop recording, ``[``/``]`` steps per frame, ``0`` reset zoom/pan, ``q``/Esc quit. Mouse: wheel zooms at the cursor,
 left drag pans (over the preview, when ImGui does not want the mouse).
 """
 from __future__ import annotations
@@ -49,11 +64,13 @@ from vkbands import _interrupt
 from vkbands._checks import option_int
 from vkbands.engine import Context, LimitError
 
-from .files import FileWatch, GifRecording, MAX_RECORD_FRAMES, read_input, read_npy, save_png, unique_path
+from .files import (FileWatch, GifRecording, MAX_RECORD_FRAMES, VideoRecording, read_input, read_npy, save_png,
+                    unique_path)
 from .frame import FrameGraphics
 from .imgui_vk import ImGuiRenderer
 from .panel import BAND_TIME_TEXTURE_ID, PANEL_WIDTH, Panel
 from .preview import Preview
+from .offscreen import HeadlessWindow, OffscreenTarget
 from .swapchain import FrameSync, OutOfDate, Swapchain, WindowTooLarge
 from .window import Window, init_glfw, release_glfw, required_instance_extensions
 
@@ -63,8 +80,11 @@ __all__ = ["Viewer", "FRAMES_IN_FLIGHT", "PANEL_WIDTH", "KEY_HELP", "INTERRUPTED
 SAMPLE_EVERY = 120       # frames between two timed (waiting) frames that measure ms/step
 FRAMES_IN_FLIGHT = 2
 MAX_STEPS_PER_FRAME = 1 << 16
+RECORD_FORMATS = ("mp4", "gif")
+DEFAULT_RECORD_FPS = {"mp4": 30.0, "gif": 15.0}
 INTERRUPTED = 130        # exit status of a run ended by SIGINT/SIGTERM (128 + SIGINT, as shells report Ctrl-C)
 KEY_HELP = [("space", "play / pause"), (".", "single step"), ("r", "reset"), ("s", "screenshot (sheet grid)"),
+            ("v", "record / stop (MP4)"),
             ("[ / ]", "steps per frame - / +"), ("0", "reset zoom and pan"), ("wheel / drag", "zoom / pan"),
             ("q / Esc", "quit")]
 _IMGUI_KEYS = ((imgui.KEY_TAB, glfw.KEY_TAB), (imgui.KEY_LEFT_ARROW, glfw.KEY_LEFT),
@@ -92,21 +112,36 @@ class Viewer:
         vsync: FIFO presentation (off: IMMEDIATE/MAILBOX to measure).
         steps_per_frame: steps advanced per frame while playing.  paused: start paused.
         show_ui: draw the ImGui panel.  out_dir: where screenshots and recordings go.
-        record_fps: frame rate of recordings (frames are taken at most this often, wall-clock).
+        record_fps: frame rate of recordings (MP4: the playback rate; GIF: frames are taken at most this
+            often, wall clock); default 30 (MP4), 15 (GIF).
+        record_format: "mp4" (the window, H.264) or "gif" (the sheet grid).
+        record_every: MP4: simulation steps per recorded frame (default: the steps per frame when a
+            recording starts).
         watch: a .npy file re-read whenever another process rewrites it.
+        offscreen: draw into offscreen images: no window, no display, no surface (see the module docstring).
     """
 
     def __init__(self, sheets_factory, width=1280, height=800, vsync=True, steps_per_frame=1, paused=False,
-                 show_ui=True, out_dir=".", record_fps=15.0, watch=None, title="vkbands view", device=None,
-                 validation=None, profile=False):
+                 show_ui=True, out_dir=".", record_fps=None, watch=None, title="vkbands view", device=None,
+                 validation=None, profile=False, offscreen=False, record_format="mp4", record_every=None):
         self._closed = True
         width, height = option_int("--width", width, 1), option_int("--height", height, 1)
-        init_glfw()
-        try:
-            self.window = Window(width, height, title)
-        except BaseException:
-            release_glfw()
-            raise
+        if record_format not in RECORD_FORMATS:
+            raise ValueError(f"--record-format {record_format}: allowed: {', '.join(RECORD_FORMATS)}")
+        if record_every is not None:
+            record_every = option_int("--record-every", record_every, 1)
+        if record_fps is not None and not (float(record_fps) > 0 and float(record_fps) < float("inf")):
+            raise ValueError(f"--record-fps {record_fps}: allowed: a frame rate > 0")
+        self.offscreen = bool(offscreen)
+        if self.offscreen:
+            self.window = HeadlessWindow(width, height)
+        else:
+            init_glfw()
+            try:
+                self.window = Window(width, height, title)
+            except BaseException:
+                release_glfw()
+                raise
         self.ctx = self.swapchain = self.sync = self.preview = self.gui = self.sheets = None
         self.graphics = self.panel = self._imgui_ctx = None
         try:
@@ -123,7 +158,10 @@ class Viewer:
         self.playing = not paused
         self.show_ui = show_ui
         self.out_dir = Path(out_dir)
-        self.record_fps = float(record_fps)
+        self.record_format = record_format
+        self.record_fps = float(record_fps if record_fps is not None else DEFAULT_RECORD_FPS[record_format])
+        self.record_every = record_every
+        self.record_error = None      # the error that ended a recording (a script's run raises it)
         self.frame_count = 0          # frames presented
         self.messages: deque = deque(maxlen=6)   # (text, is_error) shown in the panel
         self.last_error = None
@@ -133,7 +171,7 @@ class Viewer:
         self._frame_times: deque = deque(maxlen=60)
         self._last_frame_t = None
         self._drag = None
-        self.recording = None         # a GifRecording while recording
+        self.recording = None         # a VideoRecording or GifRecording while recording
         self.last_recording = None
         self.last_recording_frames = 0
         self.timings = {"simulate": 0.0, "draw": 0.0, "present": 0.0, "frame": 0.0}
@@ -143,12 +181,19 @@ class Viewer:
 
     def _open_parts(self, device, validation, vsync, size):
         """Context (with the window's surface), swapchain, frame slots, preview, ImGui, frame graphics."""
-        # The context creates the window's surface right after its instance, picks a device and
-        # queue family that can present to it, and owns it (destroyed before the instance).
-        self.ctx = Context(device=device, validation=validation, instance_extensions=required_instance_extensions(),
-                           device_extensions=["VK_KHR_swapchain"], surface=self.window.make_surface)
-        self._check_window_size(size)
-        self.swapchain = Swapchain(self.ctx, self.ctx.surface, self.window.framebuffer_size, vsync)
+        if self.offscreen:
+            # No surface, no swapchain: a compute + graphics context and offscreen images, one per slot.
+            self.ctx = Context(device=device, validation=validation)
+            self._check_window_size(size)
+            self.swapchain = OffscreenTarget(self.ctx, self.window.framebuffer_size, FRAMES_IN_FLIGHT)
+        else:
+            # The context creates the window's surface right after its instance, picks a device and
+            # queue family that can present to it, and owns it (destroyed before the instance).
+            self.ctx = Context(device=device, validation=validation,
+                               instance_extensions=required_instance_extensions(),
+                               device_extensions=["VK_KHR_swapchain"], surface=self.window.make_surface)
+            self._check_window_size(size)
+            self.swapchain = Swapchain(self.ctx, self.ctx.surface, self.window.framebuffer_size, vsync)
         self.sync = FrameSync(self.ctx, FRAMES_IN_FLIGHT)
         self.preview = Preview(self.ctx, self.swapchain.render_pass, FRAMES_IN_FLIGHT)
         self._imgui_ctx = imgui.create_context()
@@ -268,6 +313,8 @@ class Viewer:
             self.reset()
         elif key == glfw.KEY_S:
             self.screenshot_sheets()
+        elif key == glfw.KEY_V:
+            self.stop_recording() if self.recording else self.start_recording()
         elif key == glfw.KEY_LEFT_BRACKET:
             self.set_steps_per_frame(self.steps_per_frame // 2)
         elif key == glfw.KEY_RIGHT_BRACKET:
@@ -396,40 +443,80 @@ class Viewer:
         else:
             self.error(text)
 
-    def start_recording(self):
-        """Start a recording (frames taken at ``record_fps``); a GIF named in ``out_dir`` when it stops."""
-        another = lambda: unique_path(self.out_dir, "vkbands-rec", ".gif")   # noqa: E731
+    def start_recording(self, path=None, fmt=None):
+        """Start a recording (see the module docstring): ``fmt`` (default ``record_format``) "mp4", the
+        window every ``record_every`` steps, or "gif", the sheet grid at ``record_fps``; saved when it
+        stops, as ``path`` (a new file) or a new name in ``out_dir``."""
+        fmt = fmt or self.record_format
+        suffix = "." + fmt
+        another = (lambda: unique_path(self.out_dir, "vkbands-rec", suffix)) if path is None else None
         try:
-            self.recording = GifRecording(another(), another=another)
+            target = Path(path) if path is not None else another()
         except OSError as e:
             self.error(f"recording: --out-dir {self.out_dir}: {e.strerror or e}")
             return
-        self.info(f"recording at {self.record_fps:g} fps -> {self.recording.path}")
+        if fmt == "gif":
+            self.recording = GifRecording(target, another=another)
+            self.info(f"recording at {self.record_fps:g} fps -> {self.recording.path}")
+            return
+        every = self.record_every or self.steps_per_frame
+        self.recording = VideoRecording(target, self.record_fps, every, another=another)
+        self.record_error = None
+        self.info(f"recording MP4, one frame every {every} step{'' if every == 1 else 's'}, "
+                  f"{self.record_fps:g} fps -> {self.recording.path}")
 
     def stop_recording(self, announce=True, strict=False):
-        """Save the recording as a GIF (its path; None when there was nothing to save). A save that
-        fails is reported and the recording goes on (stop again to retry), or, ``strict``, raises.
-        ``announce``: print the "saved recording" line."""
+        """Save the recording (its path; None when there was nothing to save). A save that fails is
+        reported and, for a GIF, the recording goes on (stop again to retry; an MP4 is lost), or,
+        ``strict``, raises. ``announce``: print the "saved recording" line. Frames captured by frames
+        still in flight are waited for and kept first (none of a recording's frames is lost)."""
+        if self.recording is not None and self.graphics is not None and self.graphics.pending_captures:
+            self.flush()
         rec, self.recording = self.recording, None
         try:
             path = rec.save(self.record_fps) if rec is not None else None
         except OSError as e:
             if strict:
                 raise
-            self.recording = rec
-            self.error(f"recording {rec.path} not saved ({e.strerror or e}); still recording, stop again to retry")
+            if isinstance(rec, GifRecording):
+                self.recording = rec
+                self.error(f"recording {rec.path} not saved ({e.strerror or e}); still recording, stop again to retry")
+            else:
+                self.record_error = e
+                self.error(f"recording {rec.path} not saved ({e.strerror or e})")
             return None
         if path is None:
             return None
         if announce:
-            self.info(f"saved recording ({_frames(len(rec.frames))}) {path}")
+            self.info(f"saved recording ({_frames(rec.n_frames)}) {path}")
         self.last_recording = path
-        self.last_recording_frames = len(rec.frames)
+        self.last_recording_frames = rec.n_frames
         return path
 
-    def _request_recording_frame(self):
-        if self.recording is not None and self.recording.due(self.record_fps):
+    def abort_recording(self):
+        """Drop the recording in progress; nothing is written (an MP4's temporary file is removed)."""
+        rec, self.recording = self.recording, None
+        if rec is not None:
+            rec.abort()
+
+    def _request_recording_frame(self, steps):
+        rec = self.recording
+        if isinstance(rec, VideoRecording):
+            if rec.advanced(steps):
+                self.graphics.capture_window(self._video_frame)
+        elif rec is not None and rec.due(self.record_fps):
             self.graphics.capture_sheets(self._recording_frame)
+
+    def _video_frame(self, cap):
+        rec = self.recording
+        if not isinstance(rec, VideoRecording):
+            return
+        try:
+            rec.add(cap.pixels)          # blocks while the encoder's queue is full: never dropped
+        except Exception as e:  # noqa: BLE001 — the encoder failed: say so, drop the recording, run on
+            self.record_error = e
+            self.abort_recording()
+            self.error(f"recording {rec.path} failed and was dropped: {e}")
 
     def _recording_frame(self, cap):
         if self.recording is not None and self.recording.add(cap.pixels):
@@ -460,9 +547,9 @@ class Viewer:
         # it (an acquire with a signalled semaphore is invalid) and give the image back.
         t1 = time.perf_counter()
         try:
-            self._submit_compute(slot)
+            steps = self._submit_compute(slot)
             t2 = time.perf_counter()
-            self._request_recording_frame()
+            self._request_recording_frame(steps)
             self.graphics.submit(slot, index, draw_data, self.preview_area())
         except BaseException:
             self.needs_recreate = True      # first: giving the frame back may fail too (a lost device)
@@ -520,7 +607,10 @@ class Viewer:
         return imgui.get_draw_data()
 
     def _acquire(self, slot):
-        """``(image index, suboptimal)``, or None when the swapchain is out of date (recreated next)."""
+        """``(image index, suboptimal)``, or None when the swapchain is out of date (recreated next).
+        Offscreen: the slot's own image."""
+        if self.offscreen:
+            return self.swapchain.acquire_slot(slot)
         try:
             return self.swapchain.acquire(self.sync.acquired[slot])
         except OutOfDate:
@@ -528,9 +618,12 @@ class Viewer:
             return None
 
     def _steps_this_frame(self) -> int:
+        """Steps of this frame: the steps per frame while playing (a single step asked for while paused),
+        at most up to the next step an MP4 recording samples."""
+        limit = self.recording.limit if isinstance(self.recording, VideoRecording) else (lambda n: n)
         if self.playing:
-            return self.steps_per_frame
-        steps = min(self._pending_step, 1)
+            return limit(self.steps_per_frame)
+        steps = limit(min(self._pending_step, 1))
         self._pending_step -= steps
         return steps
 
@@ -544,6 +637,7 @@ class Viewer:
         # ms/step: every SAMPLE_EVERY frames while playing, one frame times its steps apart (it waits)
         sample = self.profile or (steps > 0 and self.frame_count % SAMPLE_EVERY == 0)
         self.sheets.submit(steps, slot, profile=sample)
+        return steps
 
     def _present(self, index, suboptimal):
         ok = self.swapchain.present(index)
@@ -587,7 +681,7 @@ class Viewer:
                 self.flush()
                 saved = self.stop_recording(announce=received is None, strict=True) if self.recording else None
             except KeyboardInterrupt:    # a second signal: stop at once
-                self.recording = None
+                self.abort_recording()
                 print(f"vkbands view: interrupted after {_frames(self.frame_count)}; stopped at once, nothing "
                       "more saved", file=sys.stderr, flush=True)
                 return INTERRUPTED
@@ -599,6 +693,8 @@ class Viewer:
             return INTERRUPTED
         if shot_error:
             raise shot_error[0]
+        if frames is not None and self.record_error is not None:   # a script's recording failed
+            raise self.record_error
         return 0
 
     # ------------------------------------------------------------------ lifetime
@@ -612,6 +708,9 @@ class Viewer:
         if self._closed:
             return
         self._closed = True
+        rec, self.recording = getattr(self, "recording", None), None
+        if rec is not None:             # not stopped by run(): nothing half-written is left
+            rec.abort()
         if self.ctx is not None and not self.ctx.closed:
             self.ctx.wait_idle()
             if self.sync is not None:
@@ -630,7 +729,8 @@ class Viewer:
             self.open_at_close = sorted(k for k, n in kinds.items() for _ in range(n))
             self.ctx.close()       # destroys the surface it owns (after the swapchain, before the instance)
         self.window.close()
-        release_glfw()
+        if not self.offscreen:
+            release_glfw()
 
     def __enter__(self):
         return self

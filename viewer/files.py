@@ -1,5 +1,5 @@
-"""The viewer's files: output names that never overwrite, PNG screenshots, GIF recordings, and the
-.npy fields read for ``--load`` / ``--watch``. No Vulkan, no window.
+"""The viewer's files: output names that never overwrite, PNG screenshots, MP4 and GIF recordings, and
+the .npy fields read for ``--load`` / ``--watch``. No Vulkan, no window.
 
 Everything written here appears complete or not at all (:func:`write_new`): the bytes go to a hidden
 temporary file in the destination folder (created with the user's umask), which is then linked to
@@ -178,6 +178,13 @@ class GifRecording:
         self.frames.append(Image.fromarray(np.ascontiguousarray(pixels[..., :3])).quantize(256))
         return len(self.frames) >= self.max_frames
 
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    def abort(self):
+        self.frames = []
+
     def save(self, fps: float):
         """Write the GIF played at ``fps`` (:func:`write_new`); the path written, or None when no
         frame was taken."""
@@ -188,6 +195,69 @@ class GifRecording:
                                                               duration=int(round(1000 / fps)), loop=0),
                               another=self.another)
         return self.path
+
+
+class VideoRecording:
+    """An MP4 recording (:class:`vkbands.video.VideoWriter`) sampled by simulation steps: one frame
+    every ``every`` steps, played at ``fps``. The app asks :meth:`limit` how many steps a frame may
+    advance (never past the next sampled step) and tells :meth:`advanced` how many it did; the first
+    frame after the start is taken, then every frame that lands on a sampled step, so no sampled step
+    is skipped and none is taken twice (paused frames advance no step: not taken).
+
+    The writer starts with the first frame, at its size; a frame of another size (the window was
+    resized) is cropped or padded (black) to it. Saved by :meth:`save` (complete or absent, never
+    overwriting: ``another`` gives the next generated name when ``path`` was taken meanwhile)."""
+
+    def __init__(self, path, fps: float, every: int, another=None, queue_frames: int = 8):
+        self.path, self.fps, self.every, self.another = Path(path), float(fps), max(1, int(every)), another
+        self.queue_frames = queue_frames
+        self.writer = None
+        self._due = None           # steps until the next sampled one (None: take the next frame)
+
+    def limit(self, steps: int) -> int:
+        """The steps a frame may advance (``steps`` asked for) without passing the next sampled step."""
+        return steps if self._due is None else min(steps, self._due)
+
+    def advanced(self, steps: int) -> bool:
+        """A frame advanced ``steps`` (at most :meth:`limit`); whether it is to be recorded."""
+        if self._due is None or steps >= self._due:
+            self._due = self.every
+            return True
+        self._due -= steps
+        return False
+
+    @property
+    def n_frames(self) -> int:
+        return self.writer.frames_written if self.writer is not None else 0
+
+    def add(self, pixels: np.ndarray) -> bool:
+        """Queue an (H, W, 3 or 4) uint8 frame for the encoder (blocks while its queue is full; raises
+        the encoder's error). Returns False (an MP4 has no frame limit)."""
+        from vkbands.video import VideoWriter
+        h, w = pixels.shape[:2]
+        if self.writer is None:
+            self.writer = VideoWriter(self.path, self.fps, (w, h), queue_frames=self.queue_frames,
+                                      another=self.another)
+        W, H = self.writer.size
+        if (w, h) != (W, H):
+            fitted = np.zeros((H, W, pixels.shape[2]), np.uint8)
+            fitted[:min(h, H), :min(w, W)] = pixels[:H, :W]
+            pixels = fitted
+        self.writer.write(pixels)
+        return False
+
+    def save(self, fps: float | None = None):
+        """Finish the file (waits for the encoder); the path written, or None when no frame was taken.
+        (``fps`` is the one given at the start; the argument is :class:`GifRecording`'s.)"""
+        if self.writer is None:
+            return None
+        self.path = self.writer.close()
+        return self.path
+
+    def abort(self):
+        """Drop the recording: nothing is written."""
+        if self.writer is not None:
+            self.writer.abort()
 
 
 class FileWatch:

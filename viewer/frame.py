@@ -10,7 +10,9 @@
    (:meth:`finish`), each handed to its ``done`` callback;
 
 and submits it, waiting on the slot's acquire semaphore and signalling the image's render-finished
-semaphore and the slot's fence. :meth:`abandon` gives back a frame that failed between acquire and
+semaphore and the slot's fence. Drawing offscreen (:class:`~vkbands.viewer.offscreen.OffscreenTarget`,
+whose ``presents`` is False) there are no semaphores: the batch signals the slot's fence only, and the
+image, left in TRANSFER_SRC_OPTIMAL by its render pass, is copied without a layout change. :meth:`abandon` gives back a frame that failed between acquire and
 submit (its acquire semaphore consumed by an empty batch, its captures dropped).
 """
 from __future__ import annotations
@@ -67,6 +69,11 @@ class FrameGraphics:
         self._captures: list[list[Capture]] = [[] for _ in range(sync.n)]
         self.last_barriers: list[Barrier] = []              # of the last recorded frame (tests)
 
+    @property
+    def presents(self) -> bool:
+        """Whether frames go to a swapchain (False: an offscreen target)."""
+        return getattr(self.swapchain, "presents", True)
+
     # ------------------------------------------------------------------ captures
     def capture_window(self, done):
         """Copy the next recorded frame's swapchain image (sheet grid and panel, exactly what is
@@ -106,11 +113,15 @@ class FrameGraphics:
         sync = self.sync
         cb = self.record(slot, index, draw_data, area)
         vk.vkResetFences(self.ctx.device, 1, [sync.fences[slot]])
-        waits, stages = [sync.acquired[slot]], [ATTACHMENT]   # the image is written from here on
-        signals, cbs = [self.swapchain.render_done[index]], [cb]
-        info = vk.VkSubmitInfo(waitSemaphoreCount=1, pWaitSemaphores=waits, pWaitDstStageMask=stages,
-                               commandBufferCount=1, pCommandBuffers=cbs, signalSemaphoreCount=1,
-                               pSignalSemaphores=signals)
+        cbs = [cb]
+        if self.presents:
+            waits, stages = [sync.acquired[slot]], [ATTACHMENT]   # the image is written from here on
+            signals = [self.swapchain.render_done[index]]
+            info = vk.VkSubmitInfo(waitSemaphoreCount=1, pWaitSemaphores=waits, pWaitDstStageMask=stages,
+                                   commandBufferCount=1, pCommandBuffers=cbs, signalSemaphoreCount=1,
+                                   pSignalSemaphores=signals)
+        else:                       # offscreen: nothing acquired, nothing presented
+            info = vk.VkSubmitInfo(commandBufferCount=1, pCommandBuffers=cbs)
         vk.vkQueueSubmit(self.ctx.queue, 1, [info], sync.fences[slot])
         sync.frame_submitted(slot)
 
@@ -168,6 +179,16 @@ class FrameGraphics:
         buf = self.ctx.empty((fw * fh * 4,), np.uint8, host=True)
         hazards.use(TRANSFER, writes=[id(buf)])
         img = self.swapchain.images[index]
+        region = vk.VkBufferImageCopy(
+            bufferOffset=0, bufferRowLength=0, bufferImageHeight=0,
+            imageSubresource=vk.VkImageSubresourceLayers(aspectMask=vk.VK_IMAGE_ASPECT_COLOR_BIT, mipLevel=0,
+                                                         baseArrayLayer=0, layerCount=1),
+            imageOffset=vk.VkOffset3D(x=0, y=0, z=0), imageExtent=vk.VkExtent3D(width=fw, height=fh, depth=1))
+        if not self.presents:
+            # Offscreen: the render pass left the image in TRANSFER_SRC_OPTIMAL, and its subpass ->
+            # EXTERNAL dependency made the colour writes visible to TRANSFER reads: copy at once.
+            vk.vkCmdCopyImageToBuffer(cb, img, vk.VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, buf.buffer, 1, [region])
+            return Capture("window", buf, (fh, fw, 4), self.swapchain.channels, done)
         # The render pass ends with its subpass -> EXTERNAL dependency (colour writes made available
         # and visible to TRANSFER reads) during which the attachment goes to its final layout,
         # PRESENT_SRC. That transition is ordered only before the dependency's destination stages,
@@ -175,11 +196,6 @@ class FrameGraphics:
         # stage of COLOR_ATTACHMENT_OUTPUT would leave the two layout transitions unordered.
         record_image_barrier(cb, img, Barrier(TRANSFER, TRANSFER, 0, READ[TRANSFER]),
                              vk.VK_IMAGE_LAYOUT_PRESENT_SRC_KHR, vk.VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL)
-        region = vk.VkBufferImageCopy(
-            bufferOffset=0, bufferRowLength=0, bufferImageHeight=0,
-            imageSubresource=vk.VkImageSubresourceLayers(aspectMask=vk.VK_IMAGE_ASPECT_COLOR_BIT, mipLevel=0,
-                                                         baseArrayLayer=0, layerCount=1),
-            imageOffset=vk.VkOffset3D(x=0, y=0, z=0), imageExtent=vk.VkExtent3D(width=fw, height=fh, depth=1))
         vk.vkCmdCopyImageToBuffer(cb, img, vk.VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, buf.buffer, 1, [region])
         record_image_barrier(cb, img, Barrier(TRANSFER, PRESENT, READ[TRANSFER], 0),
                              vk.VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, vk.VK_IMAGE_LAYOUT_PRESENT_SRC_KHR)
@@ -198,7 +214,8 @@ class FrameGraphics:
         try:
             vk.vkResetFences(self.ctx.device, 1, [sync.fences[slot]])
             waits, stages = [sync.acquired[slot]], [vk.VK_PIPELINE_STAGE_ALL_COMMANDS_BIT]
-            info = vk.VkSubmitInfo(waitSemaphoreCount=1, pWaitSemaphores=waits, pWaitDstStageMask=stages)
+            info = (vk.VkSubmitInfo(waitSemaphoreCount=1, pWaitSemaphores=waits, pWaitDstStageMask=stages)
+                    if self.presents else vk.VkSubmitInfo())
             vk.vkQueueSubmit(self.ctx.queue, 1, [info], sync.fences[slot])
             sync.frame_submitted(slot)
         except vk.VkError:

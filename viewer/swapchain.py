@@ -32,6 +32,8 @@ class WindowTooLarge(OutOfDate):
 
 
 class Swapchain:
+    presents = True      # frames are presented (an OffscreenTarget, the headless stand-in, says False)
+
     def __init__(self, ctx, surface, size: tuple[int, int], vsync: bool = True):
         self.ctx, self.surface, self.vsync = ctx, surface, vsync
         dev, pd = ctx.device, ctx.physical_device
