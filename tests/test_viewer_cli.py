@@ -69,15 +69,15 @@ def _no_temp_files(folder):
 
 # ----------------------------------------------------------------------------- interruption
 @needs_display
-@pytest.mark.parametrize("sig, frames", [(signal.SIGINT, None), (signal.SIGTERM, 10**6)])
-def test_signal_saves_the_recording_and_exits_130(tmp_path, sig, frames):
+@pytest.mark.parametrize("sig, frames, fmt", [(signal.SIGINT, None, "mp4"), (signal.SIGTERM, 10**6, "gif")])
+def test_signal_saves_the_recording_and_exits_130(tmp_path, sig, frames, fmt):
     """Interactive (no --frames) with Ctrl-C, and a script's --frames run with SIGTERM: the loop stops
-    at the next frame, the GIF of the frames captured so far is written (complete, under a new name)
-    and one line names it; exit 130 within seconds. A bad --load at start (interactive) is shown and
-    the viewer keeps running."""
+    at the next frame, the recording (MP4, or GIF) of the frames captured so far is written (complete,
+    under a new name) and one line names it; exit 130 within seconds. A bad --load at start
+    (interactive) is shown and the viewer keeps running."""
     rec = tmp_path / "rec"
     bad = tmp_path / "missing.npy"
-    args = SMALL + ["--record", "--record-fps", "30", "--out-dir", str(rec)]
+    args = SMALL + ["--record", "--record-fps", "30", "--record-format", fmt, "--out-dir", str(rec)]
     if frames is None:
         args += ["--load", str(bad)]
     else:
@@ -89,7 +89,7 @@ def test_signal_saves_the_recording_and_exits_130(tmp_path, sig, frames):
     for t in readers:
         t.start()
     try:
-        started = _wait_for(out_lines, "recording at")
+        started = _wait_for(out_lines, "recording")
         time.sleep(2.0)                                         # some frames drawn and captured
         assert p.poll() is None, "the viewer ended before the signal"
         p.send_signal(sig)
@@ -106,13 +106,17 @@ def test_signal_saves_the_recording_and_exits_130(tmp_path, sig, frames):
     assert rc == 130, (rc, out, err)
     assert took < 10, took
     assert "Traceback" not in err and "vulkan:" not in err, err
-    gifs = sorted(rec.glob("*.gif"))
+    gifs = sorted(rec.glob("*." + fmt))
     assert len(gifs) == 1, (list(rec.iterdir()), out, err)
     assert _no_temp_files(rec) == []
-    with Image.open(gifs[0]) as im:
-        assert im.n_frames >= 1
-        im.seek(im.n_frames - 1)                                # every frame decodes
-        im.load()
+    if fmt == "mp4":
+        from vkbands.video import read_video
+        assert len(read_video(gifs[0])[0]) >= 1                 # every frame decodes
+    else:
+        with Image.open(gifs[0]) as im:
+            assert im.n_frames >= 1
+            im.seek(im.n_frames - 1)                            # every frame decodes
+            im.load()
     err_rows = err.strip().splitlines()
     said = [line for line in err_rows if "interrupted" in line]
     assert len(said) == 1 and str(gifs[0]) in said[0] and "saved recording" in said[0], err
@@ -183,6 +187,29 @@ def test_screenshot_path_is_checked_before_any_work(tmp_path):
     assert existing.read_bytes() == b"mine"
     assert not (tmp_path / "nope").exists()
     assert list(folder.iterdir()) == []
+
+
+def test_video_path_is_checked_before_any_work_and_written_offscreen(tmp_path):
+    """--video PATH (offscreen here: no display needed): an existing file is refused with one line and
+    exit 2 before the viewer starts; a new one gets exactly --frames frames when --record-every is the
+    steps per frame; options out of range are one line, exit 2."""
+    existing = tmp_path / "keep.mp4"
+    existing.write_bytes(b"mine")
+    rc, out, err = _finish(_view(SMALL + ["--offscreen", "--frames", "3", "--video", str(existing)], tmp_path))
+    assert rc == 2 and f"--video {existing}" in _one_error_line(err) and "already exists" in err and out == ""
+    assert existing.read_bytes() == b"mine"
+    for bad, what in ((["--record-every", "0"], "--record-every"), (["--record-fps", "0"], "--record-fps")):
+        rc, out, err = _finish(_view(SMALL + ["--offscreen", "--frames", "3", "--record"] + bad, tmp_path))
+        assert rc == 2 and what in _one_error_line(err), (rc, err)
+    video = tmp_path / "new.mp4"
+    rc, out, err = _finish(_view(SMALL + ["--offscreen", "--frames", "5", "--steps-per-frame", "2", "--video",
+                                          str(video)], tmp_path))
+    assert rc == 0, err
+    assert f"saved recording (5 frames) {video}" in out and "one frame every 2 steps" in out
+    from vkbands.video import read_video
+    frames, rate = read_video(video)
+    assert len(frames) == 5 and rate == 30.0 and frames[0].shape == (200, 320, 3)
+    assert _no_temp_files(tmp_path) == []
 
 
 @needs_display
