@@ -555,12 +555,15 @@ def test_frame_barriers_come_from_the_hazard_model(viewer, tmp_path):
 
 
 def test_cli_without_display_says_so():
+    """Without a display the viewer draws offscreen (issue 13) and says so; a run with nothing to end
+    it (no --frames) is refused with one line (tests/test_viewer_offscreen.py runs it with --frames)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    res = subprocess.run([sys.executable, "-m", "vkbands.cli", "view", "--frames", "1"], env=env,
+    res = subprocess.run([sys.executable, "-m", "vkbands.cli", "view"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no display" in lines[0] and "vkbands rollout" in lines[0]
+    assert len(lines) == 2 and "no display" in lines[0] and "offscreen" in lines[0]
+    assert "needs --frames N" in lines[1]
 
 
 @needs_display
