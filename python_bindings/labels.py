@@ -206,15 +206,15 @@ def text_scale(grid_width, panel_width):
     return 2 if grid_width >= 720 and panel_width >= 168 else 1
 
 
-def _wrap(lines, max_chars):
+def _wrap(lines, max_chars, sep="  "):
     """Join the one-word lines after the first into lines of at most ``max_chars`` characters."""
     first, words = lines[0], [w[0] for w in lines[1:]]
     out, cur = [first], ""
     for w in words:
-        if cur and len(cur) + 2 + len(w) > max_chars:
+        if cur and len(cur) + len(sep) + len(w) > max_chars:
             out.append([cur])
             cur = ""
-        cur = f"{cur}  {w}" if cur else w
+        cur = f"{cur}{sep}{w}" if cur else w
     if cur:
         out.append([cur])
     return out
@@ -310,13 +310,13 @@ def _bar_ticks(cmap, range, vmin, vmax, tau, eps, per_panel):
 
 
 def _bar_caption(cmap, range, tau, eps, fade, per_panel):
-    what = {"grey": "grey", "diverging": "diverging (blue < 0 < red)",
-            "ternary": f"ternary (|x| > {tau:g} of the range)", "log": f"log (sign(x) log1p(|x|/{eps:g}))",
-            "energy-height": f"energy-height (log x^2, |x| from {eps:g} of the range)"}[cmap]
+    what = {"grey": "grey", "diverging": "diverging",
+            "ternary": f"ternary (tau {tau:g})", "log": f"log (eps {eps:g})",
+            "energy-height": f"energy-height (log x^2, eps {eps:g})"}[cmap]
     if range == "fixed":
         rng = "range fixed"
     elif per_panel:
-        rng = "range per band: x / max|x| of each panel"
+        rng = "range per band (x / max|x| of each panel)"
     else:
         rng = "range +-max|x| of the frame"
     return f"colour: {what}  {rng}" + (f"  fade {fade:.2f}" if fade > 0 else "")
@@ -325,16 +325,20 @@ def _bar_caption(cmap, range, tau, eps, fade, per_panel):
 # ----------------------------------------------------------------------------- the device writer
 class LabelledWriter(Owner):
     """Labelled pictures of P panels of H x W values (the geometry of :class:`vkbands.image.ImageWriter`:
-    ``cols``, ``scale``, ``gap``) with ``title_lines`` lines of title above each panel row, a header of
-    ``header_lines`` (at most; the caption is wrapped into them) and a colour bar below.
+    ``cols``, ``scale``, ``gap``) with ``title_lines`` lines of title above each panel row (default: 1
+    when a panel is wide enough for its title and range on one line, else 2), a header of
+    ``header_lines`` (at most; the caption is wrapped into them; default: as many as ``caption``, a
+    :class:`Caption` or str, needs, else 2) and a colour bar below. ``k``: glyph scale (default
+    :func:`text_scale`); ``min_chars``: the picture is at least this many characters wide;
+    ``left_chars``: a left margin (row labels).
 
     Attributes: ``writer`` (the ImageWriter drawing panels and bar), ``height``, ``width``, ``shape``,
     ``frame`` (:class:`Frame`), ``k`` (glyph scale), ``values`` (one host-visible buffer per ``slot``).
     :meth:`panel_rect` gives each panel's pixels; they equal the unlabelled picture's exactly.
     """
 
-    def __init__(self, ctx=None, P=1, H=1, W=1, cols=None, scale=1, gap=None, header_lines=3, title_lines=2,
-                 slots=1, k=None, min_chars=72):
+    def __init__(self, ctx=None, P=1, H=1, W=1, cols=None, scale=1, gap=None, header_lines=None, title_lines=None,
+                 slots=1, k=None, min_chars=72, left_chars=0, caption=None):
         self.ctx = ctx = ctx or default_context()
         gap = GAP if gap is None else gap
         P, H, W = option_int("P", P, 1), option_int("H", H, 1), option_int("W", W, 1)
@@ -342,20 +346,25 @@ class LabelledWriter(Owner):
         cols = min(P, _default_cols(P, H) if cols is None else option_int("cols", cols, 1))
         gh0, gw = layout(P, H, W, cols, sx, sy, gap)
         self.k = k = text_scale(gw, W * sx) if k is None else option_int("k", k, 1)
-        self.header_lines = option_int("header_lines", header_lines, 1)
-        self.title_lines = option_int("title_lines", title_lines, 0)
         lh, cw, m = self.line_height, FONT_W * k, 4 * k
+        if title_lines is None:
+            title_lines = 1 if W * sx >= 36 * cw else 2
+        self.title_lines = option_int("title_lines", title_lines, 0)
         rows = -(-P // cols)
         pad_top = self.title_lines * lh
-        width = 2 * m + max(gw, min_chars * cw)
+        left = option_int("left_chars", left_chars, 0) * cw
+        width = 2 * m + max(left + gw, min_chars * cw)
+        self.max_chars = (width - 2 * m) // cw
+        if header_lines is None:
+            header_lines = len(self._caption_lines(caption)) if caption is not None else 2
+        self.header_lines = option_int("header_lines", header_lines, 1)
         oy = m + self.header_lines * lh + m
         grid_h = rows * (H * sy + gap + pad_top) - gap
         bar_y = oy + grid_h + m + lh
         bar_w = min(width - 2 * m - 2 * cw, 72 * cw)
         bar = (bar_y, m + cw, lh, bar_w)
         height = bar_y + bar[2] + 2 * k + lh + m
-        self.frame = Frame(height, width, oy, m, pad_top, bar)
-        self.max_chars = (width - 2 * m) // cw
+        self.frame = Frame(height, width, oy, m + left, pad_top, bar)
         try:
             self.writer = self._own(ImageWriter(ctx, P, H, W, cols=cols, scale=(sy, sx), gap=gap, frame=self.frame))
             self._kernel = ctx.kernel("labels.comp")
@@ -390,12 +399,12 @@ class LabelledWriter(Owner):
         v[1] = np.float32(0.0 if time is None else time).view(np.uint32)
         self.values[int(slot) % self.slots].upload(v)
 
-    def _layout(self, caption, titles, cmap, range, vmin, vmax, tau, eps, fade):
+    def _layout(self, caption, titles, cmap, range, vmin, vmax, tau, eps, fade, extra):
         """Glyph items and number slots of the whole picture (host, once per configuration)."""
         g, f, k = _Glyphs(self.k), self.frame, self.k
         lh, cw, m = self.line_height, FONT_W * k, 4 * k
         wr = self.writer
-        lines = _wrap(caption.lines(), self.max_chars) if caption is not None else []
+        lines = self._caption_lines(caption)
         if len(lines) > self.header_lines:
             lines = lines[:self.header_lines]
         for i, segs in enumerate(lines):
@@ -405,24 +414,36 @@ class LabelledWriter(Owner):
         for p in builtins.range(wr.P):
             y0, x0, _, x1 = wr.panel_rect(p)
             ty = y0 - f.pad_top + k
-            if self.title_lines >= 1 and p < len(titles):
-                g.run(ty, x0, [titles[p][: max(1, (x1 - x0) // cw)]])
-            if self.title_lines >= 2 and per_panel:
-                g.run(ty + lh, x0, ["+-", Num(SRC_SCALE, p, FMT_SCI, 2)])
+            title = titles[p][: max(1, (x1 - x0) // cw)] if p < len(titles) else ""
+            rng = ["+-", Num(SRC_SCALE, p, FMT_SCI, 2)] if per_panel else []
+            if self.title_lines == 1:
+                g.run(ty, x0, [title + ("  " if title and rng else "")] + rng)
+            elif self.title_lines >= 2:
+                g.run(ty, x0, [title])
+                if rng:
+                    g.run(ty + lh, x0, rng)
+        y0, x0, y1, x1 = wr.panel_rect(0)
+        for i, lab in enumerate(extra.get("row_labels") or ()):       # names of panel 0's value rows
+            g.run(y0 + i * wr.sy + max(0, (wr.sy - FONT_H * k) // 2), x0 - cw // 2, [lab], ALIGN_RIGHT)
+        for col, lab in extra.get("col_ticks") or ():                 # labels above panel 0's columns
+            x = min(max(x0 + col * wr.sx + wr.sx // 2, x0 + len(lab) * cw // 2), x1 - len(lab) * cw // 2)
+            g.run(y0 - f.pad_top + k, x, [lab], ALIGN_CENTRE)
         # the first empty grid cell (2-D): what the rows are
         if wr.P % wr.cols and wr.H > 1 and titles:
             p = wr.P
             y0 = (p // wr.cols) * (wr.H * wr.sy + wr.gap + f.pad_top) + f.oy
             x0 = (p % wr.cols) * (wr.W * wr.sx + wr.gap) + f.ox
             n = (wr.W * wr.sx) // cw
-            notes = ["row 1: s^(l), block means", "over p^l leaves", "row 2: D^(l) = s^(l) - s^(l+1)",
-                     "(no detail band below", "the coarse one)"]
-            for i, t in enumerate(notes):
+            notes = _wrap([[""], ["row 1:"], ["s^(l),"], ["block"], ["means"], ["over"], ["p^l"], ["leaves;"],
+                           ["row 2:"], ["D^(l)"], ["="], ["s^(l)"], ["-"], ["s^(l+1)"], ["(none"], ["below"], ["the"],
+                           ["coarse"], ["band)"]], n, sep=" ")[1:]
+            for i, (t,) in enumerate(notes):
                 if n >= 12 and (i + 1) * lh <= wr.H * wr.sy + f.pad_top:
                     g.run(y0 + i * lh + k, x0, [t[:n]])
         by, bx, bh, bw = f.bar
-        g.run(by - lh + k, f.ox, [_bar_caption(cmap, range, tau, eps, fade, per_panel)[: self.max_chars]])
-        ticks = _bar_ticks(cmap, range, vmin, vmax, tau, eps, per_panel)
+        bar_caption = extra.get("bar_caption") or _bar_caption(cmap, range, tau, eps, fade, per_panel)
+        g.run(by - lh + k, m, [bar_caption[: self.max_chars]])
+        ticks = extra.get("bar_ticks") or _bar_ticks(cmap, range, vmin, vmax, tau, eps, per_panel)
         last_end = -1
         for i, (u, lab) in enumerate(ticks):
             x = bx + int(round(u * bw))
@@ -435,6 +456,13 @@ class LabelledWriter(Owner):
             last_end = start + n * cw
         return g.arrays()
 
+    def _caption_lines(self, caption):
+        if caption is None:
+            return []
+        if isinstance(caption, str):
+            return [[caption[: self.max_chars]]]
+        return _wrap(caption.lines(), self.max_chars)
+
     def _text(self, key, build):
         t = self._texts.get(key)
         if t is None:
@@ -443,19 +471,24 @@ class LabelledWriter(Owner):
         return t
 
     def record(self, rec, panels, image, caption=None, titles=(), cmap="diverging", range="fixed", vmin=None,
-               vmax=None, tau=None, eps=None, fade=0.0, reset=False, slot=0):
+               vmax=None, tau=None, eps=None, fade=0.0, reset=False, slot=0, row_labels=None, col_ticks=None,
+               bar_caption=None, bar_ticks=None):
         """Record the labelled picture of ``panels`` into ``image`` (this layout's size): the panels and
-        the colour bar (ImageWriter), then the text. ``caption`` (:class:`Caption` or None), ``titles``
-        (one string per panel), the style as :meth:`ImageWriter.record`; ``slot``: whose values buffer
-        the step and time come from (:meth:`set_values`)."""
+        the colour bar (ImageWriter), then the text. ``caption`` (:class:`Caption`, a str, or None),
+        ``titles`` (one string per panel), the style as :meth:`ImageWriter.record`; ``slot``: whose
+        values buffer the step and time come from (:meth:`set_values`). For one-panel plots (a band x
+        time image): ``row_labels`` (names of panel 0's rows, in the left margin: ``left_chars``),
+        ``col_ticks`` ([(column, text)] above it), ``bar_caption`` and ``bar_ticks`` ([(u, text)])
+        replace the colour bar's own."""
         tau = DEFAULT_TAU if tau is None else tau
         eps = DEFAULT_EPS if eps is None else eps
         wr = self.writer
         wr.record(rec, panels, image, cmap=cmap, range=range, vmin=vmin, vmax=vmax, tau=tau, eps=eps, fade=fade,
                   reset=reset)
-        key = (repr(caption), tuple(titles), cmap, range, vmin, vmax, tau, eps, round(float(fade), 4))
+        extra = dict(row_labels=row_labels, col_ticks=col_ticks, bar_caption=bar_caption, bar_ticks=bar_ticks)
+        key = (repr(caption), tuple(titles), cmap, range, vmin, vmax, tau, eps, round(float(fade), 4), repr(extra))
         items, nums, n = self._text(key, lambda: self._layout(caption, titles, cmap, range, vmin, vmax, tau,
-                                                              eps, fade))
+                                                              eps, fade, extra))
         kk = self._kernel
         per = FONT_W * FONT_H * self.k * self.k
         total = n * per
