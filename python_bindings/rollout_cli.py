@@ -19,7 +19,8 @@ overwritten) and each file is written under a temporary name and renamed when co
   10). Without PATH the file is ``DIR/rollout-<timestamp>.mp4``; a PATH is a new file (checked before
   the run: never overwritten). The path is printed and in ``summary.json`` (``video``). Written with
   the pictures (also with ``--no-pictures``, which then skips only PNG/GIF).
-  One fixed colour range per rollout (from the first snapshot), in the system's colour map
+  Labelled pictures (system, step, parameters; panel titles; colour bar with its range), each panel
+  scaled by its own max|x| (``per_band``: a decaying rollout stays visible), in the system's colour map
   (``SystemSpec.picture``: log for the diffusions, whose decades stay visible; diverging for Gray-Scott);
   a system with several fields per member is pictured and observed through its observed field
   (Gray-Scott: v).
@@ -145,16 +146,16 @@ def _member_field(r, x):
 
 
 def sheet_frames(r, ctx=None) -> list:
-    """``[(step, (H, W, 4) uint8 picture)]``: the sheet grid of member 0 at each snapshot, in one fixed
-    colour range (from the first snapshot) and the system's colour map."""
-    from .render import SheetRenderer, robust_vmax
+    """``[(step, (H, W, 4) uint8 picture)]``: the labelled sheet grid of member 0 at each snapshot,
+    each panel in its own range (per_band) and the system's colour map."""
+    from .render import SheetRenderer, robust_vmax, sheet_caption
     if r.snapshots is None or not len(r.snapshots):
         return []
     fields = [_member_field(r, s[0]) for s in r.snapshots]      # the CLI's x0 is always (B, ...)
     vmax = robust_vmax(fields[0])                                 # fixed over the rollout: decay shows
     # the system's colour map (diffusions decay over decades: log; O(1) patterns: diverging)
-    with SheetRenderer(fields[0].shape, r.arity, ctx=ctx, cmap=r.spec.picture.cmap) as sr:
-        return [(int(t), sr.render(f, vmax)) for t, f in zip(r.snapshot_steps, fields)]
+    with SheetRenderer(fields[0].shape, r.arity, ctx=ctx, cmap=r.spec.picture.cmap, caption=sheet_caption(r)) as sr:
+        return [(int(t), sr.render(f, vmax, step=int(t))) for t, f in zip(r.snapshot_steps, fields)]
 
 
 def write_pictures(out, r, ctx=None, frames=None):
@@ -176,7 +177,7 @@ def write_pictures(out, r, ctx=None, frames=None):
         put("energies.png", lambda p: save_energies_plot(p, r.steps, r.energies, closed_form=r.closed_form(),
                                                           title=title))
         if r.dims == 1:
-            put("band_time.png", lambda p: save_png(p, band_time_image(r.energies[:, 0], ctx=ctx)))
+            put("band_time.png", lambda p: save_png(p, band_time_image(r.energies[:, 0], ctx=ctx, steps=r.steps)))
     frames = sheet_frames(r, ctx) if frames is None else frames
     if frames:
         for t, img in frames:
