@@ -221,7 +221,7 @@ class Simulation(Owner):
     ``levels``, ``dims``, ``batch``, ``params``.
     """
 
-    def __init__(self, ctx, system, x0=None, dims=None, **params):
+    def __init__(self, ctx, system, x0=None, dims=None, *, minmax=True, **params):
         self.ctx = ctx or default_context()
         if isinstance(system, Setup):
             system, x0, dims, params = _from_setup(system, x0, dims, params)
@@ -232,6 +232,7 @@ class Simulation(Owner):
         self.name, self.shape = spec.name, x0.shape
         _check_state_fits(self.ctx, spec.name, x0, spec.resolve_shape(x0.shape, dims)[1])
         self.system = self._own(make_system(self.ctx, spec, x0.shape, dims=dims, **params))
+        self.system.observe_minmax = bool(minmax)     # False: min / max not computed (NaN), see rollout()
         self.batched = x0.ndim == len(self.system.state_shape)
         self._x0 = x0.copy()
         self.state = self._own(self.ctx.array(x0.reshape(self.system.state_shape)))
@@ -381,13 +382,17 @@ def _from_setup(setup, x0, dims, params):
 
 
 def rollout(system, x0=None, steps=None, every=1, snapshot_every=None, *, dims=None, ctx=None, progress=None,
-            chunk=None, **params) -> Rollout:
+            chunk=None, minmax=True, **params) -> Rollout:
     """Evolve ``x0`` for ``steps`` steps of ``system`` (a registered name, ``vkbands.systems.names()``,
     or a :class:`vkbands.Setup`: then ``rollout(setup, steps=...)``, x0 defaulting to ``setup.x0()``)
     on the device; see the module docstring. ``every=None``: no observables; ``snapshot_every=None``:
     no snapshots. ``progress``: True/False (default: a bar when the run lasts more than 1 s; a number:
     more than that many seconds).
     ``chunk``: steps per replayed recording (default: sized by time, about ``_TARGET_S`` each).
+    ``minmax=False``: min / max over the leaves are not computed (``Rollout.min`` / ``max`` are NaN):
+    the cheap observation (tree/coupled: no reconstruction of the leaves per observation; the NaN/Inf
+    flag then comes from the band energies and the coarse value). System parameters may be one value
+    per batch member (SPEC 3.2b; ``Rollout.params`` reports such a value as a list of B floats).
     Raises :class:`NonFiniteError` when a NaN/Inf appears and :class:`RolloutInterrupted` on Ctrl-C,
     both carrying the partial result (``.rollout``); a ValueError for an argument or parameter that is
     not allowed (naming it, the value and what is allowed) and a :class:`vkbands.LimitError` for a run
@@ -418,7 +423,7 @@ def rollout(system, x0=None, steps=None, every=1, snapshot_every=None, *, dims=N
     x0 = as_host_array(x0, np.float32, "x0")
     spec = systems.get(system)
     check_memory(ctx, spec, x0.shape, steps, every, snap_every, dims=dims, arity=params.get("arity"))
-    sim = Simulation(ctx, system, x0, dims=dims, **params)
+    sim = Simulation(ctx, system, x0, dims=dims, minmax=minmax, **params)
     try:
         return _run(sim, steps, every, snap_every, progress, chunk, t_setup)
     finally:

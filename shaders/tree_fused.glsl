@@ -70,6 +70,8 @@ layout(push_constant) uniform Push {
     uint write_x;        // 1: write the leaves back to x at the end (the last dispatch of a recording)
     uint b0;             // first field of this dispatch (a recording may split the batch over dispatches)
     uint nb;             // fields of this dispatch: b0 .. b0 + nb - 1 (row indices still use `batch`)
+    uint minmax;         // 1: min / max over the leaves (a reconstruction per observation); 0: NaN there,
+                         // and the NaN/Inf flag from the band energies and c (no leaves needed)
 } pc;
 
 shared float sm[REDUCE == 2u ? 2u * TPF : 1u];             // subtree means (double-buffered)
@@ -118,6 +120,8 @@ void reconstruct() {
     }
 }
 
+#define NAN uintBitsToFloat(0x7fc00000u)
+
 float combine(uint k, float a, float b) { return k < L ? a + b : k == L ? min(a, b) : max(a, b); }
 
 // Band energies of this invocation's coefficients into part[0..L) (the step loop fuses the same
@@ -137,14 +141,22 @@ void band_energies() {
 
 // part[0..L) must hold the band energies (band_energies() or the fused step loop).
 void observe(uint row, uint b, uint lt, uint parity) {
-    reconstruct();
     float mn = 1.0 / 0.0, mx = -1.0 / 0.0, bad = 0.0;
-    for (uint j = 0u; j < QM; j += Q) {
-        for (uint c = 0u; c < Q; ++c) {
-            float v = leaf[j + c];
-            if (isnan(v) || isinf(v)) bad = 1.0; else { mn = min(mn, v); mx = max(mx, v); }
+    // Without min / max the leaves are needed only when an energy is not finite (a NaN/Inf
+    // coefficient, or a square past float32): then the flag is decided on the leaves as with min / max,
+    // so it is the same either way, and the common (finite) observation never reconstructs.
+    bool leaves = pc.minmax != 0u || isnan(up[UP]) || isinf(up[UP]);
+    for (uint l = 0u; l < L; ++l) if (isnan(part[l]) || isinf(part[l])) leaves = true;
+    if (leaves) {
+        reconstruct();
+        for (uint j = 0u; j < QM; j += Q) {
+            for (uint c = 0u; c < Q; ++c) {
+                float v = leaf[j + c];
+                if (isnan(v) || isinf(v)) bad = 1.0; else { mn = min(mn, v); mx = max(mx, v); }
+            }
         }
     }
+    if (pc.minmax == 0u) { mn = NAN; mx = NAN; }
     part[L] = mn; part[L + 1u] = mx; part[L + 2u] = bad;
     uint o = (row * pc.batch + b) * KO;
     precise float c = up[UP];
@@ -170,8 +182,8 @@ void observe(uint row, uint b, uint lt, uint parity) {
             precise float acc = red[r0];
             for (uint i = 1u; i < TPF; ++i) acc = combine(k, acc, red[r0 + i * RK]);
             if (k < L) obs[o + k] = acc;
-            else if (k == L) obs[o + L + 2u] = acc;
-            else if (k == L + 1u) obs[o + L + 3u] = acc;
+            else if (k == L) obs[o + L + 2u] = pc.minmax != 0u ? acc : NAN;   // min(NaN, NaN) is undefined
+            else if (k == L + 1u) obs[o + L + 3u] = pc.minmax != 0u ? acc : NAN;
             else obs[o + L + 4u] = max(acc, (isnan(c) || isinf(c)) ? 1.0 : 0.0);
         }
         if (RED_BUFS == 1u) barrier();
@@ -185,8 +197,8 @@ void observe(uint row, uint b, uint lt, uint parity) {
         for (uint l = 0u; l < L; ++l) obs[o + l] = part[l];
         obs[o + L] = float(N) * c * c;
         obs[o + L + 1u] = float(N) * c;
-        obs[o + L + 2u] = part[L];
-        obs[o + L + 3u] = part[L + 1u];
+        obs[o + L + 2u] = pc.minmax != 0u ? part[L] : NAN;
+        obs[o + L + 3u] = pc.minmax != 0u ? part[L + 1u] : NAN;
         obs[o + L + 4u] = max(part[L + 2u], (isnan(c) || isinf(c)) ? 1.0 : 0.0);
     }
 }

@@ -216,3 +216,35 @@ def test_set_params_refuses_bad_per_member_values_and_keeps_the_old_ones(ctx):
         # numpy arrays are accepted as well as lists
         sim.set_params(tau=np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32))
         assert sim.params["tau"] == [0.5] * 4
+
+
+@pytest.mark.parametrize("system", ["tree", "coupled", "heat", "grayscott"])
+def test_observation_without_minmax(ctx, system):
+    """minmax=False: energies, mass and the NaN flag as with min/max (bit for bit), min/max NaN; the
+    flag finds the same first non-finite step and member (tree: values past 1.8e19 already square to
+    Inf; the flag is still decided on the leaves)."""
+    x0 = _x0(system, 3, seed=4)
+    params = dict(tau=[0.1, 0.5, 1.0], eps=0.05) if system == "coupled" else {}
+    full = _run(ctx, system, x0, **params)
+    cheap = _run(ctx, system, x0, minmax=False, **params)
+    for k in ("energies", "mass", "nonfinite"):
+        np.testing.assert_array_equal(getattr(cheap, k), getattr(full, k))
+    np.testing.assert_array_equal(cheap.final, full.final)
+    assert np.isnan(cheap.min).all() and np.isnan(cheap.max).all()
+    assert np.isfinite(full.min).all() and (full.min < full.max).all()
+    # a blow-up: the same first non-finite step and member either way
+    bad = dict(tree=dict(rates=[[1.0] * 4, [1.0] * 4, [40.0] * 4]), coupled=dict(rates=[[1.0] * 4] * 2 + [[40.0] * 4]),
+               heat=dict(alpha=[0.1, 0.1, 0.25]), grayscott=dict(dt=[1.0, 1.0, 1.0]))[system]
+    if system in ("heat", "grayscott"):
+        x0 = x0.copy()
+        if system == "heat":
+            x0[2, 5, 5] = 3e38          # its Laplacian overflows at the first step
+        else:
+            x0[2, 1, 5, 5] = 1e15       # u v^2 overflows
+    errs = []
+    for mm in (True, False):
+        with pytest.raises(FloatingPointError) as e:
+            rollout(system, x0, 60, every=None, ctx=ctx, progress=False, minmax=mm,
+                    **({"dims": 1} if system in ("tree", "coupled") else {}), **bad)
+        errs.append((e.value.step, e.value.member))
+    assert errs[0] == errs[1] and errs[0][1] == 2

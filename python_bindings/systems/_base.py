@@ -26,8 +26,9 @@ class ObsBuffers(Owner):
     ``mass``, ``min``, ``max`` (n, B) float64 and ``nonfinite`` (n, B) bool.
     """
 
-    def __init__(self, ctx, rows, B, L, fields=None, pick=None):
+    def __init__(self, ctx, rows, B, L, fields=None, pick=None, minmax=True):
         self.rows, self.B, self.L = int(rows), int(B), int(L)
+        self.minmax = bool(minmax)           # False: ``read`` reports min / max as NaN (not asked for)
         self.pick = pick                     # for F = 2B: which of (u, v) to report
         if fields is None:
             self.fused = self._own(ctx.zeros((self.rows, B, L + 5)))
@@ -71,7 +72,8 @@ class ObsBuffers(Owner):
             E = E.reshape(n, self.B, k, -1)[:, :, self.pick]
             flag = flag.reshape(n, self.B, k).any(axis=2)
             S = S.reshape(n, self.B, k, 4)[:, :, self.pick]
-        return dict(energies=E, mass=S[..., 0], min=S[..., 1], max=S[..., 2], nonfinite=flag)
+        mn, mx = (S[..., 1], S[..., 2]) if self.minmax else (np.full(flag.shape, np.nan),) * 2
+        return dict(energies=E, mass=S[..., 0], min=mn, max=mx, nonfinite=flag)
 
     @staticmethod
     def _host_rows(name, device, source, n):
@@ -100,6 +102,12 @@ class SystemBase(Owner):
     ``spec`` (set by :func:`vkbands.systems.register`), a small dummy buffer for unused bindings."""
     spec = None          # the SystemSpec, set by register()
     fused = False
+    # Observations include min / max over the leaves (tree/coupled: a reconstruction of the leaves per
+    # observation). False: min / max are NaN, the NaN/Inf flag comes from the band energies and the
+    # coarse values (tree/coupled: a NaN/Inf coefficient, or a square past float32), which is the
+    # cheap observation of sweeps. Grid systems compute min / max in the pass that already reads the
+    # field, so False only blanks them there. Takes effect at the next ``record``.
+    observe_minmax = True
 
     def __init__(self, ctx, B, spatial, dims, **params):
         self.ctx, self.batch, self.spatial, self.dims = ctx, int(B), tuple(spatial), int(dims)

@@ -63,11 +63,11 @@ _MAX_QM = 6561          # leaves per invocation: private arrays beyond this are 
 _MODE1_LOCAL = 64       # REDUCE 1: workgroup size (whole subgroups; one subgroup when it is wider)
 
 
-def _tree_costs(sp, mode, dims, decompose, coupled, mean=False):
+def _tree_costs(sp, mode, dims, decompose, coupled, mean=False, minmax=True):
     """(fixed, per_step, per_run, per_obs, per_snap) loop iterations of the fused tree kernel with
     specialisation ``sp`` (``decompose``: the dispatch starts from the leaves; ``coupled``: coupled
     steps, eps != 0), of the busiest invocation (``mean``: averaged over a field's invocations, for the
-    work summed over them). Counted from the shader's loops; an estimate that errs high."""
+    work summed over them; ``minmax``: observations reconstruct the leaves for min / max). Counted from the shader's loops; an estimate that errs high."""
     LOC, QM, M, L, TPF, UP, Q = sp["LOC"], sp["QM"], sp["M"], sp["L"], sp["TPF"], sp["L"] - sp["M"], sp["Q"]
     nat = (L + 1) if dims == 2 else 0
     per_snap = QM * (3 + nat) + LOC + 2 * M + 2 * UP + 4
@@ -80,6 +80,8 @@ def _tree_costs(sp, mode, dims, decompose, coupled, mean=False):
     if mean and mode == 2:
         red = (L + 3) * (1 + -(-min(L + 3, TPF) * (TPF + 2) // TPF))
     per_obs = LOC + 4 * M + 3 * UP + 2 * QM + red + 3 * L + 8
+    if not minmax:              # no reconstruction, no leaf scan: the reduction and the energy checks
+        per_obs = LOC + red + 4 * L + 8
     per_step, per_run = LOC + UP, 2 * (LOC + UP + M) + 4
     if coupled:     # new leaves top-down, decomposition, chain (per step)
         per_step = 4 * LOC + 2 * QM + 2 * TPF + sp["UPS"] * (Q + 2) + 4 * UP + 4 * M + 16
@@ -255,7 +257,8 @@ class FusedTreeSystem(SystemBase):
     def _loop_costs(self, mean=False):
         """(fixed, per_step, per_run, per_obs, per_snap) loop iterations of this system's kernel (see
         :func:`_tree_costs`)."""
-        return _tree_costs(self._spec, self._mode, self.dims, not self._coef_valid, self._coupled_steps(), mean)
+        return _tree_costs(self._spec, self._mode, self.dims, not self._coef_valid, self._coupled_steps(), mean,
+                           self.observe_minmax)
 
     def _budgets(self):
         """(loop iterations per invocation, loop iterations x invocations) allowed in one dispatch."""
@@ -342,7 +345,7 @@ class FusedTreeSystem(SystemBase):
         return dict(batch=self.batch, steps=int(n), every=int(every or 0), snap_every=int(snap_every or 0),
                     observe_first=int(bool(observe_first)), snap_first=int(bool(snap_first)),
                     load_coef=int(bool(load_coef)), row0=int(row0), srow0=int(srow0), k0=int(k0),
-                    write_x=int(bool(last)), b0=int(b0), nb=int(nb))
+                    write_x=int(bool(last)), b0=int(b0), nb=int(nb), minmax=int(bool(self.observe_minmax)))
 
     def record(self, rec, state, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
                snap=None, phase=0):

@@ -109,7 +109,8 @@ class GridSystem(SystemBase):
         return self._plan
 
     def new_obs(self, rows):
-        return ObsBuffers(self.ctx, rows, self.batch, self.levels, fields=self.fields, pick=self.pick)
+        return ObsBuffers(self.ctx, rows, self.batch, self.levels, fields=self.fields, pick=self.pick,
+                          minmax=self.observe_minmax)
 
     def _observe(self, rec, x, obs, row):
         flat = x.reshape(self.fields, *self.spatial)

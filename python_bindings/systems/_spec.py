@@ -30,7 +30,8 @@ KINDS = ("float", "int", "choice", "floats", "matrix", "shape")
 
 # Option names a system parameter may not take: the set-up's own options and the run's.
 RESERVED = frozenset({"system", "arity", "depth", "size", "shape", "dims", "batch", "seed", "init", "steps", "every",
-                      "snapshot_every", "x0", "ctx", "progress", "chunk", "reduce", "member", "out"})
+                      "snapshot_every", "x0", "ctx", "progress", "chunk", "reduce", "member", "out",
+                      "minmax"})
 
 
 def label(name: str, value, cli: bool = False) -> str:
