@@ -2,7 +2,13 @@
 
 
 class VkbandsError(RuntimeError):
-    """Base class of every engine error."""
+    """Base class of every engine error.
+
+    Errors pickle with their constructor's arguments (``_ctor``), so one raised in another process (a
+    Ray worker running a sweep chunk) reaches the caller as the same type with the same attributes."""
+
+    def __reduce__(self):
+        return type(self), tuple(getattr(self, "_ctor", self.args)), self.__dict__
 
 
 class ShaderCompileError(VkbandsError):
@@ -13,6 +19,7 @@ class ShaderCompileError(VkbandsError):
     """
 
     def __init__(self, path, line, message, log=""):
+        self._ctor = (path, line, message, log)
         self.path, self.line, self.message, self.log = str(path), line, message, log
         where = f"{self.path}:{line}" if line else self.path
         super().__init__(f"{where}: {message}" + (f"\n{log}" if log and log.strip() != message else ""))
@@ -23,6 +30,7 @@ class ValidationError(VkbandsError):
 
     def __init__(self, messages):
         self.messages = list(messages)
+        self._ctor = (self.messages,)
         super().__init__("Vulkan validation error(s):\n" + "\n".join(self.messages))
 
 
@@ -41,6 +49,7 @@ class VulkanError(VkbandsError):
     (what vkbands was doing)."""
 
     def __init__(self, what, result, detail=""):
+        self._ctor = (what, result, detail)
         self.what, self.result = what, result
         super().__init__(f"{what}: {result}" + (f" ({detail})" if detail else ""))
 
@@ -54,6 +63,7 @@ class OutOfDeviceMemoryError(VulkanError, MemoryError):
         self.nbytes = nbytes
         size = "" if nbytes is None else f"{_human(nbytes)} requested"
         VulkanError.__init__(self, what, result, "; ".join(s for s in (size, detail) if s))
+        self._ctor = (what, result, nbytes, detail)
 
 
 class DeviceLostError(VulkanError):

@@ -212,3 +212,21 @@ def test_image_upload_roundtrip(ctx, fmt):
         np.testing.assert_array_equal(img.numpy(), px)
         with pytest.raises(ValueError, match="needs"):
             img.upload(np.zeros((2, 2, 4), np.uint8))
+
+
+def test_engine_errors_pickle_with_their_type_message_and_attributes():
+    """A Ray worker's error reaches the caller as itself (pickled across processes)."""
+    import pickle
+
+    from vkbands.engine.errors import (DeviceLostError, LimitError, NoDeviceError, OutOfDeviceMemoryError,
+                                       ShaderCompileError, ValidationError, VulkanError)
+    errors = [ShaderCompileError("a.comp", 3, "bad token", "log text"), ValidationError(["one", "two"]),
+              VulkanError("vkCreateBuffer", "VK_ERROR_INITIALIZATION_FAILED", "detail"),
+              OutOfDeviceMemoryError("array x", nbytes=3 << 30, detail="heap 2 GiB"),
+              DeviceLostError("dispatch 'step'", "VK_ERROR_DEVICE_LOST"), LimitError("x: 5 GiB > 4 GiB"),
+              NoDeviceError("none")]
+    for e in errors:
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is type(e) and str(back) == str(e) and back.__dict__ == e.__dict__
+    assert pickle.loads(pickle.dumps(errors[1])).messages == ["one", "two"]
+    assert isinstance(pickle.loads(pickle.dumps(errors[3])), MemoryError)
