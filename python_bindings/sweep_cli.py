@@ -23,8 +23,10 @@ generated from the system specs; default system ``grayscott``), and
   join that cluster. A Ray cluster runs any job sent to its ports: keep it on a private network
   (SECURITY.md, "Clusters"). ``--num-gpus`` (GPUs per Ray task), ``--num-workers`` (of the local
   Ray), ``--chunk-runs`` (runs per chunk: the unit of a resume; a resume must not change it);
-- ``--observable NAME`` for the heat map (default ``deepest_surviving_band``; or ``E_<l>``, ``kill_<l>``,
-  ``rate_<l>`` with l a band index or ``c``, or ``mass``: see :data:`vkbands.sweep_pictures.OBSERVABLES`);
+- ``--observable NAME`` for the heat map (default ``deepest_surviving_band``, SPEC 5's measure of which
+  scales outlive the run: for Gray-Scott it separates the (F, k) that form patterns from those that decay
+  to a uniform state; or ``E_<l>``, ``kill_<l>``, ``rate_<l>`` with l a band index or ``c``, or ``mass``:
+  see :data:`vkbands.sweep_pictures.OBSERVABLES`);
 - ``--no-pictures``, ``--quiet``.
 
 Writes into DIR (``--out``; default a new ``out/sweep-<system>-<timestamp>``), a folder claimed with one
@@ -47,13 +49,12 @@ complete run of the same sweep, hence the same content) is kept and reported as 
 written under a temporary name and linked to their name only when complete. A heat map of another
 ``--observable`` is a new file: re-run on the finished folder to add one.
 
-Ctrl-C / SIGTERM: the chunk in flight is finished, the finished chunks stay in ``sweep.zarr``, the
-command to resume is printed and the status is 130. Bad values exit 2 with one line naming the option.
+Ctrl-C / SIGTERM: the sweep stops at its next safe point (the chunk in flight is dropped), the
+finished chunks stay in ``sweep.zarr``, the command that resumes is printed and the status is 130. Bad values exit 2 with one line naming the option.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -398,6 +399,8 @@ def run(args) -> int:
                   store=str(store), backend=opts["backend"], address=opts["address"], num_gpus=opts["num_gpus"],
                   num_workers=opts["num_workers"], chunk_runs=opts["chunk_runs"], final=True,
                   progress=False if args.quiet else True, **opts["setup_options"])
+    if opts["backend"] == "ray":
+        print(_ray_notice(opts["address"]), file=sys.stderr)
     t0 = time.perf_counter()
     with _interrupt.deferred():
         try:
@@ -422,6 +425,14 @@ def run(args) -> int:
     else:
         print(_report(ds, opts, folder, written, wall))
     return 0
+
+
+def _ray_notice(address) -> str:
+    if address is None:
+        return (f"{PROG}: starting a local Ray for this sweep (dashboard off, token authentication on); while it "
+                "runs Ray listens on this machine's network interfaces: use it on a private network (SECURITY.md)")
+    return (f"{PROG}: joining the Ray cluster at {address}: keep that cluster on a private network (a Ray head runs "
+            "any job sent to its ports; SECURITY.md)")
 
 
 def _write_files(ds, folder, observable, no_pictures) -> list:
