@@ -451,13 +451,7 @@ class _Inline:
 def _backend(name, address, num_gpus, num_workers, ctx):
     if ctx is not None:
         return _Inline(ctx)
-    try:
-        from ._backends import make_backend
-    except ImportError:
-        if name == "local":
-            from vkbands.engine import default_context
-            return _Inline(default_context())
-        raise
+    from ._backends import make_backend
     return make_backend(name, address=address, num_gpus=num_gpus, num_workers=num_workers)
 
 
@@ -493,6 +487,10 @@ def sweep(system, params, *, steps, every=1, seeds=(0,), x0=None, grid=True, sto
         raise ValueError(f"ctx= runs chunks in this process: it applies to backend='local' only, not {backend!r}")
     if address is not None and backend != "ray":
         raise ValueError(f"address={address!r}: a Ray cluster's address; it applies to backend='ray' only")
+    for name, value in (("num_gpus", num_gpus), ("num_workers", num_workers)):
+        if value is not None and backend != "ray":
+            raise ValueError(f"{name}={value!r}: applies to backend='ray' only (the local backend runs chunks in "
+                             "this process, on its device)")
     fingerprint = json.loads(json.dumps(plan.fingerprint()))        # as it reads back from JSON
     existed = store is not None and os.path.lexists(store)
     if existed:

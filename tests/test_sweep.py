@@ -248,6 +248,8 @@ def test_paths_that_are_not_sweep_stores_are_refused_untouched(tmp_path):
     ("tree", {"tau": [1.0]}, dict(F=0.1), ValueError, r"F=0.1: does not apply to system='tree'"),
     ("tree", {"tau": [1.0]}, dict(size=10), ValueError, r"size=10"),
     ("tree", {"tau": [1.0]}, dict(backend="dask"), ValueError, r"backend='dask': allowed: 'local', 'ray'"),
+    ("tree", {"tau": [1.0]}, dict(num_workers=2), ValueError, r"num_workers=2: applies to backend='ray' only"),
+    ("tree", {"tau": [1.0]}, dict(address="10.0.0.1:6379"), ValueError, r"applies to backend='ray' only"),
     ("tree", {"tau": [1.0]}, dict(chunk_runs=0), ValueError, r"chunk_runs=0: allowed: an integer >= 1"),
     ("tree", {"tau": [1.0]}, dict(steps=0), ValueError, r"steps=0: allowed: an integer >= 1"),
     ("tree", {"tau": [1.0]}, dict(x0=np.zeros(27, np.float32), depth=3), ValueError, r"x0 given: .*depth"),
