@@ -15,6 +15,7 @@ from vkbands import init as vkinit
 from vkbands import reference as R
 from vkbands.bands import BandPlan
 from vkbands.image import render_image
+from vkbands.labels import render_labelled
 from vkbands.viewer.files import FileWatch
 from vkbands.viewer.preview import place
 from vkbands.setup import Setup
@@ -50,12 +51,25 @@ def _headless_sheets(ctx, field, src):
         out.close()
 
 
-def _headless_picture(ctx, field, src):
-    """The sheet grid of ``field`` drawn by write_image.comp without the viewer (same arguments)."""
+def _headless_picture(ctx, field, src, panels=None):
+    """The sheet grid of ``field`` drawn by write_image.comp without the viewer (same arguments): with
+    labels (the default) the labelled picture of vkbands.labels, as the files get it, with the
+    pipeline's caption, titles and step. ``panels``: the (resampled) panels instead of the sheets."""
     sheets = _headless_sheets(ctx, field, src)
     w = src.writer
-    pic = render_image(sheets, cmap=src.cmap, range=src.range, vmin=src.vmin, vmax=src.vmax,
-                       scale=(w.sy, w.sx), cols=w.cols, gap=w.gap, ctx=ctx)
+    if panels is None:
+        panels = sheets[src.picture.ids]
+        if src.small is not None:        # resampled to the size shown (nearest, as resample.comp)
+            (H, W), (h, wd) = panels.shape[-2:], src.small.shape[-2:]
+            iy, ix = ((2 * np.arange(h) + 1) * H) // (2 * h), ((2 * np.arange(wd) + 1) * W) // (2 * wd)
+            panels = panels[:, iy][:, :, ix]
+    style = dict(cmap=src.cmap, range=src.range, vmin=src.vmin, vmax=src.vmax, scale=(w.sy, w.sx), cols=w.cols,
+                 gap=w.gap, ctx=ctx)
+    lw = src.picture.labelled
+    if lw is None:
+        return render_image(panels, **style), sheets
+    pic = render_labelled(panels, caption=src.caption(), titles=src.titles(), step=src.step, k=lw.k,
+                          header_lines=lw.header_lines, title_lines=lw.title_lines, **style)
     return pic, sheets
 
 
@@ -139,9 +153,7 @@ def test_resampled_picture_equals_headless(ctx, tmp_path):
         iy = ((2 * np.arange(h) + 1) * 243) // (2 * h)
         ix = ((2 * np.arange(w) + 1) * 243) // (2 * w)
         small = sheets[:, iy][:, :, ix]
-        wr = src.writer
-        expect = render_image(small, cmap=src.cmap, range=src.range, scale=(wr.sy, wr.sx), cols=wr.cols,
-                              gap=wr.gap, ctx=ctx)
+        expect, _ = _headless_picture(ctx, src.read_field(), src, panels=small)
         got = src.image.numpy()
         assert got.shape == expect.shape
         assert np.abs(got.astype(int) - expect).max() <= 1
@@ -432,9 +444,9 @@ def test_display_controls_rerecord(viewer):
 @needs_display
 def test_close_frees_everything(tmp_path):
     from vkbands.viewer import open_viewer
-    v = open_viewer("tree", size=27, width=640, height=400, out_dir=tmp_path)
+    v = open_viewer("tree", size=27, width=640, height=400, out_dir=tmp_path, record_format="gif")
     ctx = v.ctx
-    v.start_recording()
+    v.start_recording()                                     # GIF (MP4, the default: test_viewer_offscreen.py)
     v.record_fps = 1000.0
     v.run(frames=4)                                         # ends the recording, saves the GIF
     path = v.last_recording
