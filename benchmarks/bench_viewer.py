@@ -8,6 +8,11 @@ steps per frame. Needs a display: run it as
 (``--out DIR``: also write the output to ``DIR/bench_viewer.md``).
 Targets: lavapipe >= 30 fps at 243 x 243 with one step per frame; a real GPU >= 120 fps at 729 x 729
 with 10 steps per frame.
+
+Recording and offscreen (issue 13; :func:`recording_rows`): the same 1280x800 viewer windowed, windowed
+while recording an MP4 of the window (30 fps file, one frame per frame drawn: the heaviest cadence),
+and offscreen (no window, no presentation), each frames per second; the recording's cost is
+``1 - fps(recording) / fps(windowed)`` (target < 15%).
 """
 import os
 import statistics
@@ -56,6 +61,50 @@ def measure(system, size, batch, spf, frames, profile_frames):
         v.close()
 
 
+RECORDING_CASES = [("Gray-Scott 243x243", "grayscott", 243, 1, 1)]
+
+
+def measure_fps(system, size, batch, spf, frames, offscreen=False, record_dir=None):
+    """Frames per second of a 1280x800 viewer (vsync off): windowed, or ``offscreen``; with
+    ``record_dir``, recording an MP4 of every frame at 30 fps (closing the file included)."""
+    from vkbands.viewer import open_viewer
+
+    v = open_viewer(system, size=size, batch=batch, steps_per_frame=spf, vsync=False, width=1280, height=800,
+                    range="per_band", offscreen=offscreen, record_fps=30.0, out_dir=record_dir or ".")
+    try:
+        for _ in range(5):
+            v.frame()
+        if record_dir is not None:
+            v.start_recording()
+        v.ctx.wait_idle()
+        t0 = time.perf_counter()
+        n0 = v.frame_count
+        while v.frame_count - n0 < frames:
+            v.frame()
+        if record_dir is not None:
+            v.stop_recording(announce=False, strict=True)       # waits for the encoder: its cost counts
+        v.ctx.wait_idle()
+        return (v.frame_count - n0) / (time.perf_counter() - t0)
+    finally:
+        v.close()
+
+
+def recording_rows(frames):
+    """Rows: case, windowed fps, recording fps, recording cost, offscreen fps, offscreen / windowed."""
+    import tempfile
+    rows = []
+    for label, system, size, batch, spf in RECORDING_CASES:
+        win = measure_fps(system, size, batch, spf, frames)
+        with tempfile.TemporaryDirectory() as d:
+            rec = measure_fps(system, size, batch, spf, frames, record_dir=d)
+        off = measure_fps(system, size, batch, spf, frames, offscreen=True)
+        print(f"  {label}: windowed {win:.1f}, recording {rec:.1f}, offscreen {off:.1f} fps",
+              file=sys.stderr, flush=True)
+        rows.append([label, spf, f"{win:.1f}", f"{rec:.1f}", f"{100 * (1 - rec / win):.0f}%", f"{off:.1f}",
+                     f"{off / win:.2f}"])
+    return rows
+
+
 def main(argv=None):
     args = bench_args(__doc__, argv, quick_help="fewer frames (a smoke run)")
     with Report(args.out, "bench_viewer"):
@@ -81,6 +130,10 @@ def run(args):
     print(f"viewer, vsync off, 1280x800 window, device: {device}")
     print(table(rows, ["case", "steps/frame", "fps", "ms/frame", "simulate ms", "decompose ms", "draw ms",
                        "present ms"]))
+    print()
+    print("MP4 recording (H.264, 30 fps file, every frame) and offscreen, 1280x800, vsync off")
+    print(table(recording_rows(frames), ["case", "steps/frame", "windowed fps", "recording fps",
+                                         "recording cost", "offscreen fps", "offscreen / windowed"]))
     return 0
 
 
