@@ -874,3 +874,134 @@ def test_viewer_context_presents_and_owns_the_surface(viewer):
     support = __import__("vulkan").vkGetInstanceProcAddr(viewer.ctx.instance, "vkGetPhysicalDeviceSurfaceSupportKHR")
     assert viewer.ctx.surface is not None and viewer.swapchain.surface == viewer.ctx.surface
     assert support(viewer.ctx.physical_device, viewer.ctx.queue_family, viewer.ctx.surface)
+
+
+def _run_frames(sheets, n, steps=1):
+    for i in range(n):
+        sheets.submit(steps, slot=i % sheets.slots)
+        sheets.observables(i % sheets.slots)
+
+
+def test_default_range_keeps_a_decaying_rollout_visible(ctx):
+    """Heat from a random field, 300 steps: with the default range (per band) every panel still spans
+    its colours; the old default (fixed +-max|x0|) has faded to near-white. The labels name the range."""
+    from vkbands.image import DEFAULT_RANGE
+    from vkbands.viewer.sheets import SheetPipeline
+    assert DEFAULT_RANGE == "per_band"
+    spread = {}
+    for rng in (None, "fixed"):
+        sheets = SheetPipeline(ctx, "heat", size=27, init="random", seed=1, range=rng, cmap="diverging", slots=1)
+        try:
+            assert sheets.range == (rng or "per_band")
+            _run_frames(sheets, 3, steps=100)
+            img = sheets.image.numpy()[..., :3].astype(int)
+            wr = sheets.writer
+            y0, x0, y1, x1 = wr.panel_rect(1)                      # s^(1)
+            panel = img[y0:y1, x0:x1]
+            spread[rng] = int((255 - panel.min(axis=(0, 1))).max())  # how far from white it gets
+        finally:
+            sheets.close()
+    assert spread[None] > 120 and spread["fixed"] < 40, spread
+
+
+def test_cursor_read_out_is_the_sheet_value(ctx):
+    """pick() maps a picture pixel to (sheet, leaf position); the value read a frame late is the sheet's
+    value there (device probe, no field readback in the frame)."""
+    from vkbands.viewer.sheets import SheetPipeline
+    sheets = SheetPipeline(ctx, "heat", size=27, init="random", seed=3, slots=2)
+    try:
+        _run_frames(sheets, 2, steps=2)
+        wr = sheets.writer
+        p = 3                                                   # s^(3) ... some panel of the grid
+        y0, x0, y1, x1 = wr.panel_rect(p)
+        u, v = x0 + 5 * wr.sx + 1, y0 + 11 * wr.sy + 1
+        pick = sheets.pick(u, v)
+        assert pick == (sheets.picture.ids[p], 11, 5)
+        assert sheets.pick(x1 + 1, y0) is None or sheets.pick(x1 + 1, y0)[0] != pick[0]
+        sheets.set_cursor(pick)
+        sheets.submit(0, slot=0)                                # paused: the new position still redraws
+        sheets.observables(0)
+        field = sheets.read_field()
+        expect = _headless_sheets(ctx, field, sheets)[pick[0], 11, 5]
+        cur = sheets.cursor
+        assert cur["band"].startswith("s^(3)") and cur["position"] == (11, 5)
+        assert cur["value"] == pytest.approx(float(expect), rel=1e-5, abs=1e-7)
+        sheets.set_cursor(None)
+        sheets.submit(0, slot=1)
+        sheets.observables(1)
+        assert sheets.cursor is None
+    finally:
+        sheets.close()
+
+
+def test_panel_legend_and_level_names(ctx):
+    """The energy plot has a legend (E_0 .. E_c in the curves' colours) and the level check boxes say
+    which level (l=0 .. coarse), not bare numbers."""
+    from vkbands.viewer.panel import ENERGY_COLOURS, Panel
+    from vkbands.viewer.sheets import SheetPipeline
+
+    class Recording(ScriptedImgui):
+        def __init__(self):
+            super().__init__({})
+            self.calls = []
+
+        def __getattr__(self, name):
+            f = super().__getattr__(name)
+            if name.isupper():
+                return f                                    # a flag
+
+            def call(*a, **k):
+                self.calls.append((name, a))
+                return f(*a, **k)
+            return call
+
+    class Controls:
+        playing, recording, steps_per_frame, fps, device_name, messages = False, None, 1, 0.0, "test", []
+
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+    sheets = SheetPipeline(ctx, "heat", size=27, slots=1)
+    try:
+        _run_frames(sheets, 3)
+        im = Recording()
+        Panel(Controls(), imgui=im).draw(sheets, 600)
+        boxes = [a[0].split("##")[0] for n, a in im.calls if n == "checkbox" and "##lvl" in a[0]]
+        assert boxes == ["l=0", "l=1", "l=2", "coarse"]
+        legend = [(a[0], a[1:4]) for n, a in im.calls if n == "text_colored"]
+        assert [t for t, _ in legend] == ["E_0", "E_1", "E_2", "E_c"]
+        assert legend[0][1] == ENERGY_COLOURS[0] and legend[-1][1] == (1.0, 1.0, 1.0)
+        assert any(n == "text" and a[0].startswith("cursor:") for n, a in im.calls)
+    finally:
+        sheets.close()
+
+
+@needs_display
+def test_window_shows_the_labelled_picture(viewer, tmp_path):
+    """The window shows the labelled picture: its panels are exactly the unlabelled grid's (labels=False
+    pipeline of the same state), the header carries the step, titles and colour bar are drawn."""
+    from vkbands.labels import TEXT_COLOUR
+    viewer.playing = False
+    shot = tmp_path / "lab.png"
+    viewer.run(frames=viewer.frame_count + 2, screenshot=shot)
+    src = viewer.sheets
+    win = np.asarray(Image.open(shot).convert("RGBA"))
+    x0, y0, w, h = viewer.preview.rect
+    img = src.image.numpy()
+    s = w // img.shape[1]
+    shown = win[y0:y0 + h:s, x0:x0 + w:s]
+    assert np.abs(shown[..., :3].astype(int) - img[..., :3]).max() <= 1          # window == storage image
+    text = (img[..., :3] == TEXT_COLOUR[:3]).all(-1)
+    lw = src.picture.labelled
+    assert text[:lw.frame.oy].sum() > 100                                        # header line(s)
+    by = lw.frame.bar[0]
+    assert text[by - lw.line_height:by].sum() > 50                               # the colour bar's caption
+    bare, _ = _headless_picture(ctx := src.ctx, src.read_field(), type("Bare", (), dict(
+        cmap=src.cmap, range=src.range, vmin=src.vmin, vmax=src.vmax, writer=src.writer, small=src.small,
+        picture=type("P", (), dict(ids=src.picture.ids, labelled=None))(), L=src.L, arity=src.arity))())
+    wr = src.writer
+    for p in range(wr.P):                                                        # panels: exact
+        py0, px0, py1, px1 = wr.panel_rect(p)
+        r, c = p // wr.cols, p % wr.cols
+        qy, qx = r * (wr.H * wr.sy + wr.gap), c * (wr.W * wr.sx + wr.gap)
+        assert np.array_equal(img[py0:py1, px0:px1], bare[qy:qy + wr.H * wr.sy, qx:qx + wr.W * wr.sx])

@@ -202,6 +202,7 @@ class Panel:
         im.separator()
         restart = self._system(sheets)
         im.separator()
+        self._cursor(sheets)
         self._energy_plot(sheets.energy_history)
         self._band_time(sheets.band_time)
         im.separator()
@@ -313,10 +314,12 @@ class Panel:
             sheets.set_display(show_cumulative=v1, show_detail=v2)
         vis = list(sheets.visible_levels)
         changed_any = False
+        im.text("levels shown (s^(l) and D^(l)):")
         for l in range(sheets.L + 1):
             if l:
                 im.same_line()
-            c, vis[l] = im.checkbox(f"{l}##lvl{l}", vis[l])
+            name = "coarse" if l == sheets.L else f"l={l}"
+            c, vis[l] = im.checkbox(f"{name}##lvl{l}", vis[l])
             changed_any |= c
         if changed_any and any(vis):
             sheets.set_display(visible_levels=vis)
@@ -348,7 +351,35 @@ class Panel:
             if len(pts) >= 2:
                 dl.add_polyline(pts, im.get_color_u32_rgba(*col, 1.0), flags=0, thickness=1.0)
         im.dummy(w, h)
-        im.text(f"range 1e{lo:.1f} .. 1e{hi:.1f}; last band = coarse")
+        im.text(f"range 1e{lo:.1f} .. 1e{hi:.1f}")
+        for b in range(E.shape[1]):         # the legend: one coloured name per curve
+            col = ENERGY_COLOURS[b % len(ENERGY_COLOURS)] if b < E.shape[1] - 1 else (1.0, 1.0, 1.0)
+            if b:
+                im.same_line()
+            im.text_colored(f"E_{b}" if b < E.shape[1] - 1 else "E_c", *col)
+
+    def _cursor(self, sheets):
+        """The value under the mouse (band, position in leaves, value), read on the device a frame late."""
+        im, c = self.imgui, self.controls
+        pick = None
+        try:
+            win, prev = c.window, c.preview
+            if prev.rect is not None and prev.image is not None and not win.closed:
+                cx, cy = win.cursor()
+                s = win.framebuffer_size[0] / max(win.size[0], 1)
+                x0, y0, w, h = prev.rect
+                u = (cx * s - x0) * prev.image.width / max(w, 1)
+                v = (cy * s - y0) * prev.image.height / max(h, 1)
+                pick = sheets.pick(u, v)
+        except Exception:  # noqa: BLE001 — no window (offscreen, tests): no read-out
+            pick = None
+        sheets.set_cursor(pick)
+        cur = sheets.cursor
+        if cur is not None and pick is not None:
+            pos = ", ".join(map(str, cur["position"]))
+            im.text(f"cursor: {cur['band']}  at ({pos})  value {cur['value']:.4g}")
+        else:
+            im.text("cursor: (over a panel: band, position, value)")
 
     def _band_time(self, image):
         if image is None:

@@ -28,8 +28,9 @@ import numpy as np
 
 from vkbands import systems
 from vkbands.bands import BandPlan
-from vkbands.image import GAP, ImageWriter
+from vkbands.image import DEFAULT_RANGE, GAP, ImageWriter
 from vkbands.image import layout as picture_layout
+from vkbands.labels import Caption, LabelledWriter, labelled_frame, sheet_titles
 from vkbands.rollout import Simulation
 from vkbands.setup import Setup
 
@@ -86,9 +87,11 @@ def shown_resolution(layout, width, height, limit: int, resample: bool = True):
 
 class SheetPicture:
     """One configuration of the picture: the visible sheet ids, their panel buffer (None when all are
-    shown), the resampled panels (None at full resolution), the ImageWriter and its storage image."""
+    shown), the resampled panels (None at full resolution), the ImageWriter (inside a LabelledWriter
+    when ``labels``, a dict of its layout keywords: the labelled picture of vkbands.labels, as the
+    files have) and its storage image."""
 
-    def __init__(self, ctx, ids, n_sheets: int, layout, resolution, resample_kernel):
+    def __init__(self, ctx, ids, n_sheets: int, layout, resolution, resample_kernel, labels=None):
         P, H, W, cols, scale = layout
         self.ids, self.HW, self._resample = list(ids), (H, W), resample_kernel
         if resolution is not None:
@@ -96,12 +99,18 @@ class SheetPicture:
             self.small = ctx.empty((P, h, w))
         else:
             h, w, self.small = H, W, None
-        self.writer = ImageWriter(ctx, P, h, w, cols=cols, scale=scale)
+        if labels is not None:
+            self.labelled = LabelledWriter(ctx, P, h, w, cols=cols, scale=scale, **labels)
+            self.writer = self.labelled.writer
+        else:
+            self.labelled = None
+            self.writer = ImageWriter(ctx, P, h, w, cols=cols, scale=scale)
         self.image = self.writer.image()
         self.panels = None if self.ids == list(range(n_sheets)) else ctx.empty((P, H, W))
 
-    def record(self, rec, sheets, reset: bool, style: dict):
-        """Record the visible panels of ``sheets`` (copied, resampled) drawn into the image."""
+    def record(self, rec, sheets, reset: bool, style: dict, slot: int = 0, caption=None, titles=()):
+        """Record the visible panels of ``sheets`` (copied, resampled) drawn into the image (labelled:
+        ``caption``, ``titles``, the step and time from frame slot ``slot``'s values)."""
         panels = sheets
         if self.panels is not None:
             per = int(np.prod(self.HW)) * 4
@@ -116,10 +125,14 @@ class SheetPicture:
                          push=dict(n_panels=P, H=H, W=W, h=h, w=w))
             panels = self.small
         wr = self.writer
-        wr.record(rec, panels.reshape(wr.P, wr.H, wr.W), self.image, reset=reset, **style)
+        if self.labelled is not None:
+            self.labelled.record(rec, panels.reshape(wr.P, wr.H, wr.W), self.image, caption=caption, titles=titles,
+                                 reset=reset, slot=slot, **style)
+        else:
+            wr.record(rec, panels.reshape(wr.P, wr.H, wr.W), self.image, reset=reset, **style)
 
     def close(self):
-        close_in_order(self.image, self.writer, self.panels, self.small)
+        close_in_order(self.image, self.labelled or self.writer, self.panels, self.small)
 
 
 # ----------------------------------------------------------------------------- band x time
@@ -227,9 +240,13 @@ class SheetPipeline:
         x0: a given initial state instead of the set-up's (``options`` then hold system parameters
             and arity only).  dims: with a given 1-D batch x0 (B, N) of a tree system, pass 1.
         member: which batch member is drawn.
-        cmap, range, vmin, vmax, fade: the picture (vkbands.image); ``cmap``/``range`` None: the
-            system's (``SystemSpec.picture``); ``vmin/vmax`` None: fixed range from the initial field
-            (symmetric, max |x0| of the observed field).
+        cmap, range, vmin, vmax, fade: the picture (vkbands.image); ``cmap`` None: the system's
+            (``SystemSpec.picture.view_cmap``); ``range`` None: ``vkbands.image.DEFAULT_RANGE``
+            (per_band: each panel by its own max|x|, so a decaying rollout stays visible); ``vmin/vmax``
+            None: the fixed range (range="fixed") from the initial field (symmetric, max |x0| of the
+            observed field).
+        labels: the labelled picture (header with system, step, time and parameters; panel titles;
+            colour bar: vkbands.labels, the same composition as the files); False: the bare grid.
         slots: frame slots (each its own observables mirror).  resample: shrink the picture to the
             size it is shown at (:meth:`set_view`).
         on_picture: called with the storage image each time it is (re)created.
@@ -239,7 +256,7 @@ class SheetPipeline:
     """
 
     def __init__(self, ctx, system=None, x0=None, *, member=0, cmap=None, range=None, vmin=None, vmax=None,
-                 fade=0.0, slots=2, resample=True, dims=None, on_picture=None, retire=None, **options):
+                 fade=0.0, slots=2, resample=True, dims=None, on_picture=None, retire=None, labels=True, **options):
         self.ctx = ctx
         self.retire = retire or close_in_order
         self._on_picture = on_picture
@@ -253,12 +270,19 @@ class SheetPipeline:
             self.sim.close()
             raise
         self.cmap = spec.picture.view_cmap if cmap is None else cmap
-        self.range = spec.picture.range if range is None else range
+        self.range = DEFAULT_RANGE if range is None else range     # per_band: a decaying field stays visible
         self.fade = float(fade)
         self.vmin, self.vmax = self._initial_range(x0, vmin, vmax)
         self.show_cumulative, self.show_detail = True, True
         self.visible_levels = [True] * (self.L + 1)
         self.resample = bool(resample)
+        self.labels = bool(labels)
+        self._probe_kernel = ctx.kernel("probe.comp")
+        self._probe_at = [ctx.empty((2,), np.uint32, host=True) for _ in np.arange(max(1, int(slots)))]
+        self._probe_out = [ctx.empty((1,), np.float32, host=True) for _ in np.arange(max(1, int(slots)))]
+        self._probe_pick = [None] * max(1, int(slots))     # what each slot's submission probes
+        self.cursor_pick = None          # (sheet id, iy, ix) under the cursor, or None (set_cursor)
+        self.cursor = None               # {"band", "position", "value"} a frame late, or None
         self._resample_kernel = ctx.kernel("resample.comp")
         self.slots = max(1, int(slots))
         self._recordings = RecordingCache(self.slots)
@@ -370,10 +394,36 @@ class SheetPipeline:
 
     @property
     def logical_size(self):
-        """(width, height) of the sheet grid at full resolution (every leaf value a block of pixels)."""
+        """(width, height) of the picture at full resolution (every leaf value a block of pixels; with
+        labels, the labelled picture around that grid)."""
         P, H, W, cols, (sy, sx) = self._grid()[1]
+        if self.labels:
+            frame = labelled_frame(P, H, W, cols, (sy, sx), GAP, **self._label_layout())[0]
+            return frame.width, frame.height
         h, w = picture_layout(P, H, W, cols, sx, sy)
         return w, h
+
+    # ------------------------------------------------------------------ labels
+    def caption(self) -> Caption:
+        """What the picture's header says: system, shape, p, L, member of batch, the parameters (and
+        init, seed when started from a Setup); the step and time come from each frame."""
+        extra = {}
+        if self.setup is not None:
+            extra = dict(init=self.setup.init, seed=self.setup.seed)
+        params = {k: v for k, v in self.sim.params.items() if k != "arity"}
+        return Caption(self.system_name, self.spatial, self.arity, self.L, self.member, self.batch, params=params,
+                       extra=extra, observed=self.spec.observed if self.spec.fields_per_member > 1 else None)
+
+    def titles(self):
+        """The titles of the panels shown, in grid order (vkbands.labels.sheet_titles)."""
+        return sheet_titles(self._grid()[0], self.L, self.arity, len(self.spatial))
+
+    def _label_layout(self):
+        """The LabelledWriter layout keywords: glyph scale 1 (screen text), enough header lines for the
+        caption at the narrowest picture (so changed parameters never need another layout), two title
+        lines (so the margins do not change when the panels are resampled to the size shown)."""
+        return dict(k=1, title_lines=2,
+                    header_lines=labelled_frame(1, 1, 1, 1, 1, GAP, k=1, caption=self.caption())[3])
 
     def set_view(self, width: float, height: float):
         """The picture is shown ``width`` x ``height`` screen pixels large: when that is smaller than
@@ -385,15 +435,26 @@ class SheetPipeline:
             self._build_picture()
 
     def _shown_resolution(self, width, height):
-        return shown_resolution(self._grid()[1], width, height, int(self.ctx.limits.maxImageDimension2D),
-                                self.resample)
+        layout = self._grid()[1]
+        limit = int(self.ctx.limits.maxImageDimension2D)
+        if self.labels:      # the panels get what the labels leave of the area shown (and of the device)
+            P, H, W, cols, (sy, sx) = layout
+            frame = labelled_frame(P, H, W, cols, (sy, sx), GAP, **self._label_layout())[0]
+            gh, gw = picture_layout(P, H, W, cols, sx, sy)
+            mw = frame.width - gw if frame.width == gw + 2 * frame.ox else 0   # 0: the text sets the width
+            mh = frame.height - gh
+            width, height = max(1.0, width - mw), max(1.0, height - mh)
+            limit = max(1, limit - max(mw, mh, 2 * frame.ox))
+        return shown_resolution(layout, width, height, limit, self.resample)
 
     def _build_picture(self):
         """(Re)create the picture for the visible panels. The old one (and the recordings that use it)
         is retired, not closed: the frame in flight may still be drawing the old image."""
         old = (*self._forget_recordings(retire=True), self.picture)
         ids, layout = self._grid()
-        self.picture = SheetPicture(self.ctx, ids, 2 * self.L + 1, layout, self._resolution, self._resample_kernel)
+        labels = dict(self._label_layout(), slots=self.slots) if self.labels else None
+        self.picture = SheetPicture(self.ctx, ids, 2 * self.L + 1, layout, self._resolution, self._resample_kernel,
+                                    labels)
         self.retire(*old)
         self._pending_reset = True
         if self._on_picture is not None:
@@ -439,8 +500,12 @@ class SheetPipeline:
                 self.band_history.record(rec, slot, *self._obs.energy_location())
         if part in ("all", "picture"):
             self.plan.record_sheets(rec, self._field_view, self.sheets, member=self._field_member)
+            k = self._probe_kernel
+            rec.dispatch(k, (1, 1, 1), self.sheets, self._probe_at[slot], self._probe_out[slot],
+                         push=dict(n=int(self.sheets.size)))
             self.picture.record(rec, self.sheets, reset, dict(cmap=self.cmap, range=self.range, vmin=self.vmin,
-                                                                vmax=self.vmax, fade=self.fade))
+                                                                vmax=self.vmax, fade=self.fade),
+                                slot=slot, caption=self.caption(), titles=self.titles())
         rec.finish()
         return rec
 
@@ -462,6 +527,17 @@ class SheetPipeline:
         if cache.full_for([(n, reset, slot, p) for p in parts]):
             # e.g. steps/frame dragged over many values: keep the cache small
             self.retire(*self._forget_recordings(retire=True))
+        self._probe_pick[slot] = pick = self.cursor_pick     # the value under the cursor, read a frame late
+        if pick is not None:
+            l, iy, ix = pick
+            flat = (l * int(np.prod(self.spatial)) + (iy * self.spatial[-1] if len(self.spatial) == 2 else 0) + ix)
+            self._probe_at[slot].upload(np.array([flat, 1], np.uint32))
+        else:
+            self._probe_at[slot].upload(np.array([0, 0], np.uint32))
+        if self.picture.labelled is not None:    # the step (and time) this frame's picture shows
+            step = self.sim.step + n
+            dt = self.caption().dt
+            self.picture.labelled.set_values(step, step * dt if dt is not None else None, slot)
         recs = []
         for part in parts:
             key = (n, reset, slot, part)
@@ -485,6 +561,14 @@ class SheetPipeline:
         rec = self._recordings.take(slot)
         if rec is None:
             return None
+        pick = self._probe_pick[slot]
+        if pick is not None:
+            value = float(self._probe_out[slot].numpy()[0])
+            title = sheet_titles([pick[0]], self.L, self.arity, len(self.spatial))[0]
+            pos = pick[1:] if len(self.spatial) == 2 else pick[2:]
+            self.cursor = dict(band=title, position=tuple(int(i) for i in pos), value=value)
+        else:
+            self.cursor = None
         try:
             energies, self.nonfinite = self._obs.read(slot)
         except Exception:  # noqa: BLE001 — observables are advisory; never stop the viewer
@@ -538,7 +622,32 @@ class SheetPipeline:
         self._forget_recordings()
         return self._field_view.numpy()[self._field_member]
 
+    # ------------------------------------------------------------------ cursor read-out
+    def pick(self, u: float, v: float):
+        """``(sheet id, iy, ix)`` of the leaf value drawn at pixel ``(u, v)`` of the picture (the
+        storage image; resampled panels map back to the leaf they sampled), or None off the panels."""
+        wr, pic = self.writer, self.picture
+        u, v = int(math.floor(u)), int(math.floor(v))
+        for p in range(wr.P):
+            y0, x0, y1, x1 = wr.panel_rect(p)
+            if y0 <= v < y1 and x0 <= u < x1:
+                r, c = (v - y0) // wr.sy, (u - x0) // wr.sx
+                H, W = pic.HW
+                if pic.small is not None:           # nearest resampling: value (r, c) came from this leaf
+                    r, c = ((2 * r + 1) * H) // (2 * wr.H), ((2 * c + 1) * W) // (2 * wr.W)
+                return pic.ids[p], int(r), int(c)
+        return None
+
+    def set_cursor(self, pick):
+        """Probe the value at ``pick`` ((sheet id, iy, ix), e.g. from :meth:`pick`; None: stop) in the
+        frames submitted from now on; :attr:`cursor` gives it a frame later."""
+        pick = None if pick is None else tuple(int(i) for i in pick)
+        if pick != self.cursor_pick:
+            self._dirty = True           # paused too: the next frame probes the new position
+        self.cursor_pick = pick
+
     def close(self):
         self._forget_recordings()
+        close_in_order(*self._probe_at, *self._probe_out)
         close_in_order(self.band_history, self.picture, self.sheets, self.plan, self._obs)
         self.sim.close()
