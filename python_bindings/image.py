@@ -256,11 +256,17 @@ class ImageWriter(Owner):
             reset = True  # without fade the shader leaves the accumulator stale: start it from this frame
         self._last_fade = fade
         (oy, ox, pad), (by, bx, bh, bw) = self._offset, self._bar
+        compact = self.frame is not None
         push = dict(n_panels=self.P, height=self.H, width=self.W, cols=self.cols, sx=self.sx, sy=self.sy,
                     gap=self.gap, reset=int(bool(reset)), fade=fade, ox=ox, oy=oy, pad_top=pad,
-                    bar_x=bx, bar_y=by, bar_w=bw, bar_h=bh, **style)
+                    bar_x=bx, bar_y=by, bar_w=bw, bar_h=bh, compact=int(compact), **style)
         d = self._draw
-        rec.dispatch(d, d.groups(self.width, self.height), panels, scale, self.acc, image, push=push)
+        if compact:   # labelled: clear the margins, then only the panel rows and the bar are computed
+            rec.clear(image, tuple(c / 255.0 for c in BACKGROUND))
+            gh, gw = layout(self.P, self.H, self.W, self.cols, self.sx, self.sy, self.gap)
+            rec.dispatch(d, d.groups(max(gw, bw), gh + bh), panels, scale, self.acc, image, push=push)
+        else:
+            rec.dispatch(d, d.groups(self.width, self.height), panels, scale, self.acc, image, push=push)
         return image
 
     def __repr__(self):

@@ -35,10 +35,10 @@ from vkbands.engine import DeviceArray, current, default_context
 from . import reference as R
 from ._checks import option_int
 from ._owner import Owner
-from .image import DEFAULT_EPS, DEFAULT_RANGE, DEFAULT_TAU, GAP, ImageWriter, _default_cols, _panels_shape, _scale, layout
+from .image import DEFAULT_EPS, DEFAULT_TAU, GAP, ImageWriter, _default_cols, _panels_shape, _scale, layout
 
 __all__ = ["FONT", "FONT_W", "FONT_H", "Num", "Frame", "Caption", "LabelledWriter", "render_labelled", "text_image",
-           "sheet_titles", "format_number", "text_scale", "TEXT_COLOUR", "range_name", "DEFAULT_RANGE"]
+           "sheet_titles", "format_number", "text_scale", "TEXT_COLOUR", "labelled_frame"]
 
 FONT_W, FONT_H = 6, 10       # glyph cell (spacing included), pixels at scale 1
 TEXT_COLOUR = (230, 230, 230, 255)
@@ -109,11 +109,6 @@ def format_number(value, fmt=FMT_SCI, decimals=2) -> str:
         s = f"{v:.{decimals}f}"
         return s[1:] if s.startswith("-") and not s.strip("-0.") else s
     return f"{v:.{decimals}e}"
-
-
-def range_name(range, per_panel_titles=True) -> str:
-    return {"fixed": "fixed", "symmetric": "+-max|x| of the frame",
-            "per_band": "per band: +-max|x| of each panel" + (" (in its title)" if per_panel_titles else "")}[range]
 
 
 # ----------------------------------------------------------------------------- captions and titles
@@ -323,6 +318,42 @@ def _bar_caption(cmap, range, tau, eps, fade, per_panel):
 
 
 # ----------------------------------------------------------------------------- the device writer
+def _caption_lines(caption, max_chars):
+    if caption is None:
+        return []
+    if isinstance(caption, str):
+        return [[caption[:max_chars]]]
+    return _wrap(caption.lines(), max_chars)
+
+
+def labelled_frame(P, H, W, cols, scale=1, gap=GAP, k=None, header_lines=None, title_lines=None, min_chars=72,
+                   left_chars=0, caption=None):
+    """The geometry of a labelled picture (no device work): ``(frame, k, title_lines, header_lines,
+    max_chars)``; arguments as :class:`LabelledWriter`."""
+    sy, sx = _scale(scale)
+    gh0, gw = layout(P, H, W, cols, sx, sy, gap)
+    k = text_scale(gw, W * sx) if k is None else option_int("k", k, 1)
+    lh, cw, m = 12 * k, FONT_W * k, 4 * k
+    if title_lines is None:
+        title_lines = 1 if W * sx >= 36 * cw else 2
+    title_lines = option_int("title_lines", title_lines, 0)
+    rows = -(-P // cols)
+    pad_top = title_lines * lh
+    left = option_int("left_chars", left_chars, 0) * cw
+    width = 2 * m + max(left + gw, option_int("min_chars", min_chars, 1) * cw)
+    max_chars = (width - 2 * m) // cw
+    if header_lines is None:
+        header_lines = len(_caption_lines(caption, max_chars)) if caption is not None else 2
+    header_lines = option_int("header_lines", header_lines, 1)
+    oy = m + header_lines * lh + m
+    grid_h = rows * (H * sy + gap + pad_top) - gap
+    bar_y = oy + grid_h + m + lh
+    bar_w = min(width - 2 * m - 2 * cw, 72 * cw)
+    bar = (bar_y, m + cw, lh, bar_w)
+    height = bar_y + lh + 2 * k + lh + m
+    return Frame(height, width, oy, m + left, pad_top, bar), k, title_lines, header_lines, max_chars
+
+
 class LabelledWriter(Owner):
     """Labelled pictures of P panels of H x W values (the geometry of :class:`vkbands.image.ImageWriter`:
     ``cols``, ``scale``, ``gap``) with ``title_lines`` lines of title above each panel row (default: 1
@@ -344,30 +375,12 @@ class LabelledWriter(Owner):
         P, H, W = option_int("P", P, 1), option_int("H", H, 1), option_int("W", W, 1)
         sy, sx = _scale(scale)
         cols = min(P, _default_cols(P, H) if cols is None else option_int("cols", cols, 1))
-        gh0, gw = layout(P, H, W, cols, sx, sy, gap)
-        self.k = k = text_scale(gw, W * sx) if k is None else option_int("k", k, 1)
-        lh, cw, m = self.line_height, FONT_W * k, 4 * k
-        if title_lines is None:
-            title_lines = 1 if W * sx >= 36 * cw else 2
-        self.title_lines = option_int("title_lines", title_lines, 0)
-        rows = -(-P // cols)
-        pad_top = self.title_lines * lh
-        left = option_int("left_chars", left_chars, 0) * cw
-        width = 2 * m + max(left + gw, min_chars * cw)
-        self.max_chars = (width - 2 * m) // cw
-        if header_lines is None:
-            header_lines = len(self._caption_lines(caption)) if caption is not None else 2
-        self.header_lines = option_int("header_lines", header_lines, 1)
-        oy = m + self.header_lines * lh + m
-        grid_h = rows * (H * sy + gap + pad_top) - gap
-        bar_y = oy + grid_h + m + lh
-        bar_w = min(width - 2 * m - 2 * cw, 72 * cw)
-        bar = (bar_y, m + cw, lh, bar_w)
-        height = bar_y + bar[2] + 2 * k + lh + m
-        self.frame = Frame(height, width, oy, m + left, pad_top, bar)
+        self.frame, self.k, self.title_lines, self.header_lines, self.max_chars = labelled_frame(
+            P, H, W, cols, (sy, sx), gap, k=k, header_lines=header_lines, title_lines=title_lines,
+            min_chars=min_chars, left_chars=left_chars, caption=caption)
         try:
             self.writer = self._own(ImageWriter(ctx, P, H, W, cols=cols, scale=(sy, sx), gap=gap, frame=self.frame))
-            self._kernel = ctx.kernel("labels.comp")
+            self._kernels = (ctx.kernel("label_numbers.comp"), ctx.kernel("labels.comp"))
             self.font = self._own(ctx.array(FONT.reshape(-1)))
             self.slots = option_int("slots", slots, 1)
             self.values = [self._own(ctx.empty((N_VALUES,), np.uint32, host=True)) for _ in range(self.slots)]
@@ -457,17 +470,14 @@ class LabelledWriter(Owner):
         return g.arrays()
 
     def _caption_lines(self, caption):
-        if caption is None:
-            return []
-        if isinstance(caption, str):
-            return [[caption[: self.max_chars]]]
-        return _wrap(caption.lines(), self.max_chars)
+        return _caption_lines(caption, self.max_chars)
 
     def _text(self, key, build):
         t = self._texts.get(key)
         if t is None:
             items, nums = build()
-            t = self._texts[key] = (self._own(self.ctx.array(items)), self._own(self.ctx.array(nums)), len(items))
+            t = self._texts[key] = (self._own(self.ctx.array(items)), self._own(self.ctx.array(nums)),
+                                    self._own(self.ctx.empty((len(nums) * (_MAXC + 1),), np.uint32)), len(items))
         return t
 
     def record(self, rec, panels, image, caption=None, titles=(), cmap="diverging", range="fixed", vmin=None,
@@ -487,15 +497,10 @@ class LabelledWriter(Owner):
                   reset=reset)
         extra = dict(row_labels=row_labels, col_ticks=col_ticks, bar_caption=bar_caption, bar_ticks=bar_ticks)
         key = (repr(caption), tuple(titles), cmap, range, vmin, vmax, tau, eps, round(float(fade), 4), repr(extra))
-        items, nums, n = self._text(key, lambda: self._layout(caption, titles, cmap, range, vmin, vmax, tau,
+        items, nums, chars, n = self._text(key, lambda: self._layout(caption, titles, cmap, range, vmin, vmax, tau,
                                                               eps, fade, extra))
-        kk = self._kernel
-        per = FONT_W * FONT_H * self.k * self.k
-        total = n * per
-        groups = -(-total // kk.local_size[0])
-        rec.dispatch(kk, kk.grid(groups), self.font, items, nums, self.values[int(slot) % self.slots],
-                     wr.scale_buffer(range), image,
-                     push=dict(n_items=n, k=self.k, colour=int(np.array(TEXT_COLOUR, np.uint8).view(np.uint32)[0])))
+        _record_text(rec, self._kernels, self.font, items, nums, chars, n, self.values[int(slot) % self.slots],
+                     wr.scale_buffer(range), image, self.k)
         return image
 
     def __repr__(self):
@@ -534,6 +539,20 @@ def render_labelled(panels, caption=None, titles=(), step=0, time=None, cmap="di
             t.close()
 
 
+_MAXC = 24      # characters per formatted number (label_numbers.comp)
+
+
+def _record_text(rec, kernels, font, items, nums, chars, n_items, values, scale, image, k):
+    """Record the two text passes: the numbers formatted into ``chars``, then the glyphs (one
+    invocation per glyph row)."""
+    kn, kg = kernels
+    n_nums = int(nums.shape[0])
+    rec.dispatch(kn, (n_nums, 1, 1), nums, values, scale, chars, push=dict(n_nums=n_nums))
+    total = n_items * FONT_H * k
+    rec.dispatch(kg, kg.grid(-(-total // kg.local_size[0])), font, items, nums, chars, image,
+                 push=dict(n_items=n_items, k=k, colour=int(np.array(TEXT_COLOUR, np.uint8).view(np.uint32)[0])))
+
+
 def text_image(runs, height, width, values=(), scale_values=(), k=1, ctx=None) -> np.ndarray:
     """Text alone, drawn by ``labels.comp`` on a BACKGROUND image of ``height`` x ``width``: ``runs``
     ``[(y, x, segments)]`` or ``[(y, x, segments, align)]`` (segments: str and :class:`Num`);
@@ -549,16 +568,15 @@ def text_image(runs, height, width, values=(), scale_values=(), k=1, ctx=None) -
     for i, val in enumerate(values):
         v[i] = np.float32(val).view(np.uint32) if isinstance(val, float) else int(val)
     s = np.asarray(list(scale_values) or [0.0], np.float32)
-    kk = ctx.kernel("labels.comp")
-    arrays = [ctx.array(FONT.reshape(-1)), ctx.array(items), ctx.array(nums), ctx.array(v), ctx.array(s)]
+    kernels = (ctx.kernel("label_numbers.comp"), ctx.kernel("labels.comp"))
+    arrays = [ctx.array(FONT.reshape(-1)), ctx.array(items), ctx.array(nums), ctx.array(v), ctx.array(s),
+              ctx.empty((len(nums) * (_MAXC + 1),), np.uint32)]
     img = ctx.image(height, width, "rgba8")
     try:
         with ctx.recorder() as rec:
             rec.clear(img, tuple(c / 255.0 for c in BACKGROUND))
-            total = len(items) * FONT_W * FONT_H * g.k * g.k
-            rec.dispatch(kk, kk.grid(-(-total // kk.local_size[0])), *arrays, img,
-                         push=dict(n_items=len(items), k=g.k,
-                                   colour=int(np.array(TEXT_COLOUR, np.uint8).view(np.uint32)[0])))
+            font, it, nu, va, sc, chars = arrays
+            _record_text(rec, kernels, font, it, nu, chars, len(items), va, sc, img, g.k)
         return img.numpy()
     finally:
         img.close()

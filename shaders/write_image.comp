@@ -30,7 +30,9 @@
 // of bar_w x bar_h pixels: column c has u = (c + 0.5) / bar_w in [0, 1] and the map's colour of
 // s = 2u - 1 (grey, diverging), of the already mapped s (log: the bar's axis is the log axis), of
 // s0 = 2u - 1 with tau = 1/3 (ternary: its three colours in equal thirds), of h = u (energy-height).
-// With ox = oy = pad_top = bar_w = 0 the picture is the unlabelled one.
+// With ox = oy = pad_top = bar_w = 0 the picture is the unlabelled one. compact = 1 (labelled pictures):
+// the image was cleared to BACKGROUND first and the invocations cover only the panel rows (their title
+// space skipped) and then the bar's rows, the same per-pixel code on fewer pixels.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -68,6 +70,7 @@ layout(push_constant) uniform Push {
     uint bar_y;
     uint bar_w;
     uint bar_h;
+    uint compact;     // 1: invocations cover only the panel rows and the bar (labelled; the rest was cleared)
 } pc;
 
 const vec3 BACKGROUND = vec3(32.0, 32.0, 32.0) / 255.0;
@@ -130,6 +133,18 @@ vec3 colorize(float value, uint p) {
 void main() {
     ivec2 size = imageSize(img);
     uvec2 xy = gl_GlobalInvocationID.xy;
+    if (pc.compact != 0u) {
+        // invocation rows: the panel rows of the grid (gaps included, title space skipped), then the bar
+        uint pitch = pc.height * pc.sy + pc.gap;
+        uint grid_h = ((pc.n_panels + pc.cols - 1u) / pc.cols) * pitch - pc.gap;
+        if (xy.y < grid_h) {
+            uint r = xy.y / pitch;
+            xy = uvec2(pc.ox + xy.x, pc.oy + r * (pitch + pc.pad_top) + pc.pad_top + (xy.y - r * pitch));
+        } else {
+            if (xy.y - grid_h >= pc.bar_h || xy.x >= pc.bar_w) return;
+            xy = uvec2(pc.bar_x + xy.x, pc.bar_y + (xy.y - grid_h));
+        }
+    }
     if (xy.x >= uint(size.x) || xy.y >= uint(size.y)) return;
     uint pw = pc.width * pc.sx, ph = pc.height * pc.sy;
     uint cw = pw + pc.gap, ch = ph + pc.gap + pc.pad_top;
