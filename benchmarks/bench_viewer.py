@@ -13,6 +13,10 @@ Recording and offscreen (issue 13; :func:`recording_rows`): the same 1280x800 vi
 while recording an MP4 of the window (30 fps file, one frame per frame drawn: the heaviest cadence),
 and offscreen (no window, no presentation), each frames per second; the recording's cost is
 ``1 - fps(recording) / fps(windowed)`` (target < 15%).
+
+Labels (issue 13; :func:`label_rows`): the same windowed viewer with the labelled picture (header,
+titles, colour bar: write_image over the larger image + labels.comp) and with ``labels=False`` (the
+bare grid); the labels' cost is ``1 - fps(labels) / fps(bare)`` (target < 5%).
 """
 import os
 import statistics
@@ -64,13 +68,13 @@ def measure(system, size, batch, spf, frames, profile_frames):
 RECORDING_CASES = [("Gray-Scott 243x243", "grayscott", 243, 1, 1)]
 
 
-def measure_fps(system, size, batch, spf, frames, offscreen=False, record_dir=None):
+def measure_fps(system, size, batch, spf, frames, offscreen=False, record_dir=None, labels=True):
     """Frames per second of a 1280x800 viewer (vsync off): windowed, or ``offscreen``; with
     ``record_dir``, recording an MP4 of every frame at 30 fps (closing the file included)."""
     from vkbands.viewer import open_viewer
 
     v = open_viewer(system, size=size, batch=batch, steps_per_frame=spf, vsync=False, width=1280, height=800,
-                    range="per_band", offscreen=offscreen, record_fps=30.0, out_dir=record_dir or ".")
+                    range="per_band", offscreen=offscreen, record_fps=30.0, out_dir=record_dir or ".", labels=labels)
     try:
         for _ in range(5):
             v.frame()
@@ -105,6 +109,20 @@ def recording_rows(frames):
     return rows
 
 
+LABEL_CASES = [("Gray-Scott 243x243", "grayscott", 243, 1, 1), ("tree 64 x 729 (1-D)", "tree", 729, 64, 1)]
+
+
+def label_rows(frames):
+    """Rows: case, fps with labels, fps bare (labels=False), the labels' cost."""
+    rows = []
+    for label, system, size, batch, spf in LABEL_CASES:
+        bare = measure_fps(system, size, batch, spf, frames, labels=False)
+        lab = measure_fps(system, size, batch, spf, frames, labels=True)
+        print(f"  {label}: labels {lab:.1f}, bare {bare:.1f} fps", file=sys.stderr, flush=True)
+        rows.append([label, spf, f"{lab:.1f}", f"{bare:.1f}", f"{100 * (1 - lab / bare):.0f}%"])
+    return rows
+
+
 def main(argv=None):
     args = bench_args(__doc__, argv, quick_help="fewer frames (a smoke run)")
     with Report(args.out, "bench_viewer"):
@@ -134,6 +152,9 @@ def run(args):
     print("MP4 recording (H.264, 30 fps file, every frame) and offscreen, 1280x800, vsync off")
     print(table(recording_rows(frames), ["case", "steps/frame", "windowed fps", "recording fps",
                                          "recording cost", "offscreen fps", "offscreen / windowed"]))
+    print()
+    print("labelled picture (header, titles, colour bar) vs the bare grid, 1280x800 window, vsync off")
+    print(table(label_rows(frames), ["case", "steps/frame", "labels fps", "bare fps", "labels cost"]))
     return 0
 
 
