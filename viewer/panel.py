@@ -316,8 +316,8 @@ class Panel:
         changed_any = False
         im.text("levels shown (s^(l) and D^(l)):")
         for l in range(sheets.L + 1):
-            if l:
-                im.same_line()
+            if l % 4:
+                im.same_line()                  # four boxes a line: they fit the panel
             name = "coarse" if l == sheets.L else f"l={l}"
             c, vis[l] = im.checkbox(f"{name}##lvl{l}", vis[l])
             changed_any |= c
