@@ -719,6 +719,11 @@ class Bands(Owner):
             for array in [self._buf, self._energies] + self._scratch:
                 array.close()
 
+    def _repr_png_(self):
+        """Jupyter: the labelled sheet grid of the first field (vkbands.notebook.bands_png)."""
+        from .notebook import bands_png
+        return bands_png(self)
+
     def __repr__(self):
         kind = "device" if self.device else "numpy"
         return (f"<vkbands.Bands arity={self.arity} L={self.levels} batch={self.batch_shape} "

@@ -359,6 +359,11 @@ class Rollout:
         f = self.spec.closed_form
         return None if f is None else f(self)
 
+    def _repr_html_(self):
+        """Jupyter: summary table, energy plot and sheet animation of member 0 (vkbands.notebook.rollout_html)."""
+        from .notebook import rollout_html
+        return rollout_html(self)
+
     def summary(self, tau=1e-3) -> dict:
         """JSON-friendly derived quantities (per member lists)."""
         out = dict(system=self.system, steps=self.n_steps, batch=self.batch, arity=self.arity, levels=self.levels)
