@@ -58,5 +58,5 @@ def run(args) -> int:
         root.discard()                     # only when nothing was written into it
     print(f"\nvkbands demo done in {time.perf_counter() - t0:.1f} s; files in:")
     for d in dirs:
-        print(f"  {d}/  (open rollout.gif, energies.png, sheets_t*.png)")
+        print(f"  {d}/  (open rollout.gif, energies.png, sheets_t*.png: labelled, each band in its own range)")
     return 0
