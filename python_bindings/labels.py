@@ -304,7 +304,10 @@ def _bar_ticks(cmap, range, vmin, vmax, tau, eps, per_panel):
     return ticks
 
 
-def _bar_caption(cmap, range, tau, eps, fade, per_panel):
+def _bar_caption(cmap, range, tau, eps, fade, per_panel, short=False):
+    if short:
+        rng = "fixed" if range == "fixed" else ("x/max|x| per band" if per_panel else "+-max|x|")
+        return f"{cmap}, {rng}" + (f", fade {fade:.2f}" if fade > 0 else "")
     what = {"grey": "grey", "diverging": "diverging",
             "ternary": f"ternary (tau {tau:g})", "log": f"log (eps {eps:g})",
             "energy-height": f"energy-height (log x^2, eps {eps:g})"}[cmap]
@@ -375,6 +378,7 @@ class LabelledWriter(Owner):
         P, H, W = option_int("P", P, 1), option_int("H", H, 1), option_int("W", W, 1)
         sy, sx = _scale(scale)
         cols = min(P, _default_cols(P, H) if cols is None else option_int("cols", cols, 1))
+        self.min_chars, self.left_chars = min_chars, left_chars
         self.frame, self.k, self.title_lines, self.header_lines, self.max_chars = labelled_frame(
             P, H, W, cols, (sy, sx), gap, k=k, header_lines=header_lines, title_lines=title_lines,
             min_chars=min_chars, left_chars=left_chars, caption=caption)
@@ -455,6 +459,8 @@ class LabelledWriter(Owner):
                     g.run(y0 + i * lh + k, x0, [t[:n]])
         by, bx, bh, bw = f.bar
         bar_caption = extra.get("bar_caption") or _bar_caption(cmap, range, tau, eps, fade, per_panel)
+        if len(bar_caption) > self.max_chars and not extra.get("bar_caption"):
+            bar_caption = _bar_caption(cmap, range, tau, eps, fade, per_panel, short=True)
         g.run(by - lh + k, m, [bar_caption[: self.max_chars]])
         ticks = extra.get("bar_ticks") or _bar_ticks(cmap, range, vmin, vmax, tau, eps, per_panel)
         last_end = -1

@@ -69,7 +69,7 @@ def _headless_picture(ctx, field, src, panels=None):
     if lw is None:
         return render_image(panels, **style), sheets
     pic = render_labelled(panels, caption=src.caption(), titles=src.titles(), step=src.step, k=lw.k,
-                          header_lines=lw.header_lines, title_lines=lw.title_lines, **style)
+                          header_lines=lw.header_lines, title_lines=lw.title_lines, min_chars=lw.min_chars, **style)
     return pic, sheets
 
 
@@ -982,12 +982,15 @@ def test_window_shows_the_labelled_picture(viewer, tmp_path):
     pipeline of the same state), the header carries the step, titles and colour bar are drawn."""
     from vkbands.labels import TEXT_COLOUR
     viewer.playing = False
+    viewer.preview.reset_view()
     shot = tmp_path / "lab.png"
     viewer.run(frames=viewer.frame_count + 2, screenshot=shot)
     src = viewer.sheets
     win = np.asarray(Image.open(shot).convert("RGBA"))
     x0, y0, w, h = viewer.preview.rect
     img = src.image.numpy()
+    assert (w, h) == (img.shape[1] * (w // img.shape[1]), img.shape[0] * (w // img.shape[1])), \
+        (viewer.preview.rect, img.shape, viewer.swapchain.extent)
     s = w // img.shape[1]
     shown = win[y0:y0 + h:s, x0:x0 + w:s]
     assert np.abs(shown[..., :3].astype(int) - img[..., :3]).max() <= 1          # window == storage image
@@ -1005,3 +1008,31 @@ def test_window_shows_the_labelled_picture(viewer, tmp_path):
         r, c = p // wr.cols, p % wr.cols
         qy, qx = r * (wr.H * wr.sy + wr.gap), c * (wr.W * wr.sx + wr.gap)
         assert np.array_equal(img[py0:py1, px0:px1], bare[qy:qy + wr.H * wr.sy, qx:qx + wr.W * wr.sx])
+
+
+def test_offscreen_picture_equals_the_file_picture(ctx, tmp_path):
+    """The offscreen viewer (no display needed) draws the same labelled picture as the files' path
+    (vkbands.labels.render_labelled, the composition SheetRenderer uses) for the same state and step;
+    its screenshot shows it exactly where the preview placed it."""
+    from vkbands.viewer import open_viewer
+    v = open_viewer("heat", size=27, init="random", seed=2, width=1000, height=600, vsync=False, offscreen=True,
+                    out_dir=tmp_path)
+    try:
+        v.playing = True
+        v.steps_per_frame = 5
+        v.run(frames=6)
+        v.playing = False
+        shot = tmp_path / "off.png"
+        v.run(frames=v.frame_count + 2, screenshot=shot)
+        src = v.sheets
+        assert src.step == 30 and src.picture.labelled is not None
+        got = src.image.numpy()
+        expect, _ = _headless_picture(ctx, src.read_field(), src)
+        assert got.shape == expect.shape
+        assert np.abs(got.astype(int) - expect.astype(int)).max() <= 1
+        win = np.asarray(Image.open(shot).convert("RGBA"))
+        x0, y0, w, h = v.preview.rect
+        s = w // got.shape[1]
+        assert s >= 1 and np.array_equal(win[y0:y0 + h:s, x0:x0 + w:s, :3], got[..., :3])
+    finally:
+        v.close()

@@ -41,6 +41,7 @@ MIN_PANEL_PX = 96        # small sheets are block-expanded to at least this many
 BAND_TIME_COLUMNS = 340  # frames shown by the band x time image of 1-D fields
 BAND_TIME_ROW_PX = 10
 ENERGY_HISTORY = 4000    # energy samples kept for the panel's plot
+MIN_LABEL_CHARS = 40     # the labelled picture is at least 40 characters wide (fits small windows)
 DISPLAY_KEYS = ("cmap", "range", "vmin", "vmax", "fade", "show_cumulative", "show_detail", "visible_levels")
 LAYOUT_KEYS = ("show_cumulative", "show_detail", "visible_levels")
 
@@ -419,11 +420,12 @@ class SheetPipeline:
         return sheet_titles(self._grid()[0], self.L, self.arity, len(self.spatial))
 
     def _label_layout(self):
-        """The LabelledWriter layout keywords: glyph scale 1 (screen text), enough header lines for the
-        caption at the narrowest picture (so changed parameters never need another layout), two title
+        """The LabelledWriter layout keywords: glyph scale 1 (screen text), at least MIN_LABEL_CHARS
+        wide, enough header lines for the caption at the narrowest picture (so changed parameters never need another layout), two title
         lines (so the margins do not change when the panels are resampled to the size shown)."""
-        return dict(k=1, title_lines=2,
-                    header_lines=labelled_frame(1, 1, 1, 1, 1, GAP, k=1, caption=self.caption())[3])
+        return dict(k=1, title_lines=2, min_chars=MIN_LABEL_CHARS,
+                    header_lines=labelled_frame(1, 1, 1, 1, 1, GAP, k=1, min_chars=MIN_LABEL_CHARS,
+                                                caption=self.caption())[3])
 
     def set_view(self, width: float, height: float):
         """The picture is shown ``width`` x ``height`` screen pixels large: when that is smaller than
