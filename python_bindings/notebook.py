@@ -336,44 +336,47 @@ class Live:
             options = dict(params, **({"dims": dims} if dims is not None else {}))
             system, params, dims = Setup(system, **options), {}, None
         self.sim = Simulation(ctx, system, x0, dims=dims, **params)
-        self.ctx = self.sim.ctx
-        self.spec = systems.get(self.sim.name)
-        self.member = int(member)
-        if not 0 <= self.member < self.sim.batch:
-            self.sim.close()
-            raise ValueError(f"member={member}: allowed 0..{self.sim.batch - 1}")
-        self.cmap = cmap or self.spec.picture.view_cmap
-        self.range = range
-        self._renderer = None
-        self._error = None
+        try:
+            self.ctx = self.sim.ctx
+            self.spec = systems.get(self.sim.name)
+            self.member = int(member)
+            if not 0 <= self.member < self.sim.batch:
+                raise ValueError(f"member={member}: allowed 0..{self.sim.batch - 1}")
+            self.cmap = cmap or self.spec.picture.view_cmap
+            self.range = range
+            self._renderer = None
+            self._error = None
 
-        self.image = W.Image(format="png")
-        self.play = W.Play(value=0, min=0, max=2 ** 31 - 1, step=1, interval=int(interval_ms), show_repeat=False,
-                           description="play")
-        self.step_button = W.Button(description="step", tooltip="run one frame (steps per frame steps)")
-        self.reset_button = W.Button(description="reset", tooltip="back to the initial state, step 0")
-        self.steps_per_frame = W.IntSlider(value=int(steps_per_frame), min=1, max=max(256, int(steps_per_frame)),
-                                           description="steps/frame", continuous_update=False)
-        self.sliders = {}
-        for p in self.spec.live_params:
-            cur = self.sim.params.get(p.name)
-            if isinstance(cur, bool) or not isinstance(cur, (int, float)):
-                continue          # e.g. tau / alpha while explicit rates are in use
-            lo, hi = p.slider_range()
-            lo, hi = min(lo, float(cur)), max(hi, float(cur))
-            s = W.FloatSlider(value=float(cur), min=lo, max=hi, step=(hi - lo) / 1000, description=p.name,
-                              readout_format=_readout(p.fmt), continuous_update=False,
-                              tooltip=p.help, style={"description_width": "initial"})
-            s.observe(self._on_param(p.name), names="value")
-            self.sliders[p.name] = s
-        self.status = W.HTML()
-        self.play.observe(self._on_tick, names="value")
-        self.step_button.on_click(lambda _b: self._guard(self.step))
-        self.reset_button.on_click(lambda _b: self._guard(self.reset))
-        controls = W.HBox([self.play, self.step_button, self.reset_button, self.steps_per_frame])
-        self.widget = W.VBox([controls, W.HBox(list(self.sliders.values()),
-                                                layout=W.Layout(flex_flow="row wrap")), self.image, self.status])
-        self.refresh()
+            self.image = W.Image(format="png")
+            self.play = W.Play(value=0, min=0, max=2 ** 31 - 1, step=1, interval=int(interval_ms), show_repeat=False,
+                               description="play")
+            self.step_button = W.Button(description="step", tooltip="run one frame (steps per frame steps)")
+            self.reset_button = W.Button(description="reset", tooltip="back to the initial state, step 0")
+            self.steps_per_frame = W.IntSlider(value=int(steps_per_frame), min=1, max=max(256, int(steps_per_frame)),
+                                               description="steps/frame", continuous_update=False)
+            self.sliders = {}
+            for p in self.spec.live_params:
+                cur = self.sim.params.get(p.name)
+                if isinstance(cur, bool) or not isinstance(cur, (int, float)):
+                    continue          # e.g. tau / alpha while explicit rates are in use
+                lo, hi = p.slider_range()
+                lo, hi = min(lo, float(cur)), max(hi, float(cur))
+                s = W.FloatSlider(value=float(cur), min=lo, max=hi, step=(hi - lo) / 1000, description=p.name,
+                                  readout_format=_readout(p.fmt), continuous_update=False,
+                                  tooltip=p.help, style={"description_width": "initial"})
+                s.observe(self._on_param(p.name), names="value")
+                self.sliders[p.name] = s
+            self.status = W.HTML()
+            self.play.observe(self._on_tick, names="value")
+            self.step_button.on_click(lambda _b: self._guard(self.step))
+            self.reset_button.on_click(lambda _b: self._guard(self.reset))
+            controls = W.HBox([self.play, self.step_button, self.reset_button, self.steps_per_frame])
+            self.widget = W.VBox([controls, W.HBox(list(self.sliders.values()),
+                                                    layout=W.Layout(flex_flow="row wrap")), self.image, self.status])
+            self.refresh()
+        except BaseException:
+            self.sim.close()
+            raise
 
     # ------------------------------------------------------------------ driving
     def step(self, n=None):
@@ -392,8 +395,10 @@ class Live:
         """Set live parameters (as the sliders do): the simulation's and the sliders' values."""
         self.sim.set_params(**params)
         for k, v in params.items():
-            if k in self.sliders and self.sliders[k].value != v:
-                self.sliders[k].value = v          # observed: set_params again with the same value
+            s = self.sliders.get(k)
+            if s is not None and s.value != v:
+                s.min, s.max = min(s.min, float(v)), max(s.max, float(v))     # a slider would clamp it
+                s.value = v          # observed: the handler sees the simulation has it already
         self._renderer_stale()
         return self
 
@@ -424,7 +429,6 @@ class Live:
 
     def refresh(self):
         """Render the current state into the image and update the status line."""
-        t0 = time.perf_counter()
         self.image.value = self.png = png_bytes(self.picture())
         obs = self.sim.observe()
         E = obs["energies"][self.member]
@@ -436,8 +440,6 @@ class Live:
                              f"{'  NaN/Inf in the state' if bad else ''}</code>{err}")
         if bad:
             self.play.playing = False
-        dt_ms = (time.perf_counter() - t0) * 1000
-        self.frame_ms = dt_ms
         return self
 
     def _guard(self, fn, *args, **kwargs):

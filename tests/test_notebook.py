@@ -235,6 +235,8 @@ def test_live_widget_steps_sets_parameters_and_draws(ctx):
         assert np.allclose(w.sim.observe()["energies"], E0)
         with pytest.raises(ValueError, match="tau"):
             w.set_params(tau=-1.0)
+        w.set_params(tau=20.0)                                  # beyond the slider: widened, not clamped
+        assert w.sim.params["tau"] == 20.0 and w.sliders["tau"].value == 20.0 and w.sliders["tau"].max == 20.0
     finally:
         w.close()
     assert w.sim.closed
