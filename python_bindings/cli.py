@@ -1,4 +1,4 @@
-"""Command line: ``vkbands devices | demo | rollout | view``.
+"""Command line: ``vkbands devices | demo | rollout | view | sweep | experiment``.
 
 Each subcommand lives with the code it drives; this module routes, and is the one place where an
 exception becomes a message and an exit status (:func:`main`):

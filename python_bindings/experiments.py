@@ -2,7 +2,7 @@
 
 - :func:`kill_rates`: per member and band, the contraction rate (least-squares slope of ``log E_l(t)``
   against the step t) with its standard error, the kill step (first observed step with
-  ``E_l(t) < tau E_l(0)``), the tree step's closed-form rate ``2 log lambda_l`` beside it, and the
+  ``E_l(t) < threshold E_l(0)``), the tree step's closed-form rate ``2 log lambda_l`` beside it, and the
   number of detail bands killed by each step. One :func:`vkbands.rollout` (or an existing
   :class:`vkbands.Rollout`).
 - :func:`influence_matrix`: the cross-band influence matrix by ablation. One rollout of ``L + 1``
@@ -16,9 +16,10 @@ Every result is a small dataclass of NumPy arrays with ``plot(path)`` (a PNG, ma
 temporary name and renamed). The maths and the pictures: docs/EXPERIMENTS.md. ``vkbands experiment
 kill-rates | influence | eps-sweep`` runs them from the command line (:mod:`vkbands.experiments_cli`).
 
-Naming: ``tau`` of these functions is the kill threshold of SPEC 5 (as in ``Rollout.kill_steps``), not
-the tree system's time scale; give that one in a :class:`vkbands.Setup` (``Setup("tree", tau=0.5)``),
-as ``rates``, or run the rollout yourself and pass it to :func:`kill_rates`.
+Naming: ``threshold`` (default 1e-3) is the kill threshold of SPEC 5 (band l is killed once
+``E_l(t) < threshold E_l(0)``; ``Rollout.kill_steps`` calls it ``tau``); ``tau`` among the system
+parameters (``**params``, ``**setup``, a :class:`vkbands.Setup`) is always the system's own (the tree /
+coupled time scale), as in :func:`influence_matrix` and :func:`vkbands.sweep`.
 """
 from __future__ import annotations
 
@@ -129,17 +130,21 @@ def _int(name, value, lo):
     return int(value)
 
 
-def _tau(tau):
-    t = float(tau)
-    if not (0.0 < t < 1.0):
-        raise ValueError(f"tau={tau!r}: the kill threshold E_l(t) < tau E_l(0); allowed: 0 < tau < 1")
+def _threshold(threshold):
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        t = math.nan
+    if isinstance(threshold, bool) or not (0.0 < t < 1.0):
+        raise ValueError(f"threshold={threshold!r}: the kill threshold E_l(t) < threshold E_l(0); allowed: "
+                         "0 < threshold < 1")
     return t
 
 
 # ----------------------------------------------------------------------------- 1. kill rates
 def killed_bands(kill_step, steps) -> np.ndarray:
     """Number of detail bands killed by each observed step: ``killed[t, b] = #{l < L : 0 <=
-    kill_step[b, l] <= steps[t]}`` (a band once below ``tau E_l(0)`` counts as killed from its kill
+    kill_step[b, l] <= steps[t]}`` (a band once below ``threshold E_l(0)`` counts as killed from its kill
     step on, as SPEC 5 defines the kill step). ``kill_step``: int (B, L+1) (the last column, E_c, is
     ignored); returns int64 (T, B)."""
     ks = np.asarray(kill_step)[:, :-1]
@@ -157,7 +162,8 @@ class KillRates:
     - ``rate`` float64 (B, L+1): slope of ``log E_l(t)`` vs t, per step (natural log; negative: decay;
       NaN where fewer than 2 positive finite values), ``rate_stderr`` (B, L+1): its standard error
       (NaN with fewer than 3 values);
-    - ``kill_step`` int64 (B, L+1): first observed step with ``E_l(t) < tau E_l(0)``, -1 if never;
+    - ``threshold``: the kill threshold;
+    - ``kill_step`` int64 (B, L+1): first observed step with ``E_l(t) < threshold E_l(0)``, -1 if never;
     - ``tree_rate`` float64 (B, L) or None: ``2 log lambda_l`` of the tree step (tree: the exact rate,
       SPEC 3.1; coupled: the rate of its eps = 0 part); None for the grid systems;
     - ``killed`` int64 (T, B): detail bands killed by each observed step (:func:`killed_bands`).
@@ -169,7 +175,7 @@ class KillRates:
     dims: int
     batch: int
     n_steps: int
-    tau: float
+    threshold: float
     steps: np.ndarray
     energies: np.ndarray
     rate: np.ndarray
@@ -179,15 +185,15 @@ class KillRates:
     killed: np.ndarray
 
     @classmethod
-    def from_rollout(cls, r, tau=1e-3) -> "KillRates":
+    def from_rollout(cls, r, threshold=1e-3) -> "KillRates":
         """The kill rates of an existing :class:`vkbands.Rollout` (no device work)."""
-        tau = _tau(tau)
+        threshold = _threshold(threshold)
         if len(r.steps) < 2:
             raise ValueError(f"kill rates need at least 2 observed steps; the rollout has {len(r.steps)} "
                              "(more steps or a smaller every)")
         E = np.asarray(r.energies, dtype=np.float64)
         rate, se = R.contraction_rates(E, r.steps, stderr=True)
-        ks = R.kill_steps(E, r.steps, tau)
+        ks = R.kill_steps(E, r.steps, threshold)
         tree_rate = None
         if "rates" in r.params:
             lam = np.asarray(r.params["rates"], dtype=np.float64)
@@ -195,14 +201,15 @@ class KillRates:
             with np.errstate(divide="ignore"):
                 tree_rate = 2.0 * np.log(lam)
         return cls(system=r.system, params=dict(r.params), arity=r.arity, levels=r.levels, dims=r.dims,
-                   batch=r.batch, n_steps=r.n_steps, tau=tau, steps=np.asarray(r.steps, np.int64), energies=E,
+                   batch=r.batch, n_steps=r.n_steps, threshold=threshold, steps=np.asarray(r.steps, np.int64),
+                   energies=E,
                    rate=rate, rate_stderr=se, kill_step=ks, tree_rate=tree_rate,
                    killed=killed_bands(ks, r.steps))
 
     # ------------------------------------------------------------------ output
     def title(self) -> str:
         return (f"{self.system}  p={self.arity} L={self.levels} B={self.batch}  steps={self.n_steps}  "
-                f"{param_text(self.params)}  kill threshold {self.tau:g}")
+                f"{param_text(self.params)}  kill threshold {self.threshold:g}")
 
     def table(self) -> list:
         """One row per member and band: ``(member, band, rate, rate_stderr, kill_step, tree_rate)``
@@ -216,7 +223,7 @@ class KillRates:
 
     def to_dict(self) -> dict:
         return dict(experiment="kill-rates", system=self.system, params=self.params, arity=self.arity,
-                    levels=self.levels, dims=self.dims, batch=self.batch, steps=self.n_steps, tau=self.tau,
+                    levels=self.levels, dims=self.dims, batch=self.batch, steps=self.n_steps, threshold=self.threshold,
                     observed_steps=self.steps, rate=self.rate, rate_stderr=self.rate_stderr,
                     kill_step=self.kill_step, tree_rate=self.tree_rate, killed=self.killed,
                     units=dict(rate="d log E / d step (natural log, per step)", kill_step="step"))
@@ -239,7 +246,7 @@ class KillRates:
             a1.fill_between(self.steps, k.min(1), k.max(1), step="post", color="C0", alpha=0.25,
                             label="min-max over members")
         a1.set_xlabel("step t")
-        a1.set_ylabel(f"detail bands killed (E_l(t) < {self.tau:g} E_l(0))")
+        a1.set_ylabel(f"detail bands killed (E_l(t) < {self.threshold:g} E_l(0))")
         a1.set_ylim(-0.2, L + 0.2)
         a1.set_yticks(range(L + 1))
         a1.set_title("bands killed by step t")
@@ -295,22 +302,24 @@ class KillRates:
         return [out.path / n for n in names]
 
 
-def kill_rates(system, x0=None, *, steps=None, every=1, tau=1e-3, ctx=None, progress=False, **params) -> KillRates:
+def kill_rates(system, x0=None, *, steps=None, every=1, threshold=1e-3, ctx=None, progress=False,
+               **params) -> KillRates:
     """Per member and band: contraction rate (slope of ``log E_l(t)`` vs t) with its standard error,
     kill step, the tree's ``2 log lambda_l``, and the bands killed per step; see :class:`KillRates`.
 
     ``system``: a :class:`vkbands.Rollout` (analysed as it is: no device work; ``x0``/``steps`` not
     allowed), a :class:`vkbands.Setup` (x0 defaults to ``setup.x0()``), or a system name with ``x0``
     (float32 ``(N,)`` / ``(B, N)`` with ``dims=1`` / ``(H, W)`` / ``(B, H, W)``) and its parameters in
-    ``params``. One batched :func:`vkbands.rollout` of ``steps`` steps observed ``every`` steps; ``tau``:
-    the kill threshold (0 < tau < 1). The rates are per step (natural log of an energy)."""
+    ``params`` (``tau``: the tree / coupled time scale). One batched :func:`vkbands.rollout` of ``steps``
+    steps observed ``every`` steps; ``threshold``: the kill threshold (0 < threshold < 1). The rates are
+    per step (natural log of an energy)."""
     from .rollout import Rollout, rollout
     if isinstance(system, Rollout):
         if x0 is not None or steps is not None or params:
             raise TypeError("kill_rates(rollout): the rollout is analysed as it is; x0, steps and parameters "
                             "are not allowed")
-        return KillRates.from_rollout(system, tau)
-    tau = _tau(tau)
+        return KillRates.from_rollout(system, threshold)
+    threshold = _threshold(threshold)
     if steps is None:
         raise TypeError("kill_rates() needs steps")
     steps, every = _int("steps", steps, 2), _int("every", every, 1)
@@ -319,7 +328,7 @@ def kill_rates(system, x0=None, *, steps=None, every=1, tau=1e-3, ctx=None, prog
                          f"allowed: every <= steps / 2")
     name, x0, params = _resolve(system, x0, params)
     r = rollout(name, x0, steps, every=every, ctx=ctx, progress=progress, **params)
-    return KillRates.from_rollout(r, tau)
+    return KillRates.from_rollout(r, threshold)
 
 
 # ----------------------------------------------------------------------------- 2. influence matrix
@@ -559,8 +568,8 @@ def _transitions(eps, D):
 class EpsSweep:
     """Result of :func:`eps_sweep` (or :meth:`from_dataset` of a :func:`vkbands.sweep` Dataset).
 
-    - ``eps`` float64 (E,) ascending, ``seeds`` int64 (S,), ``tau`` the kill threshold;
-    - ``deepest_members`` int64 (E, S, B): the deepest surviving band ``max{l : E_l(T) > tau E_l(0)}``
+    - ``eps`` float64 (E,) ascending, ``seeds`` int64 (S,), ``threshold`` the kill threshold;
+    - ``deepest_members`` int64 (E, S, B): the deepest surviving band ``max{l : E_l(T) > threshold E_l(0)}``
       at the last observed step T, per eps, seed and batch member (-1: every detail band killed);
     - ``deepest`` int64 (E, S): the deepest over the members (the set-up's batch is usually 1);
     - ``transitions``: ``{seed: [(eps_before, eps_after, D_before, D_after), ...]}``, where D changes
@@ -570,7 +579,7 @@ class EpsSweep:
     system: str
     eps: np.ndarray
     seeds: np.ndarray
-    tau: float
+    threshold: float
     n_steps: int
     levels: int
     deepest_members: np.ndarray
@@ -595,20 +604,20 @@ class EpsSweep:
         return bool(self.agree_at.all())
 
     @classmethod
-    def from_dataset(cls, ds, tau=None) -> "EpsSweep":
+    def from_dataset(cls, ds, threshold=None) -> "EpsSweep":
         """The analysis of a :func:`vkbands.sweep` Dataset over ``eps`` (coords ``eps`` and ``seed`` along
         ``run``): the deepest surviving band at the last observed step per (eps, seed, member), from
-        ``energies (run, member, t, band)`` with ``tau`` (default: the Dataset's ``tau`` attribute, else
-        1e-3). Runs repeated for one (eps, seed) must agree."""
+        ``energies (run, member, t, band)`` with ``threshold`` (default: the Dataset's ``threshold``
+        attribute, else 1e-3). Runs repeated for one (eps, seed) must agree."""
         for name in ("eps", "seed"):
             if name not in ds.coords:
                 raise ValueError(f"the sweep Dataset has no coordinate {name!r} (coords: {sorted(ds.coords)}); "
                                  "an eps sweep needs eps and seed along run")
-        tau = _tau(tau if tau is not None else ds.attrs.get("tau", 1e-3))
+        threshold = _threshold(threshold if threshold is not None else ds.attrs.get("threshold", 1e-3))
         E = np.asarray(ds["energies"].transpose("run", "t", "member", "band").values, dtype=np.float64)
         if E.shape[1] < 1:
             raise ValueError("the sweep Dataset has no observed step")
-        D = np.stack([R.deepest_surviving_band(e, tau)[-1] for e in E]) if E.shape[1] else None  # (run, member)
+        D = np.stack([R.deepest_surviving_band(e, threshold)[-1] for e in E]) if E.shape[1] else None  # (run, member)
         eps_run = np.asarray(ds["eps"].values, dtype=np.float64)
         seed_run = np.asarray(ds["seed"].values).astype(np.int64)
         eps, seeds = np.unique(eps_run), np.unique(seed_run)
@@ -631,21 +640,23 @@ class EpsSweep:
                 params.update(json.loads(ds.attrs.get(key, "{}")))
             except (TypeError, ValueError):
                 pass
-        return cls(system=str(ds.attrs.get("system", "coupled")), eps=eps, seeds=seeds, tau=tau, n_steps=steps,
+        return cls(system=str(ds.attrs.get("system", "coupled")), eps=eps, seeds=seeds, threshold=threshold,
+                   n_steps=steps,
                    levels=levels, deepest_members=out, params=params, dataset=ds)
 
     def title(self) -> str:
-        return (f"{self.system}  L={self.levels}  steps={self.n_steps}  kill threshold {self.tau:g}  "
+        return (f"{self.system}  L={self.levels}  steps={self.n_steps}  kill threshold {self.threshold:g}  "
                 f"seeds={','.join(map(str, self.seeds))}\n{param_text(self.params, skip=('C',))}")
 
     def to_dict(self) -> dict:
         return dict(experiment="eps-sweep", system=self.system, params=self.params, levels=self.levels,
-                    steps=self.n_steps, tau=self.tau,
+                    steps=self.n_steps, threshold=self.threshold,
                     eps=self.eps, seeds=self.seeds, deepest=self.deepest, deepest_members=self.deepest_members,
                     transitions={str(k): [dict(eps_before=a, eps_after=b, deepest_before=c, deepest_after=d)
                                           for a, b, c, d in v] for k, v in self.transitions.items()},
                     seeds_agree=self.agree, seeds_agree_at=self.agree_at,
-                    definition="deepest surviving band at the last observed step T: max{l < L : E_l(T) > tau E_l(0)} "
+                    definition="deepest surviving band at the last observed step T: max{l < L : E_l(T) > threshold "
+                               "E_l(0)} "
                                "(-1: none), the deepest over the batch members; a transition (a, b] lies between "
                                "neighbouring eps of the sweep")
 
@@ -713,16 +724,16 @@ def _seeds(seeds):
     return tuple(s)
 
 
-def eps_sweep(system="coupled", eps=(0.0, 0.1, 0.2, 0.4), seeds=(0, 1), *, steps=None, every=1, tau=1e-3,
+def eps_sweep(system="coupled", eps=(0.0, 0.1, 0.2, 0.4), seeds=(0, 1), *, steps=None, every=1, threshold=1e-3,
               store=None, ctx=None, progress=None, **setup) -> EpsSweep:
     """The deepest surviving band at the end of the coupled operator's rollout per ``eps`` and seed,
     and the eps where it changes (see :class:`EpsSweep`): ONE :func:`vkbands.sweep` over
     ``{"eps": eps}`` x ``seeds`` (a grid), its analysis by :meth:`EpsSweep.from_dataset`.
 
     ``system``: "coupled" (or another system with an ``eps`` parameter) and the set-up options in
-    ``setup`` (``depth``, ``arity``, ``init``, ``phi``, ``rates``...; the tree time scale ``tau`` cannot
-    be given here, ``tau`` being the kill threshold: use ``rates`` or a :class:`vkbands.Setup`), or a
-    :class:`vkbands.Setup` (its options, without its seed). ``seeds``: at least 2 distinct (a
+    ``setup`` (``depth``, ``arity``, ``init``, ``phi``, ``tau``, ``rates``...; ``tau`` is the system's
+    time scale), or a :class:`vkbands.Setup` (its options, without its seed). ``threshold``: the kill
+    threshold (0 < threshold < 1). ``seeds``: at least 2 distinct (a
     ValueError otherwise); each seed makes the runs' initial states; the coupling matrix is the same for
     the whole sweep (``C`` or ``coupling_seed`` when given, else that of the first seed: the rule of
     :func:`vkbands.sweep`). ``eps``: at least 2 distinct values >= 0 (sorted here). ``store``: a Zarr
@@ -730,7 +741,7 @@ def eps_sweep(system="coupled", eps=(0.0, 0.1, 0.2, 0.4), seeds=(0, 1), *, steps
     from . import sweep as sweep_module
     seeds = _seeds(seeds)
     eps = _eps_values(eps)
-    tau = _tau(tau)
+    threshold = _threshold(threshold)
     if steps is None:
         raise TypeError("eps_sweep() needs steps")
     steps, every = _int("steps", steps, 1), _int("every", every, 1)
@@ -748,6 +759,6 @@ def eps_sweep(system="coupled", eps=(0.0, 0.1, 0.2, 0.4), seeds=(0, 1), *, steps
         raise ValueError(f"system={system}: has no parameter eps; allowed: "
                          f"{', '.join(n for n in systems.names() if systems.get(n).param('eps') is not None)}")
     run = getattr(sweep_module, "sweep", None) or sweep_module
-    ds = run(system, {"eps": eps.tolist()}, steps=steps, every=every, seeds=seeds, grid=True, tau=tau, store=store,
-             ctx=ctx, progress=progress, **opts)
-    return EpsSweep.from_dataset(ds, tau=tau)
+    ds = run(system, {"eps": eps.tolist()}, steps=steps, every=every, seeds=seeds, grid=True, threshold=threshold,
+             store=store, ctx=ctx, progress=progress, **opts)
+    return EpsSweep.from_dataset(ds, threshold=threshold)

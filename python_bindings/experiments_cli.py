@@ -8,9 +8,10 @@
 
 Options: the set-up options of ``vkbands rollout`` (system, field, initial state, system parameters;
 ``vkbands experiment NAME --help``), ``--steps`` (default 100), ``--every`` (observations every k
-steps; default 1), ``--threshold`` (the kill threshold tau of SPEC 5: a band is killed once
-``E_l(t) < tau E_l(0)``; default 1e-3; ``--tau`` is the tree system's time scale), ``--out DIR`` and
-``--no-pictures``; and per experiment:
+steps; default 1), ``--threshold`` (the kill threshold of SPEC 5: a band is killed once
+``E_l(t) < threshold E_l(0)``; default 1e-3), ``--out DIR`` and ``--no-pictures``; ``--tau`` is always
+the system's own time scale (tree, coupled), in every subcommand (eps-sweep included); and per
+experiment:
 
 - ``kill-rates`` (:func:`vkbands.experiments.kill_rates`): writes ``kill_rates.csv`` (member, band, rate,
   rate_stderr, kill_step, tree_rate), ``killed.csv`` (step, member, detail bands killed),
@@ -52,7 +53,7 @@ OPTIONS = (
     ParamSpec("steps", 100, "int", lo=1, help="steps to run"),
     ParamSpec("every", 1, "int", lo=1, help="observables every k steps"),
     ParamSpec("threshold", 1e-3, "float", lo=0.0, hi=1.0, lo_open=True, hi_open=True,
-              help="kill threshold tau: band l is killed once E_l(t) < tau E_l(0) (SPEC 5)"),
+              help="kill threshold: band l is killed once E_l(t) < threshold E_l(0) (SPEC 5)"),
 )
 
 
@@ -140,7 +141,7 @@ def _prepare(args):
         args.eps = None                                    # the set-up is made without eps and seed
         args.seed = None
         setup = Setup.from_args(args)
-        kwargs.update(eps=eps, seeds=seeds, tau=threshold)
+        kwargs.update(eps=eps, seeds=seeds, threshold=threshold)
         config.update(eps=eps, seeds=seeds)
     else:
         setup = Setup.from_args(args)
@@ -152,7 +153,7 @@ def _prepare(args):
                 kwargs["times"] = _times(args.times)
                 config["times"] = kwargs["times"]
         else:
-            kwargs["tau"] = threshold
+            kwargs["threshold"] = threshold
     config["setup"] = setup.config()
     return setup, config, kwargs
 

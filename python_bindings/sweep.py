@@ -14,8 +14,9 @@ set-up keywords (those of :class:`vkbands.Setup`: ``arity, depth, size, shape, d
 and its options) from the run's seed, or one ``x0`` shared by every run. Other keywords are fixed
 system parameters (``eps=0.1``, ``phi="tanh"``, ``preset="spots"``). A seed-derived parameter that is
 not given (coupled: ``coupling_seed``) is fixed for the whole sweep at the first seed (it is recorded
-in the ``fixed`` attribute): only the initial states follow each run's seed. ``tau`` is the sweep's
-kill threshold, so the tree systems' own ``tau`` is fixed by sweeping one value (``{"tau": [2.0]}``).
+in the ``fixed`` attribute): only the initial states follow each run's seed. ``threshold`` (default
+1e-3) is the kill threshold of SPEC 5 (band l is killed once ``E_l(t) < threshold E_l(0)``); ``tau``,
+like any other keyword, is a system parameter (the tree / coupled time scale: ``tau=2.0``).
 
 Packing: ``chunk_runs`` runs are one rollout of ``chunk_runs * batch`` members with one parameter value
 per member (SPEC 3.2b: each member evolves exactly as a separate rollout with its values). Default:
@@ -158,7 +159,7 @@ def _jsonable(v):
 class _Plan:
     """Everything a sweep is, checked: the set-up, the runs, the chunks, the fingerprint and attrs."""
 
-    def __init__(self, system, params, steps, every, seeds, x0, grid, chunk_runs, final, minmax, tau, setup):
+    def __init__(self, system, params, steps, every, seeds, x0, grid, chunk_runs, final, minmax, threshold, setup):
         spec = systems.get(system) if system in systems.names() else None
         if spec is None:
             raise ValueError(f"system={system!r}: not a registered system; allowed: {', '.join(systems.names())}")
@@ -167,9 +168,7 @@ class _Plan:
         self.seeds = _check_seeds(seeds)
         self.steps = int(_int("steps", steps, 1))
         self.every = int(_int("every", every, 1))
-        self.tau = float(tau)
-        if not (math.isfinite(self.tau) and self.tau > 0):
-            raise ValueError(f"tau={tau!r}: the kill threshold; allowed: a finite number > 0")
+        self.threshold = _threshold(threshold)
         self.grid, self.final, self.minmax = bool(grid), bool(final), bool(minmax)
         for k in setup:
             if k == "seed":
@@ -266,7 +265,7 @@ class _Plan:
         return dict(index=i, system=self.system, steps=self.steps, every=self.every, dims=self.dims,
                     members=self.members, setup=dict(self.setup.options), seeds=self.run_seeds[a:b].tolist(),
                     swept={n: v[a:b].tolist() for n, v in self.values.items()}, x0=self.x0,
-                    final=self.final, minmax=self.minmax, tau=self.tau, t=self.t)
+                    final=self.final, minmax=self.minmax, threshold=self.threshold, t=self.t)
 
     # ---------------------------------------------------------------- identity
     def fingerprint(self):
@@ -275,13 +274,14 @@ class _Plan:
         return dict(system=self.system, swept=self.swept, grid=self.grid, seeds=self.seeds, steps=self.steps,
                     every=self.every, setup=self.setup_options, fixed=self.fixed, x0_sha256=x0,
                     x0_shape=None if self.x0 is None else list(self.x0.shape), minmax=self.minmax,
-                    final=self.final, tau=self.tau)
+                    final=self.final, threshold=self.threshold)
 
     def attrs(self, backend, device):
         from . import __version__
         return dict(system=self.system, steps=self.steps, every=self.every, vkbands_version=__version__,
                     device=device, backend=backend, arity=self.arity, levels=self.levels, dims=self.dims,
-                    grid=int(self.grid), tau=self.tau, swept=json.dumps(self.swept), fixed=json.dumps(self.fixed),
+                    grid=int(self.grid), threshold=self.threshold, swept=json.dumps(self.swept),
+                    fixed=json.dumps(self.fixed),
                     setup=json.dumps(self.setup_options), seeds=json.dumps(self.seeds))
 
     # ---------------------------------------------------------------- schema
@@ -312,11 +312,12 @@ class _Plan:
             var("final", ("member",) + fa, (M,) + tuple(self.spatial), "float32", np.nan,
                 f"observed field ({self.spec.observed}) after the last step")
         var("kill_step", ("member", "band"), (M, nb), "int64", -1,
-            f"first observed step with E_l < tau E_l(0), tau = {self.tau:g} (-1: never)")
+            f"first observed step with E_l < threshold E_l(0), threshold = {self.threshold:g} (-1: never)")
         var("rate", ("member", "band"), (M, nb), "float64", np.nan, "slope of log E_l vs t")
         var("rate_stderr", ("member", "band"), (M, nb), "float64", np.nan, "standard error of rate")
         var("deepest_surviving_band", ("member",), (M,), "int64", -1,
-            "max l with E_l > tau E_l(0) at the last observed step (-1: none)")
+            f"max l with E_l > threshold E_l(0), threshold = {self.threshold:g}, at the last observed step "
+            "(-1: none)")
         return v
 
     def store_variables(self):
@@ -333,6 +334,14 @@ class _Plan:
 def _init_option_names():
     from .setup import _init_options
     return set(_init_options())
+
+
+def _threshold(v):
+    """The kill threshold, checked: a number with 0 < v < 1 (SPEC 5)."""
+    if not _is_real(v) or not (0.0 < float(v) < 1.0):
+        raise ValueError(f"threshold={v!r}: the kill threshold (band l is killed once E_l(t) < threshold E_l(0)); "
+                         "allowed: a number with 0 < threshold < 1")
+    return float(v)
 
 
 def _int(name, v, lo):
@@ -367,8 +376,8 @@ def _run_chunk(payload, ctx=None):
     series = np.transpose(E, (1, 0, 2))                    # (T, B, L+1): the reference's layout
     rate, stderr = R.contraction_rates(series, t, stderr=True)
     out = dict(energies=E, mass=rows["mass"], nonfinite=rows["nonfinite"],
-               kill_step=R.kill_steps(series, t, payload["tau"]), rate=rate, rate_stderr=stderr,
-               deepest_surviving_band=R.deepest_surviving_band(series, payload["tau"])[-1])
+               kill_step=R.kill_steps(series, t, payload["threshold"]), rate=rate, rate_stderr=stderr,
+               deepest_surviving_band=R.deepest_surviving_band(series, payload["threshold"])[-1])
     if payload["minmax"]:
         out["min"], out["max"] = rows["min"], rows["max"]
     if payload["final"]:
@@ -457,30 +466,33 @@ def _backend(name, address, num_gpus, num_workers, ctx):
 
 # ----------------------------------------------------------------------------- the sweep
 def sweep(system, params, *, steps, every=1, seeds=(0,), x0=None, grid=True, store=None, backend="local",
-          address=None, num_gpus=None, num_workers=None, chunk_runs=None, final=False, minmax=False, tau=1e-3,
+          address=None, num_gpus=None, num_workers=None, chunk_runs=None, final=False, minmax=False, threshold=1e-3,
           progress=None, ctx=None, **setup):
     """Run ``system`` for every combination of ``params`` (see the module docstring) and return an
     ``xarray.Dataset``: dims ``run``, ``member``, ``t``, ``band`` (+ ``y``, ``x`` / ``x`` with
     ``final=True``); coordinates ``run``, each swept parameter and ``seed`` along run, ``t`` (observed
     steps), ``band``; variables ``energies``, ``mass``, ``nonfinite`` (``min``/``max`` with
     ``minmax=True``; ``final``: the observed field after the last step, with ``final=True``),
-    ``kill_step`` (threshold ``tau``), ``rate`` and ``rate_stderr`` (:func:`vkbands.reference.contraction_rates`),
+    ``kill_step`` (first observed step with ``E_l < threshold E_l(0)``), ``rate`` and ``rate_stderr``
+    (:func:`vkbands.reference.contraction_rates`),
     ``deepest_surviving_band`` (last observed step); attrs ``system, steps, every, vkbands_version,
-    device, backend, arity, levels, dims, grid`` (1: product, 0: zipped), ``tau`` and the JSON strings
+    device, backend, arity, levels, dims, grid`` (1: product, 0: zipped), ``threshold`` and the JSON strings
     ``swept, fixed, setup, seeds``.
 
     ``steps``, ``every``: as :func:`vkbands.rollout`. ``seeds``: each combination runs once per seed.
     ``x0``: one initial state (one member, or a batch) shared by every run, instead of the set-up's.
     ``store``: a path for the Zarr store (resumable; the result is opened lazily from it); None: in
     memory. ``backend``: ``"local"`` or ``"ray"`` (``address``: an existing Ray cluster; ``num_gpus``
-    per task; ``num_workers``: of a local Ray started for the sweep). ``chunk_runs``: runs per batched rollout (default: the packing rule). ``progress``: a
-    bar over runs (None: when the sweep lasts over a second). ``ctx``: a Context (local backend only).
-    ``**setup``: :class:`vkbands.Setup` keywords and fixed system parameters.
+    per task; ``num_workers``: of a local Ray started for the sweep). ``chunk_runs``: runs per batched
+    rollout (default: the packing rule). ``threshold``: the kill threshold of ``kill_step`` and
+    ``deepest_surviving_band`` (SPEC 5; 0 < threshold < 1, default 1e-3). ``progress``: a bar over runs
+    (None: when the sweep lasts over a second). ``ctx``: a Context (local backend only).
+    ``**setup``: :class:`vkbands.Setup` keywords and fixed system parameters (``tau=`` is the system's).
 
     Errors before anything runs: ValueError / TypeError naming the argument, the value and what is
     allowed; a ValueError for a store of another sweep (naming what differs) or a path that is not a
     sweep store. :class:`SweepInterrupted` on Ctrl-C (finished chunks stay in the store)."""
-    plan = _Plan(system, params, steps, every, seeds, x0, grid, chunk_runs, final, minmax, tau, setup)
+    plan = _Plan(system, params, steps, every, seeds, x0, grid, chunk_runs, final, minmax, threshold, setup)
     if backend not in ("local", "ray"):
         raise ValueError(f"backend={backend!r}: allowed: 'local', 'ray'")
     if ctx is not None and backend != "local":

@@ -12,13 +12,14 @@ generated from the system specs; default system ``grayscott``), and
   (n >= 2 values evenly spaced, both ends included: ``numpy.linspace``), ``log:lo:hi:n`` (geometric,
   lo, hi > 0: ``numpy.geomspace``), ``v1,v2,...`` (these values) or ``v`` (one value). NAME is a numeric
   parameter of the system (``vkbands sweep --system S --help`` lists them) not also given as a fixed
-  ``--NAME``; each value is checked against the parameter's range;
+  ``--NAME``; each value is checked against the parameter's range; a parameter given as ``--NAME V``
+  only (e.g. a tree's ``--tau 0.5``) is fixed for every run;
 - ``--zip``: the parameters' i-th values together (equal lengths) instead of every combination;
 - ``--seeds``: ``0,1,5`` (these seeds), ``START:STOP`` (``range(START, STOP)``: ``0:8`` is seeds 0..7)
   or one seed; every combination runs once per seed (``--seed`` is refused: use ``--seeds``);
 - ``--steps`` (default 1000), ``--every`` (observations every k steps; default steps / 100);
-  the kill threshold is vkbands.sweep's default (tau = 1e-3), so a tree system's own ``--tau`` cannot be
-  given fixed: sweep it (``--param tau=V``) or give ``--rates``;
+- ``--threshold X``: the kill threshold of SPEC 5 (band l is killed once ``E_l(t) < X E_l(0)``; the
+  ``kill_<l>`` and ``deepest_surviving_band`` columns), 0 < X < 1, default 1e-3;
 - ``--ray [ADDRESS]``: run on Ray; without ADDRESS a local Ray started for this command, with ADDRESS
   join that cluster. A Ray cluster runs any job sent to its ports: keep it on a private network
   (SECURITY.md, "Clusters"). ``--num-gpus`` (GPUs per Ray task), ``--num-workers`` (of the local
@@ -79,6 +80,8 @@ PARAM_SPECS = ("NAME=lo:hi:n (n >= 2 evenly spaced values, both ends included), 
 SEED_SPECS = "s1,s2,... (these seeds), START:STOP (range(START, STOP)) or one seed; integers >= 0"
 RUN_OPTIONS = (
     ParamSpec("steps", 1000, "int", lo=1, help="steps of every run"),
+    ParamSpec("threshold", 1e-3, "float", lo=0.0, hi=1.0, lo_open=True, hi_open=True,
+              help="kill threshold: band l is killed once E_l(t) < threshold E_l(0) (SPEC 5)"),
     ParamSpec("every", None, "int", lo=1, help="observations every k steps (default: steps / 100)"),
     ParamSpec("chunk_runs", None, "int", lo=1, help="runs per chunk, the unit of a resume (default: the sweep's)"),
     ParamSpec("num_gpus", None, "float", lo=0.0, help="GPUs per Ray task (--ray only; default: the sweep's)"),
@@ -254,8 +257,8 @@ def parse_seeds(text) -> list:
 def sweep_options(args) -> dict:
     """Everything of the command line but the output folder, checked: ``setup`` (a :class:`Setup`),
     ``setup_options`` (the set-up keywords for :func:`vkbands.sweep`), ``params`` ({name: values}),
-    ``seeds``, ``steps``, ``every``, ``grid``, ``backend``, ``address``, ``num_gpus``, ``chunk_runs``,
-    ``observable``. ValueError (one line, naming the option) for anything not allowed."""
+    ``seeds``, ``steps``, ``every``, ``threshold``, ``grid``, ``backend``, ``address``, ``num_gpus``,
+    ``chunk_runs``, ``observable``. ValueError (one line, naming the option) for anything not allowed."""
     from . import systems
     from .sweep_pictures import DEFAULT_OBSERVABLE, check_observable
     if getattr(args, "seed", None) is not None:
@@ -285,6 +288,7 @@ def sweep_options(args) -> dict:
     first = {n: v[0] for n, v in params.items()}
     Setup(system, **{**options, **first})         # the swept values with the set-up (e.g. a parameter's when=)
     steps = _RUN["steps"].convert(args.steps, cli=True)
+    threshold = _RUN["threshold"].convert(args.threshold, cli=True)
     every = _RUN["every"].convert(args.every, cli=True)
     every = every if every is not None else max(1, steps // 100)
     if every > steps:
@@ -297,14 +301,12 @@ def sweep_options(args) -> dict:
     if num_workers is not None and args.ray != "":
         raise ValueError(f"--num-workers {args.num_workers}: applies with --ray without ADDRESS only (a local Ray "
                          f"started for the sweep)")
-    if "tau" in options:        # vkbands.sweep's own tau= is the kill threshold (SPEC 5), not this parameter
-        raise ValueError(f"--tau {args.tau}: a fixed tau of {system} cannot be passed to a sweep (its tau is the "
-                         f"kill threshold); allowed: --param tau=V (a one-value sweep) or --rates")
     observable = check_observable(args.observable or DEFAULT_OBSERVABLE, setup.levels)
     address = args.ray.strip() if args.ray else None
     return dict(setup=setup, setup_options=options, params=params, seeds=parse_seeds(args.seeds), steps=steps,
-                every=every, grid=not args.zip, backend="ray" if args.ray is not None else "local",
-                address=address, num_gpus=num_gpus, num_workers=num_workers, chunk_runs=chunk_runs,
+                every=every, threshold=threshold, grid=not args.zip,
+                backend="ray" if args.ray is not None else "local", address=address, num_gpus=num_gpus,
+                num_workers=num_workers, chunk_runs=chunk_runs,
                 observable=observable)
 
 
@@ -352,7 +354,7 @@ def resume_command(args, out) -> str:
     if args.zip:
         parts.append("--zip")
     parts += ["--seeds", str(args.seeds), "--steps", str(args.steps)]
-    for name in ("every", "chunk_runs", "num_gpus", "num_workers", "observable"):
+    for name in ("every", "threshold", "chunk_runs", "num_gpus", "num_workers", "observable"):
         if getattr(args, name, None) is not None:
             parts += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     if args.no_pictures:
@@ -395,8 +397,9 @@ def run(args) -> int:
     except ValueError as e:
         raise CommandError(e) from None
     store = folder / STORE
-    kwargs = dict(steps=opts["steps"], every=opts["every"], seeds=opts["seeds"], grid=opts["grid"],
-                  store=str(store), backend=opts["backend"], address=opts["address"], num_gpus=opts["num_gpus"],
+    kwargs = dict(steps=opts["steps"], every=opts["every"], threshold=opts["threshold"], seeds=opts["seeds"],
+                  grid=opts["grid"], store=str(store), backend=opts["backend"], address=opts["address"],
+                  num_gpus=opts["num_gpus"],
                   num_workers=opts["num_workers"], chunk_runs=opts["chunk_runs"], final=True,
                   progress=False if args.quiet else True, **opts["setup_options"])
     if opts["backend"] == "ray":

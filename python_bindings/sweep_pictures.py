@@ -39,10 +39,10 @@ __all__ = ["OBSERVABLES", "DEFAULT_OBSERVABLE", "swept", "seeds_of", "observable
 DEFAULT_OBSERVABLE = "deepest_surviving_band"
 # name -> (description); ``E_<l>``, ``kill_<l>``, ``rate_<l>`` take a band index 0..L-1 or ``c``
 OBSERVABLES = {
-    "deepest_surviving_band": "deepest detail band l with E_l(T) > tau E_l(0) at the last observation "
-                              "(-1: none survives; SPEC 5)",
+    "deepest_surviving_band": "deepest detail band l with E_l(T) > threshold E_l(0) at the last observation "
+                              "(the sweep's threshold attribute; -1: none survives; SPEC 5)",
     "E_<l>": "final energy of band l (l = 0..L-1, or c for the coarse energy E_c)",
-    "kill_<l>": "kill step of band l (first observed t with E_l(t) < tau E_l(0); -1: never)",
+    "kill_<l>": "kill step of band l (first observed t with E_l(t) < threshold E_l(0); -1: never)",
     "rate_<l>": "contraction rate of band l (slope of log E_l(t) vs t)",
     "mass": "final mass (sum of the observed field)",
 }

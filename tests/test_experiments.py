@@ -26,7 +26,7 @@ def test_tree_kill_rates_are_the_closed_form():
     rounding of lambda (relative 2**-24 -> 2 * 2**-24 on the rate) and of each product (at most 2**-24
     per step, averaged over the leaves) move the slope by at most ~2.4e-7; 1e-6 is that bound with a
     4x margin. The fit's residuals are round-off too: standard errors below 1e-6."""
-    k = X.kill_rates(vkbands.Setup("tree", depth=4, arity=3, dims=1, batch=3, seed=1, tau=0.5), steps=40, tau=1e-3)
+    k = X.kill_rates(vkbands.Setup("tree", depth=4, arity=3, dims=1, batch=3, seed=1, tau=0.5), steps=40, threshold=1e-3)
     L = 4
     lam = R.tree_rates(3, L, tau=0.5)
     assert k.rate.shape == (3, L + 1) and k.rate_stderr.shape == (3, L + 1) and k.kill_step.shape == (3, L + 1)
@@ -48,7 +48,7 @@ def test_kill_rates_of_a_rollout_and_killed_bands():
     """An existing Rollout is analysed as it is; killed_bands counts detail bands from their kill step on."""
     x0 = np.random.default_rng(2).standard_normal(27).astype(np.float32)
     r = vkbands.rollout("coupled", x0, 30, arity=3, eps=0.05, tau=0.3)
-    k = X.kill_rates(r, tau=1e-2)
+    k = X.kill_rates(r, threshold=1e-2)
     rate, se = R.contraction_rates(r.energies, r.steps, stderr=True)
     np.testing.assert_array_equal(k.rate, rate)
     np.testing.assert_array_equal(k.rate_stderr, se)
@@ -57,8 +57,31 @@ def test_kill_rates_of_a_rollout_and_killed_bands():
     np.testing.assert_array_equal(X.killed_bands(ks, [0, 1, 2, 3, 4]), [[1, 0], [1, 0], [1, 0], [2, 0], [2, 0]])
     with pytest.raises(TypeError, match="analysed as it is"):
         X.kill_rates(r, steps=10)
-    with pytest.raises(ValueError, match="tau=2"):
-        X.kill_rates(r, tau=2)
+    with pytest.raises(ValueError, match="threshold=2: the kill threshold"):
+        X.kill_rates(r, threshold=2)
+    with pytest.raises(TypeError, match="analysed as it is"):       # tau is a system parameter now
+        X.kill_rates(r, tau=0.5)
+
+
+def test_tau_is_the_systems_and_threshold_the_kill_threshold():
+    """``tau`` among the parameters is the tree's time scale everywhere (kill_rates' **params, sweep's
+    **setup); the kill threshold is ``threshold``. A tree sweep over alpha with tau=0.5 fixed follows
+    E_l(t) = E_l(0) lambda_l(tau=0.5, alpha)**(2t)."""
+    p, L, steps = 3, 3, 12
+    ds = vkbands.sweep("tree", {"alpha": [0.5, 1.0, 2.0]}, tau=0.5, steps=steps, every=2, seeds=(0, 1),
+                       arity=p, depth=L, dims=1, batch=2, progress=False)
+    assert json.loads(ds.attrs["fixed"])["tau"] == 0.5 and ds.attrs["threshold"] == 1e-3
+    t = ds.t.values
+    for run in range(ds.sizes["run"]):
+        a = float(ds.alpha[run])
+        E = ds.energies.values[run]                                       # (member, t, band)
+        want = E[:, :1, :L] * R.tree_rates(p, L, tau=0.5, alpha=a)[None, None, :] ** (2 * t[None, :, None])
+        np.testing.assert_allclose(E[:, :, :L], want, rtol=2e-4, atol=1e-30)
+    x0 = vkbands.Setup("tree", arity=p, depth=L, dims=1, batch=2).x0()
+    k = X.kill_rates("tree", x0, steps=steps, arity=p, dims=1, tau=0.5, alpha=2.0, threshold=0.05)
+    assert k.threshold == 0.05 and k.params["tau"] == 0.5
+    np.testing.assert_allclose(k.tree_rate[0], 2 * np.log(R.tree_rates(p, L, tau=0.5, alpha=2.0)), atol=1e-15)
+    np.testing.assert_array_equal(k.kill_step, R.kill_steps(k.energies, k.steps, 0.05))
 
 
 def test_heat_kill_rates_match_numpy():
@@ -181,7 +204,7 @@ def _synthetic(D_by_run, eps_run, seed_run, L=3, T=4):
     return xr.Dataset(dict(energies=(("run", "member", "t", "band"), E)),
                       coords=dict(run=np.arange(Rn), t=np.arange(T), band=np.arange(L + 1),
                                   eps=("run", np.asarray(eps_run, float)), seed=("run", np.asarray(seed_run))),
-                      attrs=dict(system="coupled", steps=T - 1, levels=L, tau=1e-3))
+                      attrs=dict(system="coupled", steps=T - 1, levels=L, threshold=1e-3))
 
 
 def test_eps_sweep_analysis_of_a_synthetic_dataset():
@@ -195,7 +218,11 @@ def test_eps_sweep_analysis_of_a_synthetic_dataset():
     np.testing.assert_array_equal(e.deepest, [[2, 2], [2, 1], [0, 0], [-1, 0]])
     assert e.transitions == {0: [(0.5, 1.0, 2, 0), (1.0, 2.0, 0, -1)], 7: [(0.0, 0.5, 2, 1), (0.5, 1.0, 1, 0)]}
     np.testing.assert_array_equal(e.agree_at, [True, False, True, False])
-    assert not e.agree
+    assert not e.agree and e.threshold == 1e-3
+    # the Dataset's threshold attribute is the default; threshold= overrides it (1e-6 < 1e-5: all survive)
+    low = X.EpsSweep.from_dataset(ds.assign_attrs(threshold=1e-7))
+    assert low.threshold == 1e-7 and np.all(low.deepest == 2)
+    assert np.all(X.EpsSweep.from_dataset(ds.assign_attrs(threshold=1e-7), threshold=1e-3).deepest == e.deepest)
     with pytest.raises(ValueError, match="no run for eps=2.0, seed=7"):
         X.EpsSweep.from_dataset(ds.isel(run=[k != (2.0, 7) for k in keys]))
 
@@ -219,7 +246,7 @@ def test_eps_sweep_matches_separate_rollouts():
     """One batched sweep over eps x seeds gives, per (eps, seed), the deepest surviving band that a
     separate rollout of that set-up gives (the sweep fixes the coupling matrix at the first seed's), and
     the transitions are where that sequence changes."""
-    e = X.eps_sweep("coupled", eps=EPS[::-1], seeds=(0, 1), steps=40, tau=1e-3, progress=False, **SWEEP_SETUP)
+    e = X.eps_sweep("coupled", eps=EPS[::-1], seeds=(0, 1), steps=40, threshold=1e-3, progress=False, **SWEEP_SETUP)
     np.testing.assert_array_equal(e.eps, EPS)
     expect = np.zeros((len(EPS), 2), int)
     for i, eps in enumerate(EPS):
@@ -251,7 +278,7 @@ def test_cli_kill_rates(tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     names = {"kill_rates.csv", "killed.csv", "kill_rates.json", "kill_rates.png", "config.json"}
     assert {p.split("/")[-1] for p in printed} == names and all((out / n).is_file() for n in names)
-    k = X.kill_rates(vkbands.Setup("tree", depth=3, batch=2, tau=0.5, seed=3), steps=30, tau=0.01)
+    k = X.kill_rates(vkbands.Setup("tree", depth=3, batch=2, tau=0.5, seed=3), steps=30, threshold=0.01)
     rows = _rows(out / "kill_rates.csv")
     assert len(rows) == 2 * 4
     got = np.array([float(r["rate"]) for r in rows]).reshape(2, 4)
@@ -299,3 +326,20 @@ def test_cli_eps_sweep(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "at least 2 distinct seeds" in err[0] and "--eps 0,x" in err[1]
     assert not (tmp_path / "one").exists() and not (tmp_path / "x").exists()
+
+
+def test_cli_eps_sweep_passes_the_systems_tau(tmp_path, capsys):
+    """`--tau` is the coupled system's time scale in eps-sweep too (the kill threshold is --threshold)."""
+    out = tmp_path / "eps"
+    assert _cli(["eps-sweep", "--depth", "3", "--arity", "3", "--dims", "1", "--tau", "0.3", "--eps", "0,2",
+                 "--seeds", "0,1", "--steps", "20", "--threshold", "0.01", "--no-pictures", "--out", str(out)]) == 0
+    capsys.readouterr()
+    data = json.loads((out / "eps_sweep.json").read_text())
+    assert data["params"]["tau"] == 0.3 and data["threshold"] == 0.01
+    e = X.eps_sweep("coupled", eps=[0, 2], seeds=(0, 1), steps=20, threshold=0.01, progress=False, depth=3, arity=3,
+                    dims=1, tau=0.3)
+    assert json.loads(e.dataset.attrs["fixed"])["tau"] == 0.3
+    np.testing.assert_array_equal(data["deepest"], e.deepest)
+    other = X.eps_sweep("coupled", eps=[0, 2], seeds=(0, 1), steps=20, threshold=0.01, progress=False, depth=3,
+                        arity=3, dims=1, tau=3.0)
+    assert not np.array_equal(other.dataset["energies"].values, e.dataset["energies"].values)

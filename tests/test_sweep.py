@@ -63,7 +63,7 @@ def test_tree_sweep_schema_and_closed_form_per_run(tmp_path):
     np.testing.assert_array_equal(ds.t, np.arange(0, 25, 2))
     np.testing.assert_array_equal(ds.band, np.arange(4))
     a = ds.attrs
-    assert (a["system"], a["steps"], a["every"], a["arity"], a["levels"], a["dims"], a["grid"], a["tau"]) == \
+    assert (a["system"], a["steps"], a["every"], a["arity"], a["levels"], a["dims"], a["grid"], a["threshold"]) == \
         ("tree", 24, 2, 3, 3, 1, 1, 1e-3)
     assert a["backend"] == "local" and a["vkbands_version"] == vkbands.__version__
     assert a["device"] == vkbands.default_context().info["name"]
@@ -195,6 +195,8 @@ def test_interrupted_sweep_resumes_computing_only_the_missing_chunks(tmp_path, m
         vkbands.sweep("heat", params, store=store, **dict(kw, chunk_runs=4))
     with pytest.raises(ValueError, match=r"different sweep: setup .*random.* != .*smooth"):
         vkbands.sweep("heat", params, store=store, **dict(kw, init="random"))
+    with pytest.raises(ValueError, match=r"different sweep: threshold 0.01 != 0.001"):
+        vkbands.sweep("heat", params, store=store, **dict(kw, threshold=0.01))
     assert calls == [] and sorted(p.name for p in store.iterdir()) == before
 
 
@@ -244,6 +246,10 @@ def test_paths_that_are_not_sweep_stores_are_refused_untouched(tmp_path):
     ("tree", {"tau": [1.0]}, dict(seed=1), ValueError, r"seeds=\(\.\.\.\); allowed: seeds, not seed"),
     ("tree", {"alpha": [1.0]}, dict(alpha=2.0), ValueError, r"alpha=2.0 and params\['alpha'\]: give one of them"),
     ("tree", {"tau": [1.0]}, dict(rates=[0.5]), ValueError, r"give one of them"),
+    ("tree", {"tau": [1.0]}, dict(tau=2.0), ValueError, r"tau=2.0 and params\['tau'\]: give one of them"),
+    ("tree", {"tau": [1.0]}, dict(threshold=0), ValueError, r"threshold=0: the kill threshold.*0 < threshold < 1"),
+    ("tree", {"tau": [1.0]}, dict(threshold=1.5), ValueError, r"threshold=1.5: .*0 < threshold < 1"),
+    ("tree", {"tau": [1.0]}, dict(threshold="0.1"), ValueError, r"threshold='0.1'"),
     ("tree", {"tau": [1.0]}, dict(depht=3), TypeError, r"unknown option\(s\) \['depht'\]"),
     ("tree", {"tau": [1.0]}, dict(F=0.1), ValueError, r"F=0.1: does not apply to system='tree'"),
     ("tree", {"tau": [1.0]}, dict(size=10), ValueError, r"size=10"),
@@ -261,6 +267,26 @@ def test_bad_input_is_refused_naming_it(system, params, kw, err, match, monkeypa
     with pytest.raises(err, match=match):
         vkbands.sweep(system, params, **kw)
     assert calls == []
+
+
+def test_threshold_sets_the_kill_steps_and_tau_is_the_systems():
+    """threshold= is the kill threshold (attrs, kill_step, deepest_surviving_band, the descriptions); a
+    fixed tau= reaches the tree system (recorded in ``fixed``)."""
+    ds = vkbands.sweep("tree", {"alpha": [1.0, 2.0]}, steps=12, every=2, threshold=0.05, tau=0.25, progress=False,
+                       **TREE)
+    assert ds.attrs["threshold"] == 0.05 and "tau" not in ds.attrs and json.loads(ds.attrs["fixed"])["tau"] == 0.25
+    assert "threshold = 0.05" in ds.kill_step.attrs["description"]
+    assert "threshold = 0.05" in ds.deepest_surviving_band.attrs["description"]
+    t = ds.t.values
+    for run, alpha in enumerate([1.0, 2.0]):
+        E = ds.energies.values[run]
+        lam = R.tree_rates(3, 3, tau=0.25, alpha=alpha)
+        np.testing.assert_allclose(E[:, :, :3], E[:, :1, :3] * lam ** (2 * t[None, :, None]), rtol=2e-4)
+        series = np.transpose(E, (1, 0, 2))
+        np.testing.assert_array_equal(ds.kill_step.values[run], R.kill_steps(series, t, 0.05))
+        np.testing.assert_array_equal(ds.deepest_surviving_band.values[run],
+                                      R.deepest_surviving_band(series, 0.05)[-1])
+    assert set(ds.kill_step.values[:, :, 0].ravel()) == {6}     # exp(-0.5 t) < 0.05 first at t = 6 (not at 1e-3)
 
 
 def test_shared_x0_runs_every_run_from_it():

@@ -42,7 +42,7 @@ def synthetic(params=None, seeds=(0, 1), members=1, L=3, T=4, shape=(12, 16), fi
     if final:
         data["final"] = (("run", "member", "y", "x"), rng.random((R, members) + shape).astype(np.float32))
     attrs = dict(system=system, steps=steps, every=every, vkbands_version="0.1.0", device="synthetic",
-                 backend="local", arity=2, levels=L, dims=2, grid=grid, tau=1e-3, swept=json.dumps(params),
+                 backend="local", arity=2, levels=L, dims=2, grid=grid, threshold=1e-3, swept=json.dumps(params),
                  fixed="{}", setup="{}", seeds=json.dumps(list(seeds)))
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
@@ -103,7 +103,10 @@ BAD = {
     "num_gpus": (["--param", "F=0.1", "--num-gpus", "1"], ["--num-gpus 1", "--ray only"]),
     "setup": (["--param", "F=0.1", "--size", "2"], ["--size 2"]),
     "workers": (["--param", "F=0.1", "--num-workers", "2"], ["--num-workers 2", "--ray without ADDRESS"]),
-    "tree_tau": (["--system", "tree", "--param", "alpha=1,2", "--tau", "0.5"], ["--tau 0.5", "kill threshold"]),
+    "tree_tau_twice": (["--system", "tree", "--param", "tau=1,2", "--tau", "0.5"], ["also given as --tau 0.5"]),
+    "threshold_zero": (["--param", "F=0.1", "--threshold", "0"], ["--threshold 0", "(0, 1)"]),
+    "threshold_one": (["--param", "F=0.1", "--threshold", "1"], ["--threshold 1", "(0, 1)"]),
+    "threshold_text": (["--param", "F=0.1", "--threshold", "x"], ["--threshold x", "not a number"]),
 }
 
 
@@ -118,6 +121,33 @@ def test_bad_inputs_are_one_line_and_status_2(name, tmp_path, capsys):
     for f in fragments:
         assert f in err[0], (name, f, err[0])
     assert not out.exists()
+
+
+def test_fixed_tau_reaches_the_tree_system(tmp_path, capsys):
+    """`--tau 0.5` with a swept alpha is the tree's own time scale, fixed for every run (the kill threshold
+    is --threshold): the energies follow E_l(0) lambda_l(tau=0.5, alpha)**(2t) exactly (SPEC 3.1)."""
+    from vkbands import reference as R
+    out = tmp_path / "tree"
+    args = ["sweep", "--system", "tree", "--param", "alpha=1,2", "--tau", "0.5", "--depth", "3", "--arity", "3",
+            "--dims", "1", "--steps", "6", "--every", "2", "--threshold", "0.01", "--no-pictures", "--quiet",
+            "--out", str(out)]
+    assert vkbands_main(args) == 0, capsys.readouterr().err
+    ds = _open(out)
+    assert json.loads(ds.attrs["fixed"])["tau"] == 0.5 and ds.attrs["threshold"] == 0.01
+    assert "tau" not in ds.coords and list(ds["alpha"].values) == [1.0, 2.0]
+    t = ds["t"].values
+    for run, alpha in enumerate([1.0, 2.0]):
+        E = ds["energies"].values[run, 0]                                      # (t, band)
+        lam = R.tree_rates(3, 3, tau=0.5, alpha=alpha)
+        np.testing.assert_allclose(E[:, :3], E[0, :3] * lam[None, :] ** (2 * t[:, None]), rtol=1e-4)
+        np.testing.assert_allclose(E[:, 3], E[0, 3], rtol=1e-5)                # the coarse energy is kept
+        kill = [next((int(s) for s in t if lam[l] ** (2 * s) < 0.01), -1) for l in range(3)]
+        assert list(ds["kill_step"].values[run, 0, :3]) == kill
+    _check_summary(ds, out / "summary.csv")
+    # the resume command keeps the system's tau and the threshold
+    from vkbands.sweep_cli import build_parser, resume_command
+    cmd = resume_command(build_parser().parse_args(args[1:]), out)
+    assert "--tau 0.5" in cmd and "--threshold 0.01" in cmd
 
 
 def test_existing_folder_without_a_store_is_refused(tmp_path, capsys):
