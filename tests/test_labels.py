@@ -91,10 +91,6 @@ def test_labelled_picture(ctx, P, H, W, cols, scale, cmap, rng):
         assert (bar[bw // 2] == 255).all()
 
 
-def _glyph_rows(img, y, x, n, k=1):
-    return img[y:y + LB.FONT_H * k, x:x + n * LB.FONT_W * k]
-
-
 NUMBERS = [1.0, -1.0, 0.0, 1234.5678, 9.999e-5, 3.14159e30, -2.4e-38, 1e-45, np.nan, np.inf, -np.inf, 999.6, 5e-4]
 
 
