@@ -40,10 +40,8 @@ __all__ = ["kill_rates", "KillRates", "influence_matrix", "Influence", "ablated_
 
 # ----------------------------------------------------------------------------- shared helpers
 def _plt():
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    return plt
+    from ._plotting import plt     # bare Figures: never switches the process's matplotlib backend
+    return plt()
 
 
 def _short(v):

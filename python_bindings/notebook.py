@@ -140,11 +140,8 @@ def _member_fields(r, states, member):
 
 
 def _caption(r, member, spatial):
-    from .labels import Caption
-    spec = r.spec
-    params = {k: v for k, v in dict(r.params).items() if k != "arity"}
-    return Caption(r.system, tuple(spatial), r.arity, r.levels, member, r.batch, params=params,
-                   observed=spec.observed if spec.fields_per_member > 1 else None)
+    from .render import sheet_caption
+    return sheet_caption(r, member, shape=spatial)
 
 
 def _render(r, fields, steps, member, ctx=None):
@@ -175,39 +172,14 @@ def rollout_picture(r, member=0, ctx=None) -> np.ndarray | None:
 
 
 def energies_png(r, member=0) -> bytes | None:
-    """The energy plot of ``member`` as PNG bytes (None without observations): log E_l(t) per band,
-    the closed form dashed, the y axis over the measured decades -- the plot of
-    :func:`vkbands.render.save_energies_plot`, drawn on a bare ``matplotlib.figure.Figure`` so that
-    pyplot's backend (the notebook's inline one) and the user's open figures are left alone."""
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """The energy plot of ``member`` as PNG bytes (None without observations): the figure of
+    :func:`vkbands.render.energies_figure` (a bare Figure: the notebook's inline backend and the
+    user's open figures are left alone)."""
+    from .render import energies_figure
     if not len(r.steps):
         return None
-    E = np.asarray(r.energies)[:, member]
-    cf = r.closed_form()
-    L1 = E.shape[-1]
-    measured = E[np.isfinite(E) & (E > 0)]
-    fig = Figure(figsize=(7.5, 4.0), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, L1))
-    for l in builtins.range(L1):
-        ax.plot(r.steps, np.where(E[:, l] > 0, E[:, l], np.nan), color=colors[l], lw=1.6,
-                label=f"E_{l}" if l < L1 - 1 else "E_c")
-        if cf is not None:
-            c = np.asarray(cf)[:, member, l]
-            ax.plot(r.steps, np.where(c > 0, c, np.nan), color=colors[l], ls="--", lw=1.0, alpha=0.8)
-    ax.set_yscale("log")
-    if measured.size:
-        ax.set_ylim(float(measured.min()) / 3.0, float(measured.max()) * 3.0)
-    ax.set_xlabel("step t")
-    ax.set_ylabel("band energy E_l(t)")
     title = f"{r.system}  p={r.arity} L={r.levels} B={r.batch}  member {member}"
-    ax.set_title(title + ("  (dashed: closed form λ_l^(2t) E_l(0))" if cf is not None else ""), fontsize=9)
-    ax.legend(fontsize=7, ncol=2 if L1 > 8 else 1, loc="best")
-    ax.grid(True, which="both", alpha=0.25)
-    fig.tight_layout()
+    fig = energies_figure(r.steps, r.energies, r.closed_form(), title, member, figsize=(7.5, 4.0), dpi=100)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

@@ -33,15 +33,18 @@ from .image import DEFAULT_RANGE, ImageWriter, save_png
 __all__ = ["SheetRenderer", "band_time_image", "save_energies_plot", "save_gif", "save_png", "sheet_caption"]
 
 
-def sheet_caption(r, member=0, extra=None):
+def sheet_caption(r, member=0, extra=None, shape=None):
     """The :class:`vkbands.labels.Caption` of member ``member`` of Rollout ``r`` (or any object with
-    ``system, params, arity, levels, batch, spec, dims`` and a snapshot shape)."""
+    ``system, params, arity, levels, batch, spec, dims`` and a snapshot shape); ``shape``: the observed
+    field's shape (default: read from the snapshots, batched or not)."""
     from .labels import Caption
     spec = getattr(r, "spec", None)
     observed = spec.observed if spec is not None and spec.fields_per_member > 1 else None
-    shape = ()
-    if getattr(r, "snapshots", None) is not None and len(r.snapshots):
-        shape = tuple(spec.observed_field(r.snapshots[0][member], r.dims).shape) if spec is not None else ()
+    shape = () if shape is None else tuple(shape)
+    if not shape and getattr(r, "snapshots", None) is not None and len(r.snapshots) and spec is not None:
+        snap = np.asarray(r.snapshots[0])
+        one = r.dims + (1 if spec.fields_per_member > 1 else 0)      # axes of one member's state
+        shape = tuple(spec.observed_field(snap[member] if snap.ndim > one else snap, r.dims).shape)
     params = {k: v for k, v in dict(r.params).items() if k != "arity"}
     return Caption(r.system, shape, r.arity, r.levels, member, r.batch, params=params, extra=dict(extra or {}),
                    observed=observed)
@@ -188,17 +191,16 @@ def band_time_image(energies, scale=None, ctx=None, decades=30.0, labels=True, t
             x.close()
 
 
-def save_energies_plot(path, steps, energies, closed_form=None, title="", member=0):
-    """log E_l(t) per band of one member (matplotlib, Agg); ``closed_form`` dashed if given. The y axis
-    spans the measured energies (a closed form below them is clipped, not followed to 1e-180)."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+def energies_figure(steps, energies, closed_form=None, title="", member=0, figsize=(7.5, 4.5), dpi=110):
+    """The energy plot of one member as a bare ``matplotlib.figure.Figure`` (pyplot untouched): log
+    E_l(t) per band, ``closed_form`` (T, B, L+1) dashed if given; the y axis spans the measured energies
+    (a closed form below them is clipped, not followed to 1e-180). ``energies``: (T, B, L+1)."""
+    from ._plotting import plt     # bare Figures: never switches the process's matplotlib backend
+    plt = plt()
     E = np.asarray(energies)[:, member]
     L1 = E.shape[-1]
     measured = E[np.isfinite(E) & (E > 0)]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
     colors = plt.cm.viridis(np.linspace(0, 0.9, L1))
     for l in range(L1):
         label = f"E_{l}" if l < L1 - 1 else "E_c"
@@ -218,10 +220,15 @@ def save_energies_plot(path, steps, energies, closed_form=None, title="", member
     ax.legend(fontsize=7, ncol=2 if L1 > 8 else 1, loc="best")
     ax.grid(True, which="both", alpha=0.25)
     fig.tight_layout()
+    return fig
+
+
+def save_energies_plot(path, steps, energies, closed_form=None, title="", member=0):
+    """:func:`energies_figure` saved as a PNG at ``path`` (folders created); returns the path."""
+    fig = energies_figure(steps, energies, closed_form, title, member)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

@@ -195,10 +195,8 @@ def write_summary_csv(ds, path) -> Path:
 
 # ----------------------------------------------------------------------------- pictures
 def _plt():
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    return plt
+    from ._plotting import plt     # bare Figures: never switches the process's matplotlib backend
+    return plt()
 
 
 def _save(fig, path) -> Path:

@@ -259,3 +259,19 @@ def test_live_widget_of_a_grid_system(ctx):
         assert "application/vnd.jupyter.widget-view+json" in w._repr_mimebundle_()
     finally:
         w.close()
+
+
+def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
+    """vkbands draws on bare Figures: a notebook's backend (here: svg, set by the 'user') is not switched
+    to Agg by saving an energy plot, and the PNG is written."""
+    import matplotlib
+    from vkbands import render
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        E = np.exp(-np.arange(6.0))[:, None, None] * np.ones((1, 1, 3))
+        path = render.save_energies_plot(tmp_path / "e.png", np.arange(6), E, title="t")
+        assert matplotlib.get_backend() == "svg"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(before)
