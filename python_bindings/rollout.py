@@ -295,7 +295,16 @@ class Simulation(Owner):
 
 
 # ----------------------------------------------------------------------------- results
-@dataclass
+def _short_value(v):
+    """A parameter for a one-line repr: numbers as %g, per-member / per-band lists shortened."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        flat = np.asarray(v, dtype=object).reshape(-1)
+        inner = ", ".join(_short_value(x) for x in flat[:4])
+        return f"[{inner}{', ...' if len(flat) > 4 else ''}]"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@dataclass(repr=False)
 class Rollout:
     """Result of :func:`rollout`. Arrays: ``steps (T,)``, ``energies (T, B, L+1)``, ``mass``,
     ``min``, ``max`` (T, B) float64, ``nonfinite (T, B)``, ``snapshot_steps (S,)``,
@@ -328,6 +337,15 @@ class Rollout:
     def __post_init__(self):
         if self.steps_requested is None:
             self.steps_requested = self.n_steps
+
+    def __repr__(self):
+        """One line: what ran and the shapes (the dataclass default printed every array)."""
+        snaps = "no snapshots" if self.snapshots is None else f"snapshots {tuple(np.shape(self.snapshots))}"
+        shape = "" if self.final is None else f" x0 shape {tuple(np.shape(self.final))},"
+        params = ", ".join(f"{k}={_short_value(v)}" for k, v in dict(self.params).items() if k != "arity")
+        return (f"<vkbands.Rollout {self.system} {self.status}: {self.n_steps} of {self.steps_requested} steps,{shape} "
+                f"p={self.arity} L={self.levels} dims={self.dims} B={self.batch}; energies "
+                f"{tuple(np.shape(self.energies))} at {len(self.steps)} steps; {snaps}; {params}>")
 
     def deepest_surviving_band(self, tau=1e-3):
         """``D_t = max{l : E_l(t) > tau E_l(0)}`` per observed step and member, int64 (T, B)."""

@@ -300,3 +300,16 @@ def test_memory_needs_are_refused_before_allocating(ctx):
         rollout(Setup("tree", depth=30), steps=1, ctx=ctx)
     with pytest.raises(LimitError, match="GiB"):
         rollout(Setup("tree", depth=6, batch=10 ** 8), steps=1, ctx=ctx)
+
+
+def test_rollout_repr_is_one_line_and_captions_read_unbatched_snapshots(ctx):
+    """repr(Rollout) names what ran without printing its arrays (a notebook stores it); the sheet
+    caption of an unbatched rollout reads the field's shape from its snapshots."""
+    from vkbands.render import sheet_caption
+    x0 = np.random.default_rng(0).standard_normal((27, 27)).astype(np.float32)
+    r = rollout("heat", x0, 12, snapshot_every=4, ctx=ctx, progress=False, alpha=0.2)
+    text = repr(r)
+    assert "\n" not in text and len(text) < 300 and "heat completed: 12 of 12 steps" in text and "alpha=0.2" in text
+    assert sheet_caption(r).spatial == (27, 27)
+    rb = rollout("heat", np.stack([x0, x0]), 4, snapshot_every=4, ctx=ctx, progress=False)
+    assert sheet_caption(rb, member=1).spatial == (27, 27) and "B=2" in repr(rb)
