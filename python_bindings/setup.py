@@ -145,7 +145,7 @@ class Setup:
         levels = R.levels(spatial, arity, dims)     # any size: the largest L with p**L dividing every axis
         kind, init_values, given_init = self._initial_state(spec, opts, levels)
         seed = conv.get("seed", _COMMON["seed"].default)
-        params = self._parameters(spec, opts, levels, seed)
+        params = self._parameters(spec, opts, levels, seed, conv.get("batch", _COMMON["batch"].default))
         self.spec, self.system = spec, spec.name
         self.arity, self.dims, self.spatial, self.levels = arity, dims, spatial, levels
         self.batch, self.seed = conv.get("batch", _COMMON["batch"].default), seed
@@ -239,10 +239,11 @@ class Setup:
                 del values[o.name]
         return kind, values, given
 
-    def _parameters(self, spec, opts, levels, seed):
-        """The system's parameters, checked against its specs; seed-derived ones follow the seed."""
+    def _parameters(self, spec, opts, levels, seed, batch):
+        """The system's parameters, checked against its specs (per-member values: ``batch`` of them);
+        seed-derived ones follow the seed."""
         given = {k: v for k, v in opts.items() if spec.param(k) is not None}
-        params = spec.check_params(given, levels=levels, cli=self._cli)
+        params = spec.check_params(given, levels=levels, batch=batch, cli=self._cli)
         for p in spec.params:
             if p.seed_default and p.name not in params and not any(m in params for m in p.excludes):
                 params[p.name] = seed

@@ -170,6 +170,9 @@ def test_setup_carries_per_member_values(ctx):
     assert r.params["F"] == [0.03, 0.04, 0.05]
     one = rollout("grayscott", s.x0()[2:], 10, ctx=ctx, progress=False, F=0.05)
     np.testing.assert_array_equal(r.final[2], one.final[0])
+    # the length is checked when the Setup is made (it knows the batch), not later at the rollout
+    with pytest.raises(ValueError, match=r"F: 2 values for a batch of B = 3 members"):
+        Setup("grayscott", batch=3, size=27, F=[0.03, 0.04])
 
 
 @pytest.mark.parametrize("system,shape,params,message", [
