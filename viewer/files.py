@@ -197,6 +197,9 @@ class GifRecording:
         return self.path
 
 
+LIVE_PRESET = "ultrafast"
+
+
 class VideoRecording:
     """An MP4 recording (:class:`vkbands.video.VideoWriter`) sampled by simulation steps: one frame
     every ``every`` steps, played at ``fps``. The app asks :meth:`limit` how many steps a frame may
@@ -236,8 +239,10 @@ class VideoRecording:
         from vkbands.video import VideoWriter
         h, w = pixels.shape[:2]
         if self.writer is None:
+            # x264's 'ultrafast' preset: the encoder shares the CPU with a live render loop (measured here,
+            # a 1280 x 800 frame: 7.7 ms vs 19 ms with 'veryfast'); crf keeps the quality, files are larger
             self.writer = VideoWriter(self.path, self.fps, (w, h), queue_frames=self.queue_frames,
-                                      another=self.another)
+                                      another=self.another, preset=LIVE_PRESET)
         W, H = self.writer.size
         if (w, h) != (W, H):
             fitted = np.zeros((H, W, pixels.shape[2]), np.uint8)
