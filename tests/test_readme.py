@@ -34,3 +34,27 @@ def test_readme_python_examples_run(monkeypatch, tmp_path):
         # padded so that a traceback names the README's own line numbers
         exec(compile("\n" * (line - 1) + code, name, "exec"), namespace)
     assert (tmp_path / "v.png").stat().st_size > 0
+
+
+def shell_commands(text):
+    """Every ``vkbands ...`` command of the README's ```sh blocks (continuation lines joined)."""
+    out = []
+    for m in re.finditer(r"^```sh\n(.*?)^```", text, re.S | re.M):
+        for line in m.group(1).replace("\\\n", " ").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("vkbands "):
+                out.append(line.split()[1:])
+    return out
+
+
+def test_readme_commands_parse():
+    """The README's command lines are valid for the parser as written (options and their values are
+    those of the code, not of an older version); running them is the CLI tests' business."""
+    from vkbands.cli import build_parser
+    name, text = readme()
+    commands = shell_commands(text)
+    assert len(commands) >= 8, commands
+    parser = build_parser()
+    for argv in commands:
+        args, extra = parser.parse_known_args(argv)
+        assert not extra, f"{name}: vkbands {' '.join(argv)}: unrecognized {extra}"
