@@ -426,8 +426,8 @@ class Influence:
 
     def plot(self, path, t=None):
         """Heat map(s) of ``relative``: rows = band removed b, columns = band observed l, a diverging
-        colour map symmetric around 0 (range: the largest off-diagonal |M|, at least 1e-6, shared by the
-        panels), a colour bar, the diagonal masked grey with its value written in. ``t``: one chosen
+        colour map symmetric around 0 on a symmetric log scale (linear within +-1e-6; range: the largest
+        off-diagonal |M|, at least 1e-6, shared by the panels), a colour bar, the diagonal masked grey with its value written in. ``t``: one chosen
         time (default: all of them, one panel each)."""
         plt = _plt()
         idx = list(range(len(self.times))) if t is None else [int(np.flatnonzero(self.times == int(t))[0])]
@@ -437,10 +437,15 @@ class Influence:
         fig, axes = plt.subplots(1, n, figsize=(1.6 + 3.4 * n, 4.2), dpi=110, squeeze=False,
                                  constrained_layout=True)
         cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
+        # relative changes span decades (a band near its kill step changes by 1e+11, another by 1e-4):
+        # a symmetric log scale, linear within +-1e-6 (the ablation's float32 rounding), keeps both readable
+        from matplotlib.colors import SymLogNorm
+        norm = SymLogNorm(linthresh=1e-6, vmin=-v, vmax=v, base=10) if v > 1e-5 else None
         im = None
         for j, (ax, k) in enumerate(zip(axes[0], idx)):
             M = self.off_diagonal()[k]
-            im = ax.imshow(M, cmap=cmap, vmin=-v, vmax=v, origin="upper")
+            im = ax.imshow(M, cmap=cmap, norm=norm, vmin=None if norm else -v, vmax=None if norm else v,
+                           origin="upper")
             ax.set_xticks(range(L))
             ax.set_xticklabels([f"$E_{{{l}}}$" for l in range(L)])
             ax.set_yticks(range(L))
@@ -454,10 +459,15 @@ class Influence:
                     for l in range(L):
                         val = self.relative[k, b, l]
                         txt = "nan" if not np.isfinite(val) else f"{val:.2g}"
-                        strong = np.isfinite(M[b, l]) and abs(M[b, l]) > 0.6 * v
+                        strong = np.isfinite(M[b, l]) and (norm(abs(M[b, l])) > 0.8 if norm else abs(M[b, l]) > 0.6 * v)
                         ax.text(l, b, txt, ha="center", va="center", fontsize=7,
                                 color="white" if strong else "black", style="italic" if b == l else "normal")
         cb = fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85)
+        if norm is not None:        # at most ~5 decades a side: 0, +-1e-6, ..., +-vmax
+            top = int(np.floor(np.log10(v)))
+            stride = max(1, -(-(top + 6) // 4))
+            ks = list(range(-6, top + 1, stride))
+            cb.set_ticks([-(10.0 ** k) for k in reversed(ks)] + [0.0] + [10.0 ** k for k in ks])
         cb.set_label(r"$(E_l^{-b}(t) - E_l(t))\,/\,E_l(t)$")
         fig.suptitle(f"cross-band influence by ablation (diagonal: self-removal, grey, value written)\n"
                      f"{self.title()}", fontsize=9)
