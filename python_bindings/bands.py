@@ -257,8 +257,9 @@ class BandPlan(Owner):
         self._flat_rows = self.ctx.empty((self.batch * (self._flat.levels + 1),), np.float32)
         self._flat_sum = self.ctx.kernel("bands_rowsum.comp", spec={"LOCAL_X": _ROWSUM_LOCAL, "NV": 1})
 
-    def _record_no_levels(self, rec, x, out, out_off, stats_out=None, stats_off=0):
-        """L = 0: E_c of every field into ``out`` at ``out_off`` (and the statistics row at ``stats_off``)."""
+    def _record_no_levels(self, rec, x, out, out_off, stats_out=None, stats_off=0, field_off=0, field_stride=None):
+        """L = 0: E_c of every field into ``out`` at ``out_off`` (and the statistics row at ``stats_off``;
+        the fields at ``field_off`` + b * ``field_stride`` of x)."""
         flat = self._flat
         buffers = {_Buffer.FIELD: x, _Buffer.OUT: self._flat_rows}
         if stats_out is None:
@@ -268,7 +269,7 @@ class BandPlan(Owner):
                 flat._obs_sched, scratch_floats = flat._schedule(flat.batch, _OBSERVABLES)
                 flat._obs_scratch = flat.ctx.empty((max(scratch_floats, 1),), np.float32)
             flat._record(rec, flat._obs_sched, {**buffers, _Buffer.SCRATCH: flat._obs_scratch, _Buffer.STATS: stats_out},
-                         stats_off=stats_off)
+                         stats_off=stats_off, field_off=field_off, field_stride=field_stride)
         rec.dispatch(self._flat_sum, self._flat_sum.grid(self.batch), self._flat_rows, out,
                      push={"nb": self.batch, "r": flat.levels + 1, "src_off": 0, "out_off": out_off})
 
@@ -427,14 +428,15 @@ class BandPlan(Owner):
         return dict(dest=dest, partials_out=partials_out, stats=stats, then=rowsum), offsets
 
     # ------------------------------------------------------------------ recording
-    def _record(self, rec, passes, buffers, field_off=0, out_off=0, stats_off=0):
+    def _record(self, rec, passes, buffers, field_off=0, out_off=0, stats_off=0, field_stride=None):
         """Record ``passes`` with their buffer roles bound to ``buffers`` ({_Buffer: DeviceArray});
         ``field_off``, ``out_off``, ``stats_off``: element offsets of the first field, the energies
-        row and the statistics row of this recording."""
+        row and the statistics row of this recording; ``field_stride``: elements from one field to the
+        next (default N)."""
         for step in passes:
             push = dict(step.push)
             if step.source is _Buffer.FIELD:
-                push["src_off"], push["src_bstride"] = field_off, self.geo.N
+                push["src_off"], push["src_bstride"] = field_off, (self.geo.N if field_stride is None else field_stride)
             if step.partials_out is _Buffer.OUT:
                 push["pout_off"] = out_off
             if step.stats is _Buffer.STATS:
@@ -476,17 +478,29 @@ class BandPlan(Owner):
         self._record(rec, self._energy_sched, {_Buffer.FIELD: x, _Buffer.SCRATCH: self._scratch, _Buffer.OUT: out},
                      out_off=row * per_row)
 
-    def record_observables(self, rec, x, energies_out, stats_out, row: int = 0):
+    def record_observables(self, rec, x, energies_out, stats_out, row: int = 0, *, field_offset: int = 0,
+                           field_stride: int | None = None):
         """Record the observables of SPEC §5 of every field of ``x`` (batch, *spatial) in one read of
         the field: ``[E_0..E_{L-1}, E_c]`` into row ``row`` of ``energies_out`` (viewed as ``(rows,
         batch, L+1)``) and ``[mass, min, max, nonfinite]`` into row ``row`` of ``stats_out`` (viewed
         as ``(rows, batch, 4)``), all float32. The passes are those of :meth:`record_energies`
         (``bands_pyramid.comp`` with ``STATS``): min / max are over the finite values (+Inf / -Inf
         when there are none), ``nonfinite`` is 1.0 when any value is NaN/Inf, else 0.0, and mass is
-        ``N * c`` (the coarse mean times the leaf count: a tree sum; NaN/Inf in a non-finite field)."""
+        ``N * c`` (the coarse mean times the leaf count: a tree sum; NaN/Inf in a non-finite field).
+
+        ``field_stride`` (elements, default N) and ``field_offset``: field b is the N values at
+        ``field_offset + b * field_stride`` of ``x`` (which then holds ``batch * field_stride`` values),
+        e.g. the v of every member of a Gray-Scott state (B, 2, H, W): offset N, stride 2N. The same
+        passes run (bit for bit the values of a contiguous copy of those fields)."""
         self._require_open()
         geo = self.geo
-        self._check_array("x", x, self.batch * geo.N)
+        stride = geo.N if field_stride is None else _checks.integer("field_stride", field_stride, geo.N)
+        field_offset = _checks.integer("field_offset", field_offset, 0, stride - geo.N)
+        reader = self._flat if geo.L == 0 else self
+        if reader.arity % 2 == 0 and (field_offset % 2 or stride % 2):   # the first pass loads vec2 pairs
+            raise ValueError(f"field_offset {field_offset}, field_stride {stride}: with an even arity both "
+                             "must be even")
+        self._check_array("x", x, self.batch * stride)
         per_row = self.batch * (geo.L + 1)
         stats_per_row = self.batch * _STATS_ROW
         self._check_array("energies_out", energies_out, per_row, multiple=True)
@@ -495,13 +509,15 @@ class BandPlan(Owner):
         row = _checks.integer("row", row, 0, rows - 1,
                               f"energies_out / stats_out hold {rows} rows of {self.batch} fields")
         if geo.L == 0:
-            return self._record_no_levels(rec, x, energies_out, row * per_row, stats_out, row * stats_per_row)
+            return self._record_no_levels(rec, x, energies_out, row * per_row, stats_out, row * stats_per_row,
+                                          field_off=field_offset, field_stride=stride)
         if self._obs_sched is None:
             self._obs_sched, scratch_floats = self._schedule(self.batch, _OBSERVABLES)
             self._obs_scratch = self.ctx.empty((max(scratch_floats, 1),), np.float32)
         self._record(rec, self._obs_sched, {_Buffer.FIELD: x, _Buffer.SCRATCH: self._obs_scratch,
                                             _Buffer.OUT: energies_out, _Buffer.STATS: stats_out},
-                     out_off=row * per_row, stats_off=row * stats_per_row)
+                     out_off=row * per_row, stats_off=row * stats_per_row, field_off=field_offset,
+                     field_stride=stride)
 
     def record_sheets(self, rec, x, out, member: int = 0):
         """Record the ``(2L+1, *spatial)`` panel stack ``[s^(0..L), D^(0..L-1)]`` of field

@@ -4,11 +4,17 @@
 // Same layout of work as step_heat.comp: 4 cells x RY rows per invocation, rows rolled in registers.
 // Du, Dv, F, k, dt come from the member's row of a (B, 5) parameter buffer (per-member values, SPEC
 // 3.2b: shared values are repeated), so a batch computes exactly what separate runs of its members do.
+// u's NaN/Inf flag (observations read only v; issue 12): a step sets uflag[b] = 1.0 when a new u of
+// member b is NaN/Inf (a benign race: every writer writes the same value) and never clears it. A NaN/Inf
+// in u stays one (every update adds to the cell's own value), so the flag of a state equals "u is
+// non-finite now". MODE 1 sets it from the state itself (no step, dst untouched): what the host records,
+// after clearing the flags, when the state was written from outside.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(constant_id = 0) const uint LOCAL_X = 64;
 layout(constant_id = 1) const uint RY = 8;
+layout(constant_id = 2) const uint MODE = 0;         // 0: one step; 1: flag non-finite u of src only
 layout(local_size_x_id = 0) in;
 
 layout(std430, binding = 0) readonly buffer Src { float src[]; };
@@ -17,6 +23,7 @@ layout(std430, binding = 1) writeonly buffer Dst { float dst[]; };
 layout(std430, binding = 1) writeonly buffer Dst4 { vec4 dst4[]; };
 
 layout(std430, binding = 2) readonly buffer Params { float prm[]; };   // (B, 5): Du, Dv, F, k, dt
+layout(std430, binding = 3) writeonly buffer UFlag { float uflag[]; };  // (B,): u was NaN/Inf
 
 layout(push_constant) uniform Push { uint H; uint W; uint batch; } pc;
 
@@ -35,14 +42,27 @@ void main() {
     vec4 uup = load_mid(bu + rup, c0), vup = load_mid(bv + rup, c0);
     vec4 ucur = load_mid(bu + r0 * W, c0), vcur = load_mid(bv + r0 * W, c0);
     uint rend = min(r0 + RY, H);
+    if (MODE == 1u) {
+        bool bad = false;
+        for (uint r = r0; r < rend; ++r) {
+            vec4 x = load_mid(bu + r * W, c0);      // a partial segment's extra cells are cells of its row
+            bad = bad || any(isnan(x)) || any(isinf(x));
+        }
+        if (bad) uflag[b] = 1.0;
+        return;
+    }
+    bool ubad = false;
     for (uint r = r0; r < rend; ++r) {
         uint rw = r * W, rd = (r + 1u == H) ? 0u : rw + W;
         vec4 udn = load_mid(bu + rd, c0), vdn = load_mid(bv + rd, c0);
         vec4 lu = lap4(uup, ucur, udn, load_left(bu + rw, c0), load_right(bu + rw, c0));
         vec4 lv = lap4(vup, vcur, vdn, load_left(bv + rw, c0), load_right(bv + rw, c0));
         vec4 uvv = ucur * vcur * vcur;
-        store_seg(bu + rw, c0, ucur + dt * (Du * lu - uvv + F * (1.0 - ucur)));
+        vec4 un = ucur + dt * (Du * lu - uvv + F * (1.0 - ucur));
+        ubad = ubad || any(isnan(un)) || any(isinf(un));
+        store_seg(bu + rw, c0, un);
         store_seg(bv + rw, c0, vcur + dt * (Dv * lv + uvv - (F + k) * vcur));
         uup = ucur; ucur = udn; vup = vcur; vcur = vdn;
     }
+    if (ubad) uflag[b] = 1.0;
 }

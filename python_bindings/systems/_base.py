@@ -19,14 +19,16 @@ class ObsBuffers(Owner):
 
     Fused systems write one array ``(rows, B, L + 5)``: ``[E_0..E_{L-1}, E_c, mass, min, max,
     nonfinite]``; grid systems write ``energies (rows, F, L + 1)`` and ``stats (rows, F, 4)``
-    ``[mass, min, max, nonfinite]`` for F observed fields (F = 2B for Gray-Scott: u and v), both from
-    ``BandPlan.record_observables`` (one read of the fields per observation; min / max over the finite
-    values, mass = N * coarse mean).
+    ``[mass, min, max, nonfinite]`` for F observed fields, both from ``BandPlan.record_observables``
+    (one read of the fields per observation; min / max over the finite values, mass = N * coarse mean).
+    F = B, or F = kB with ``pick`` the reported field of each member's k (the others count for the flag
+    only). ``flags=True`` (Gray-Scott: F = B, the v fields) adds ``flags (rows, B)``: the NaN/Inf flags of
+    the fields not observed (u), copied from the step kernel's flags, OR-ed into ``nonfinite``.
     ``read(n)`` returns the first n rows as a dict of NumPy arrays: ``energies (n, B, L+1)``,
     ``mass``, ``min``, ``max`` (n, B) float64 and ``nonfinite`` (n, B) bool.
     """
 
-    def __init__(self, ctx, rows, B, L, fields=None, pick=None, minmax=True):
+    def __init__(self, ctx, rows, B, L, fields=None, pick=None, minmax=True, flags=False):
         self.rows, self.B, self.L = int(rows), int(B), int(L)
         self.minmax = bool(minmax)           # False: ``read`` reports min / max as NaN (not asked for)
         self.pick = pick                     # for F = 2B: which of (u, v) to report
@@ -38,11 +40,13 @@ class ObsBuffers(Owner):
             self.fields = fields
             self.energies = self._own(ctx.zeros((self.rows, fields, L + 1)))
             self.stats = self._own(ctx.zeros((self.rows, fields, 4)))
+        self.flags = self._own(ctx.zeros((self.rows, B))) if flags else None
 
     @property
     def arrays(self) -> dict:
         """The device arrays holding the rows, by name (``fused``, or ``energies`` and ``stats``)."""
         names = ("fused",) if self.fused is not None else ("energies", "stats")
+        names += ("flags",) if self.flags is not None else ()
         return {name: getattr(self, name) for name in names}
 
     def energy_location(self, member: int, row: int = 0):
@@ -72,6 +76,8 @@ class ObsBuffers(Owner):
             E = E.reshape(n, self.B, k, -1)[:, :, self.pick]
             flag = flag.reshape(n, self.B, k).any(axis=2)
             S = S.reshape(n, self.B, k, 4)[:, :, self.pick]
+        if self.flags is not None:
+            flag = flag | (raw["flags"] > 0)
         mn, mx = (S[..., 1], S[..., 2]) if self.minmax else (np.full(flag.shape, np.nan),) * 2
         return dict(energies=E, mass=S[..., 0], min=mn, max=mx, nonfinite=flag)
 

@@ -51,9 +51,19 @@ class GridSystem(SystemBase):
     Per-member parameters (SPEC 3.2b): a subclass that lists ``member_params`` (names, in order) gets
     them in a (B, S) float32 buffer bound after src and dst (binding 2), one row per member (shared
     values repeated), which its kernel reads at row b; any of them may then be given as B numbers.
-    Without ``member_params`` (a kernel reading push constants only) a per-member value is refused."""
+    Without ``member_params`` (a kernel reading push constants only) a per-member value is refused.
+
+    Several fields per member (Gray-Scott: u, v): an observation runs the band passes over the observed
+    field of each member only (``BandPlan.record_observables`` reading every ``k``-th field); the NaN/Inf
+    flag of the others comes from the step kernel (``kernel_flags``): binding 3 of the kernel is a (B,)
+    flag buffer that a step sets to 1.0 when a new value of an unobserved field is NaN/Inf and never
+    clears (a NaN/Inf stays one in those systems: the flag of a state is "non-finite now"); spec constant
+    ``MODE`` = 1 sets it from the state alone. The flags restart from the state (cleared, then a MODE 1
+    dispatch) in the first ``record`` after the system is made or ``invalidate()`` is called; an
+    observation copies them into its row (``ObsBuffers.flags``, OR-ed into ``nonfinite``)."""
     shader = "?"
     member_params = None      # e.g. ("alpha",): the kernel's parameter buffer row, in order
+    kernel_flags = False      # True: the kernel flags the unobserved fields (binding 3, MODE), see above
 
     def __init__(self, ctx, B, spatial, dims, arity=None, **params):
         super().__init__(ctx, B, spatial, dims)
@@ -68,14 +78,20 @@ class GridSystem(SystemBase):
         self.params, self._raw = {}, {}
         self.set_params(**params)        # checked before anything is allocated
         defines = {"ALIGNED": 1} if W % 4 == 0 else None
-        self.kernel = ctx.kernel(self.shader, defines=defines, spec={"LOCAL_X": _GRID_LOCAL, "RY": _GRID_RY})
+        spec = {"LOCAL_X": _GRID_LOCAL, "RY": _GRID_RY}
+        self.kernel = ctx.kernel(self.shader, defines=defines, spec=spec)
         inv = (-(-W // 4)) * (-(-H // _GRID_RY)) * self.batch
         self._groups = self.kernel.grid(-(-inv // _GRID_LOCAL))
         self._other = ctx.zeros(self.state_shape)
         self._own(self._other)
-        # observables: band energies, mass, min, max, NaN/Inf flag in one read of the fields
-        # (BandPlan.record_observables)
+        # observables: band energies, mass, min, max, NaN/Inf flag of the observed fields in one read of
+        # them (BandPlan.record_observables); the unobserved fields' flags from the step kernel
         self._plan = None
+        self._flags = self._scan = None
+        self._flags_stale = True
+        if self.kernel_flags:
+            self._flags = self._own(ctx.zeros((self.batch,)))
+            self._scan = ctx.kernel(self.shader, defines=defines, spec=dict(spec, MODE=1))
 
     def set_params(self, **params):
         """Takes effect at the next ``record``; checked against the spec (TypeError for unknown names,
@@ -105,22 +121,47 @@ class GridSystem(SystemBase):
     def _bandplan(self):
         if self._plan is None:
             from ..bands import BandPlan
-            self._plan = BandPlan(self.ctx, self.spatial, self.arity, batch=self.fields)
+            observed = self.batch if self.kernel_flags else self.fields
+            self._plan = BandPlan(self.ctx, self.spatial, self.arity, batch=observed)
         return self._plan
 
     def new_obs(self, rows):
+        if self.kernel_flags:
+            return ObsBuffers(self.ctx, rows, self.batch, self.levels, fields=self.batch, flags=True,
+                              minmax=self.observe_minmax)
         return ObsBuffers(self.ctx, rows, self.batch, self.levels, fields=self.fields, pick=self.pick,
                           minmax=self.observe_minmax)
 
+    def invalidate(self):
+        """The state was written from outside: the next ``record`` restarts the kernel's flags from it."""
+        self._flags_stale = True
+
+    def _refresh_flags(self, rec, state):
+        """The unobserved fields' flags of ``state`` itself (cleared, then one MODE 1 dispatch)."""
+        rec.fill(self._flags, 0)
+        rec.dispatch(self._scan, self._groups, state, self._other, self._param_buf, self._flags,
+                     push=self._push())
+        self._flags_stale = False
+
     def _observe(self, rec, x, obs, row):
-        flat = x.reshape(self.fields, *self.spatial)
-        self._bandplan().record_observables(rec, flat, obs.energies, obs.stats, row=row)
+        plan = self._bandplan()
+        if not self.kernel_flags:
+            flat = x.reshape(self.fields, *self.spatial)
+            plan.record_observables(rec, flat, obs.energies, obs.stats, row=row)
+            return
+        n = plan.geo.N
+        k = self.fields_per_member
+        plan.record_observables(rec, x, obs.energies, obs.stats, row=row, field_offset=self.pick * n,
+                                field_stride=k * n)
+        rec.copy(self._flags, obs.flags, nbytes=self.batch * 4, dst_offset=row * self.batch * 4)
 
     def record(self, rec, state, n, every=0, snap_every=0, observe_first=False, snap_first=False, obs=None,
                snap=None, phase=0):
         check_buffers(every, snap_every, observe_first, snap_first, obs, snap)
         phase = int(phase)
         orow = srow = 0
+        if self.kernel_flags and self._flags_stale:
+            self._refresh_flags(rec, state)
         if observe_first:
             self._observe(rec, state, obs, orow)
             orow += 1
@@ -130,6 +171,7 @@ class GridSystem(SystemBase):
         push = self._push()
         cur, nxt = state, self._other
         extra = (self._param_buf,) if self.member_params is not None else ()
+        extra += (self._flags,) if self.kernel_flags else ()
         for k in range(1, int(n) + 1):
             rec.dispatch(self.kernel, self._groups, cur, nxt, *extra, push=push)
             cur, nxt = nxt, cur

@@ -4,7 +4,8 @@ Parameters ``Du`` 0.16, ``Dv`` 0.08, ``F`` 0.035, ``k`` 0.065, ``dt`` 1.0, or a 
 ``reference.GRAYSCOTT_PRESETS``; explicit F/k override it). Each number may be one value per batch
 member (SPEC 3.2b; read from the kernel's (B, 5) parameter buffer); the preset is shared. The state stacks u then v per member:
 ``(2, H, W)`` / ``(B, 2, H, W)``; observables and pictures are those of v (the pattern-forming species),
-the NaN/Inf flag covers u and v. Its only initial state is its own seeded patch.
+the NaN/Inf flag covers u and v (an observation reads v only; u's flag is set by the step kernel when a
+new u is NaN/Inf, which then stays so: see ``GridSystem``). Its only initial state is its own seeded patch.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class GrayScottSystem(GridSystem):
     """Gray-Scott reaction-diffusion (SPEC 3.3), ``step_grayscott.comp``, ping-pong, state u then v."""
     shader = "step_grayscott.comp"
     member_params = ("Du", "Dv", "F", "k", "dt")      # the kernel's parameter row, in this order
+    kernel_flags = True       # observations read v only; u's NaN/Inf flag comes from the step kernel
 
     def _resolve(self, merged, given):
         preset = merged.get("preset")
