@@ -142,6 +142,7 @@ class _Buffer(enum.Enum):
     OUT = "the energies row"
     BANDS = "d^(0..L-1) and c in the levels layout (record_decompose)"
     STATS = "the [mass, min, max, nonfinite] row (record_observables)"
+    LEVEL = "a level-a grid and its partials, written by a step kernel (record_observables_from)"
 
 
 @dataclass(frozen=True)
@@ -317,12 +318,13 @@ class BandPlan(Owner):
                 return in_registers + in_shared
             in_shared += 1
 
-    def _pass_spans(self, extra_values):
-        """The level spans of the passes: as many levels per pass as fit, the last pass reaching L."""
+    def _pass_spans(self, extra_values, start=0):
+        """The level spans of the passes: as many levels per pass as fit, the last pass reaching L
+        (from level ``start``)."""
         geo = self.geo
         in_registers = self._register_levels()
         per_pass = self._levels_per_pass(in_registers, extra_values)
-        first, ranges = 0, []
+        first, ranges = start, []
         while first < geo.L:
             levels = min(per_pass, geo.L - first)
             ranges.append(_PassSpan(first, levels, min(in_registers, levels), first + levels == geo.L))
@@ -358,32 +360,36 @@ class BandPlan(Owner):
             push["stats_src_off"] = stats_partials_off
         return _RowsumPass(kernel, kernel.grid(fields), push, stats)
 
-    def _schedule(self, fields, products: _Products):
+    def _schedule(self, fields, products: _Products, start=0):
         """The passes for ``fields`` fields and the scratch floats they need: ``(passes, floats)``.
 
         Every pass reduces its level span of every tile. A pass before the last writes the tile
         means (its grid for the next pass) and the per-tile energy partials to scratch (with
         ``products.pyramid`` the means are the pyramid levels instead); the last pass writes the
         energies to the output rows, or, for a field with a coarse grid, one row per p^L x p^L square to
-        scratch, which its ``then`` rowsum adds up."""
+        scratch, which its ``then`` rowsum adds up. ``start`` > 0: the first pass reads a level-``start``
+        grid and its partials from one LEVEL buffer (grid, then the planes; record_observables_from)."""
         geo = self.geo
         level_offsets = geo.level_offsets(fields)
         scratch = _ScratchLayout()
         passes = []
-        rows, columns = geo.H, geo.W
-        for span in self._pass_spans(_STATS_VALUES if products.stats else 0):
+        rows, columns = geo.level_sizes[start]
+        for span in self._pass_spans(_STATS_VALUES if products.stats else 0, start):
             tile = geo.p ** span.levels
             tile_rows, tile_columns = (rows // tile if geo.dims == 2 else 1), columns // tile
             tiles = fields * tile_rows * tile_columns
             kernel, groups = self._pyramid_kernel(span, tiles, products)
             previous = passes[-1] if passes else None
+            from_level = previous is None and start > 0
             push = {"nb": fields, "h": rows, "w": columns, "L": geo.L, "src_bstride": rows * columns,
-                    "src_off": self._source_offset(span, previous, level_offsets, products),
-                    "pin_off": previous.push["pout_off"] if previous else 0,
+                    "src_off": 0 if from_level else self._source_offset(span, previous, level_offsets, products),
+                    "pin_off": previous.push["pout_off"] if previous else fields * rows * columns * from_level,
                     "bands_off": level_offsets[span.first]}
             roles, offsets = self._pass_outputs(span, fields, tiles, products, level_offsets, scratch)
+            if from_level:
+                roles["partials_in"] = _Buffer.LEVEL
             passes.append(_PyramidPass(kernel, groups, {**push, **offsets},
-                                       source=previous.dest if previous else _Buffer.FIELD,
+                                       source=previous.dest if previous else (_Buffer.LEVEL if from_level else _Buffer.FIELD),
                                        bands=_Buffer.BANDS if products.bands else _Buffer.SCRATCH,
                                        first=span.first, levels=span.levels, **roles))
             rows, columns = tile_rows, tile_columns
@@ -519,6 +525,36 @@ class BandPlan(Owner):
                      out_off=row * per_row, stats_off=row * stats_per_row, field_off=field_offset,
                      field_stride=stride)
 
+    def level_floats(self, first: int) -> int:
+        """Floats of the LEVEL buffer :meth:`record_observables_from` reads at level ``first``: the
+        level-``first`` grid of every field, then ``first`` energy planes and 3 statistics planes
+        (min, max, NaN/Inf flag) of one value per grid value (bands_pyramid.comp's NPREV layout)."""
+        rows, columns = self.geo.level_sizes[first]
+        return self.batch * rows * columns * (1 + first + _STATS_VALUES)
+
+    def record_observables_from(self, rec, level, energies_out, stats_out, row: int = 0, *, first: int):
+        """:meth:`record_observables` from a level-``first`` grid that a step kernel already wrote
+        with its partials (``level``: :meth:`level_floats` floats): the passes of the same schedule
+        from level ``first`` on (levels 0..first-1 were reduced by the writer; energy sums in another
+        order: equal to float32 round-off, not bit for bit). Needs 1 <= first < L."""
+        self._require_open()
+        geo = self.geo
+        first = _checks.integer("first", first, 1, geo.L - 1)
+        self._check_array("level", level, self.level_floats(first))
+        per_row, stats_per_row = self.batch * (geo.L + 1), self.batch * _STATS_ROW
+        self._check_array("energies_out", energies_out, per_row, multiple=True)
+        self._check_array("stats_out", stats_out, stats_per_row, multiple=True)
+        rows = min(energies_out.size // per_row, stats_out.size // stats_per_row)
+        row = _checks.integer("row", row, 0, rows - 1,
+                              f"energies_out / stats_out hold {rows} rows of {self.batch} fields")
+        scheds = self.__dict__.setdefault("_from_scheds", {})
+        if first not in scheds:
+            sched, scratch_floats = self._schedule(self.batch, _OBSERVABLES, start=first)
+            scheds[first] = (sched, self.ctx.empty((max(scratch_floats, 1),), np.float32))
+        sched, scratch = scheds[first]
+        self._record(rec, sched, {_Buffer.LEVEL: level, _Buffer.SCRATCH: scratch, _Buffer.OUT: energies_out,
+                                  _Buffer.STATS: stats_out}, out_off=row * per_row, stats_off=row * stats_per_row)
+
     def record_sheets(self, rec, x, out, member: int = 0):
         """Record the ``(2L+1, *spatial)`` panel stack ``[s^(0..L), D^(0..L-1)]`` of field
         ``member`` of ``x`` into ``out``."""
@@ -576,6 +612,8 @@ class BandPlan(Owner):
                 scratch.close()
         if self._flat is not None:
             self._flat.close()
+        for _, scratch in self.__dict__.get("_from_scheds", {}).values():
+            scratch.close()
 
     def __repr__(self):
         return (f"<vkbands.BandPlan spatial={self.spatial_shape} arity={self.arity} L={self.levels} "

@@ -40,4 +40,47 @@ void store_seg(uint row, uint c0, vec4 v) {
 #endif
 }
 
+// OBS (spec constant of the including shader): the step also writes the first two levels of its
+// observation (p = 2, W % 4 == 0, H % 8 == 0: an invocation's 4 x 8 cells are two whole 4 x 4 blocks),
+// in the layout bands_pyramid.comp reads from a previous pass with NPREV = 2: the level-2 block means
+// A^(2) of the nb fields (h2 = H / 4 rows of w2 = W / 4), then five planes of nb * h2 * w2 values, one
+// per block: sum of d^(0)^2, sum of d^(1)^2, min and max of the finite values, NaN/Inf flag. The means
+// and details are formed as the pyramid forms them (same order, `precise`); only the energy sums are
+// added in another order. The including shader declares ob[] (writeonly floats) and defines GRID_OBS.
+#ifdef GRID_OBS
+void obs_block(uint b, uint nb, uint by, uint bx, vec4 q0, vec4 q1, vec4 q2, vec4 q3) {
+    uint h2 = pc.H >> 2, w2 = pc.W >> 2, plane = nb * h2 * w2, i = (b * h2 + by) * w2 + bx;
+    vec4 rows[4] = vec4[4](q0, q1, q2, q3);
+    precise float e0 = 0.0, s2 = 0.0;
+    float m1[4];
+    float mn = uintBitsToFloat(0x7f800000u), mx = uintBitsToFloat(0xff800000u), bad = 0.0;
+    for (uint n = 0u; n < 4u; ++n) {           // level-1 nodes in row-major order
+        uint u = n >> 1, cc = (n & 1u) * 2u;
+        float c[4] = float[4](rows[2u * u][cc], rows[2u * u][cc + 1u], rows[2u * u + 1u][cc], rows[2u * u + 1u][cc + 1u]);
+        precise float s = 0.0;
+        for (uint k = 0u; k < 4u; ++k) s += c[k];
+        precise float mean = s / 4.0;
+        for (uint k = 0u; k < 4u; ++k) {
+            precise float d = c[k] - mean;
+            e0 += d * d;
+            bool ok = abs(c[k]) <= 3.40282347e38;
+            mn = min(mn, ok ? c[k] : mn);
+            mx = max(mx, ok ? c[k] : mx);
+            bad = ok ? bad : 1.0;
+        }
+        m1[n] = mean;
+    }
+    for (uint n = 0u; n < 4u; ++n) s2 += m1[n];
+    precise float m2 = s2 / 4.0;
+    precise float e1 = 0.0;
+    for (uint n = 0u; n < 4u; ++n) { precise float d = m1[n] - m2; e1 += d * d; }
+    ob[i] = m2;
+    ob[plane + i] = e0;
+    ob[2u * plane + i] = e1;
+    ob[3u * plane + i] = mn;
+    ob[4u * plane + i] = mx;
+    ob[5u * plane + i] = bad;
+}
+#endif
+
 #endif

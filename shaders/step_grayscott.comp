@@ -15,6 +15,7 @@
 layout(constant_id = 0) const uint LOCAL_X = 64;
 layout(constant_id = 1) const uint RY = 8;
 layout(constant_id = 2) const uint MODE = 0;         // 0: one step; 1: flag non-finite u of src only
+layout(constant_id = 3) const uint OBS = 0;          // 1: also write v's observation levels 1-2 (grid_common.glsl)
 layout(local_size_x_id = 0) in;
 
 layout(std430, binding = 0) readonly buffer Src { float src[]; };
@@ -24,9 +25,11 @@ layout(std430, binding = 1) writeonly buffer Dst4 { vec4 dst4[]; };
 
 layout(std430, binding = 2) readonly buffer Params { float prm[]; };   // (B, 5): Du, Dv, F, k, dt
 layout(std430, binding = 3) writeonly buffer UFlag { float uflag[]; };  // (B,): u was NaN/Inf
+layout(std430, binding = 4) writeonly buffer Obs { float ob[]; };       // OBS: v's level 2 + partials
 
 layout(push_constant) uniform Push { uint H; uint W; uint batch; } pc;
 
+#define GRID_OBS 1
 #include "grid_common.glsl"
 
 void main() {
@@ -52,16 +55,23 @@ void main() {
         return;
     }
     bool ubad = false;
+    vec4 q0 = vec4(0.0), q1 = vec4(0.0), q2 = vec4(0.0);
     for (uint r = r0; r < rend; ++r) {
         uint rw = r * W, rd = (r + 1u == H) ? 0u : rw + W;
         vec4 udn = load_mid(bu + rd, c0), vdn = load_mid(bv + rd, c0);
         vec4 lu = lap4(uup, ucur, udn, load_left(bu + rw, c0), load_right(bu + rw, c0));
         vec4 lv = lap4(vup, vcur, vdn, load_left(bv + rw, c0), load_right(bv + rw, c0));
         vec4 uvv = ucur * vcur * vcur;
-        vec4 un = ucur + dt * (Du * lu - uvv + F * (1.0 - ucur));
+        precise vec4 un = ucur + dt * (Du * lu - uvv + F * (1.0 - ucur));   // precise: the OBS variant
+        precise vec4 vn = vcur + dt * (Dv * lv + uvv - (F + k) * vcur);     // computes the same values
         ubad = ubad || any(isnan(un)) || any(isinf(un));
         store_seg(bu + rw, c0, un);
-        store_seg(bv + rw, c0, vcur + dt * (Dv * lv + uvv - (F + k) * vcur));
+        store_seg(bv + rw, c0, vn);
+        if (OBS != 0u) {
+            uint j = (r - r0) & 3u;
+            if (j == 0u) q0 = vn; else if (j == 1u) q1 = vn; else if (j == 2u) q2 = vn;
+            else obs_block(b, pc.batch, r >> 2, sx, q0, q1, q2, vn);
+        }
         uup = ucur; ucur = udn; vup = vcur; vcur = vdn;
     }
     if (ubad) uflag[b] = 1.0;

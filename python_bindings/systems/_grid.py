@@ -64,6 +64,11 @@ class GridSystem(SystemBase):
     shader = "?"
     member_params = None      # e.g. ("alpha",): the kernel's parameter buffer row, in order
     kernel_flags = False      # True: the kernel flags the unobserved fields (binding 3, MODE), see above
+    # True: the kernel's spec constant OBS = 1 also writes the observation's levels 1-2 (binding 3; see
+    # grid_common.glsl obs_block) where the tile allows (p = 2, W % 4 == 0, H % 8 == 0, L >= 3): an
+    # observed step then runs that variant and the remaining band passes on a 16x smaller grid
+    # (BandPlan.record_observables_from). Unobserved steps run the OBS = 0 pipeline (binding 3 unused).
+    fused_levels = False
 
     def __init__(self, ctx, B, spatial, dims, arity=None, **params):
         super().__init__(ctx, B, spatial, dims)
@@ -92,6 +97,11 @@ class GridSystem(SystemBase):
         if self.kernel_flags:
             self._flags = self._own(ctx.zeros((self.batch,)))
             self._scan = ctx.kernel(self.shader, defines=defines, spec=dict(spec, MODE=1))
+        self._fuse = (self.fused_levels and self.arity == 2 and W % 4 == 0 and H % _GRID_RY == 0
+                      and _GRID_RY % 4 == 0 and self.levels >= 3)
+        self._obs_kernel = self._levels_buf = None
+        if self._fuse:
+            self._obs_kernel = ctx.kernel(self.shader, defines=defines, spec=dict(spec, OBS=1))
 
     def set_params(self, **params):
         """Takes effect at the next ``record``; checked against the spec (TypeError for unknown names,
@@ -139,7 +149,8 @@ class GridSystem(SystemBase):
     def _refresh_flags(self, rec, state):
         """The unobserved fields' flags of ``state`` itself (cleared, then one MODE 1 dispatch)."""
         rec.fill(self._flags, 0)
-        rec.dispatch(self._scan, self._groups, state, self._other, self._param_buf, self._flags,
+        unused = (self._dummy_array(),) if self.fused_levels else ()
+        rec.dispatch(self._scan, self._groups, state, self._other, self._param_buf, self._flags, *unused,
                      push=self._push())
         self._flags_stale = False
 
@@ -172,12 +183,25 @@ class GridSystem(SystemBase):
         cur, nxt = state, self._other
         extra = (self._param_buf,) if self.member_params is not None else ()
         extra += (self._flags,) if self.kernel_flags else ()
+        plain = extra + ((self._dummy_array(),) if self.fused_levels else ())
         for k in range(1, int(n) + 1):
-            rec.dispatch(self.kernel, self._groups, cur, nxt, *extra, push=push)
-            cur, nxt = nxt, cur
-            if every and (phase + k) % every == 0:
-                self._observe(rec, cur, obs, orow)
+            observed = every and (phase + k) % every == 0
+            if observed and self._fuse:
+                plan = self._bandplan()
+                if self._levels_buf is None:
+                    self._levels_buf = self._own(self.ctx.zeros((plan.level_floats(2),)))
+                rec.dispatch(self._obs_kernel, self._groups, cur, nxt, *extra, self._levels_buf, push=push)
+                plan.record_observables_from(rec, self._levels_buf, obs.energies, obs.stats, row=orow, first=2)
+                if self.kernel_flags:
+                    rec.copy(self._flags, obs.flags, nbytes=self.batch * 4, dst_offset=orow * self.batch * 4)
+                cur, nxt = nxt, cur
                 orow += 1
+            else:
+                rec.dispatch(self.kernel, self._groups, cur, nxt, *plain, push=push)
+                cur, nxt = nxt, cur
+                if observed:
+                    self._observe(rec, cur, obs, orow)
+                    orow += 1
             if snap_every and (phase + k) % snap_every == 0:
                 rec.copy(cur, snap, nbytes=state.nbytes, dst_offset=srow * state.nbytes)
                 srow += 1

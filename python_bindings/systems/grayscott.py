@@ -34,6 +34,7 @@ class GrayScottSystem(GridSystem):
     shader = "step_grayscott.comp"
     member_params = ("Du", "Dv", "F", "k", "dt")      # the kernel's parameter row, in this order
     kernel_flags = True       # observations read v only; u's NaN/Inf flag comes from the step kernel
+    fused_levels = True       # observed steps write v's observation levels 1-2 (step_grayscott.comp OBS)
 
     def _resolve(self, merged, given):
         preset = merged.get("preset")

@@ -20,6 +20,7 @@ class HeatSystem(GridSystem):
     """Explicit heat equation (SPEC 3.3), ``step_heat.comp``, ping-pong."""
     shader = "step_heat.comp"
     member_params = ("alpha",)
+    fused_levels = True       # observed steps write the observation's levels 1-2 (step_heat.comp OBS)
 
     def _push(self):
         H, W = self.spatial
