@@ -87,6 +87,17 @@ float up[UP + 1u];         // ancestor details d^(M..L-1), then c
 float uw[UP + 1u];         // energy weight of up[k] in this invocation (Q**(M+k) or 0)
 float leaf[QM];            // scratch: leaf values of the subtree
 float part[RK];            // observables partials of this invocation
+// Observation blocks (the tree step, minmax = 0): BLOCK observations computed in one pass over the
+// coefficients (block_run), their energy partials in bpart[] (row s at s * L).
+const uint BLOCK = 8u;
+float bpart[BLOCK * L];
+// fin: the band energies of the state last observed (minmax = 0) were all finite and so was c
+// (uniform over a field: REDUCE 0 from its energies, REDUCE 1 from lane `base`'s reduced sums; a
+// finite sum of non-negative partials has finite partials). With |rates| <= 1 no coefficient grows,
+// so every later state's squares, sums and partials are finite too (float rounding is monotone): its
+// observations never need the leaves, which lets a block compute several rows in one pass. Cleared
+// by any other step; kept in the band state between dispatches (coef slot LOC + UP + 1).
+bool fin = false;
 
 // Natural (row-major) index of tree-order leaf position t.
 uint natural_index(uint t) {
@@ -160,6 +171,7 @@ void observe(uint row, uint b, uint lt, uint parity) {
     part[L] = mn; part[L + 1u] = mx; part[L + 2u] = bad;
     uint o = (row * pc.batch + b) * KO;
     precise float c = up[UP];
+    bool cfin = !(isnan(c) || isinf(c));
 #ifdef SUBGROUPS
     if (REDUCE == 1u) {                     // the field's TPF invocations are consecutive lanes
         uint base = gl_SubgroupInvocationID - lt;
@@ -168,6 +180,12 @@ void observe(uint row, uint b, uint lt, uint parity) {
             for (uint j = 1u; j < TPF; ++j)
                 acc = combine(k, acc, subgroupShuffle(part[k], base + (lt + j) % TPF));
             part[k] = acc;
+        }
+        if (pc.minmax == 0u && !fin) {
+            // the field's sums (finite: so is every partial) as lane `base` has them: uniform
+            bool f = cfin;
+            for (uint l = 0u; l < L; ++l) if (isnan(part[l]) || isinf(part[l])) f = false;
+            fin = subgroupShuffle(f ? 1u : 0u, base) != 0u;
         }
     } else
 #endif
@@ -193,6 +211,11 @@ void observe(uint row, uint b, uint lt, uint parity) {
         }
         return;
     }
+    if (REDUCE == 0u && pc.minmax == 0u && !fin) {    // TPF == 1: part[] is the field's
+        bool f = cfin;
+        for (uint l = 0u; l < L; ++l) if (isnan(part[l]) || isinf(part[l])) f = false;
+        fin = f;
+    }
     if (lt == 0u) {
         for (uint l = 0u; l < L; ++l) obs[o + l] = part[l];
         obs[o + L] = float(N) * c * c;
@@ -200,6 +223,101 @@ void observe(uint row, uint b, uint lt, uint parity) {
         obs[o + L + 2u] = pc.minmax != 0u ? part[L] : NAN;
         obs[o + L + 3u] = pc.minmax != 0u ? part[L + 1u] : NAN;
         obs[o + L + 4u] = max(part[L + 2u], (isnan(c) || isinf(c)) ? 1.0 : 0.0);
+    }
+}
+
+// `rows` (2..BLOCK) observations of the tree step in one pass, loops interchanged: each coefficient
+// is loaded once, multiplied `seg0` times to the first observed step, then `E` times to each next one,
+// its square added to that row's band accumulator (registers), and stored once. The same roundings in
+// the same order as step by step (each row's sum over a band in the band's order, then times its
+// weight). Band energies into bpart[] (row s at s * L).
+#define BROW(s, e) if (rows > s) { for (uint r = 0u; r < E; ++r) v *= fl; e += v * v; }
+#define BROW1(e) v *= fl; e += v * v;
+#define BROWF(e) for (uint r = 0u; r < E; ++r) v *= fl; e += v * v;
+void block_run(uint seg0, uint E, uint rows) {
+    uint n = QM, off = 0u;
+    float w = 1.0;
+    bool ones = E == 1u && seg0 == 1u && rows == BLOCK;    // every step observed: no inner loops
+    bool full = rows == BLOCK;                              // no row guards
+    for (uint l = 0u; l < M; ++l) {
+        float fl = lam[l];
+        precise float e0 = 0.0, e1 = 0.0, e2 = 0.0, e3 = 0.0, e4 = 0.0, e5 = 0.0, e6 = 0.0, e7 = 0.0;
+        if (ones) {
+            for (uint j = 0u; j < n; j += Q) {
+                for (uint c = 0u; c < Q; ++c) {
+                    precise float v = d[off + j + c];
+                    BROW1(e0) BROW1(e1) BROW1(e2) BROW1(e3) BROW1(e4) BROW1(e5) BROW1(e6) BROW1(e7)
+                    d[off + j + c] = v;
+                }
+            }
+        } else if (full) {
+            for (uint j = 0u; j < n; j += Q) {
+                for (uint c = 0u; c < Q; ++c) {
+                    precise float v = d[off + j + c];
+                    for (uint r = 0u; r < seg0; ++r) v *= fl;
+                    e0 += v * v;
+                    BROWF(e1) BROWF(e2) BROWF(e3) BROWF(e4) BROWF(e5) BROWF(e6) BROWF(e7)
+                    d[off + j + c] = v;
+                }
+            }
+        } else {
+            for (uint j = 0u; j < n; j += Q) {
+                for (uint c = 0u; c < Q; ++c) {
+                    precise float v = d[off + j + c];
+                    for (uint r = 0u; r < seg0; ++r) v *= fl;
+                    e0 += v * v;
+                    BROW(1u, e1) BROW(2u, e2) BROW(3u, e3) BROW(4u, e4) BROW(5u, e5) BROW(6u, e6) BROW(7u, e7)
+                    d[off + j + c] = v;
+                }
+            }
+        }
+        precise float t0 = e0 * w, t1 = e1 * w, t2 = e2 * w, t3 = e3 * w, t4 = e4 * w, t5 = e5 * w, t6 = e6 * w,
+                      t7 = e7 * w;
+        bpart[l] = t0; bpart[L + l] = t1; bpart[2u * L + l] = t2; bpart[3u * L + l] = t3;
+        bpart[4u * L + l] = t4; bpart[5u * L + l] = t5; bpart[6u * L + l] = t6; bpart[7u * L + l] = t7;
+        off += n; n /= Q; w *= float(Q);
+    }
+    for (uint i = 0u; i < UP; ++i) {
+        precise float v = up[i];
+        float fu = lam[M + i];
+        for (uint s = 0u; s < rows; ++s) {
+            uint rr = s == 0u ? seg0 : E;
+            for (uint r = 0u; r < rr; ++r) v *= fu;
+            precise float t = v * v * uw[i];
+            bpart[s * L + M + i] = t;
+        }
+        up[i] = v;
+    }
+}
+
+// The `rows` observations of a block (bpart[]): what observe() writes for them, knowing that every
+// energy partial and c are finite (fin): no leaves, min / max NaN, nonfinite 0. The same reductions
+// in the same order. REDUCE 0 and 1 only (see `blocks` in main()).
+void observe_block(uint row0, uint rows, uint b, uint lt) {
+    precise float c = up[UP];
+    precise float cm = float(N) * c;
+    precise float cc = cm * c;
+    for (uint s = 0u; s < rows; ++s) {
+        uint o = ((row0 + s) * pc.batch + b) * KO;
+#ifdef SUBGROUPS
+        if (REDUCE == 1u) {
+            uint base = gl_SubgroupInvocationID - lt;
+            for (uint k = 0u; k < L; ++k) {
+                float p = bpart[s * L + k];
+                precise float acc = p;
+                for (uint j = 1u; j < TPF; ++j) acc += subgroupShuffle(p, base + (lt + j) % TPF);
+                if (lt == 0u) obs[o + k] = acc;
+            }
+        }
+#endif
+        if (REDUCE == 0u) for (uint k = 0u; k < L; ++k) obs[o + k] = bpart[s * L + k];
+        if (lt == 0u) {
+            obs[o + L] = cc;
+            obs[o + L + 1u] = cm;
+            obs[o + L + 2u] = NAN;
+            obs[o + L + 3u] = NAN;
+            obs[o + L + 4u] = 0.0;
+        }
     }
 }
 
@@ -360,11 +478,25 @@ void main() {
     for (uint l = 0u; l < L; ++l) wcol[l] = rates[prow + L + l];
     eps = rates[prow + 2u * L];
 #endif
-    const uint CS = LOC + UP + 1u;                 // band state floats per invocation
+    // `safe` steps grow no coefficient's magnitude: the tree step (not a coupled one)
+    // with no rate above 1 in magnitude (fin survives them; other steps clear it). Observation blocks:
+    // safe steps and minmax = 0.
+    bool safe = true;
+    for (uint l = 0u; l < L; ++l) if (!(abs(lam[l]) <= 1.0)) safe = false;
+#ifdef COUPLED
+    if (eps != 0.0) safe = false;
+#endif
+    // Not with REDUCE 2 (yet): on llvmpipe, a field of TPF = 9 invocations (a full subgroup of 8 and a
+    // lone one) running two blocks in a row, whatever the blocks' barriers (one per row through
+    // observe(), or two per block), left the lone invocation behind: its leaves and band state never
+    // written. Not understood; mode 2 observes step by step as before.
+    bool blocks = safe && pc.every != 0u && pc.minmax == 0u && REDUCE != 2u;
+    const uint CS = LOC + UP + 2u;                 // band state floats per invocation (+ the fin flag)
     uint cbase = (b * TPF + lt) * CS;
     if (pc.load_coef != 0u) {
         for (uint i = 0u; i < LOC; ++i) d[i] = coef[cbase + i];
         for (uint k = 0u; k <= UP; ++k) up[k] = coef[cbase + LOC + k];
+        fin = coef[cbase + LOC + UP + 1u] != 0.0;
         uint qk = 1u;
         for (uint k = 0u; k < UP; ++k) { uw[k] = (lt % qk == 0u) ? float(QM * qk) : 0.0; qk *= Q; }
     } else {
@@ -385,6 +517,21 @@ void main() {
         uint g = pc.k0 + k;
         if (pc.every != 0u) stop = min(stop, (g / pc.every + 1u) * pc.every - pc.k0);
         if (pc.snap_every != 0u) stop = min(stop, (g / pc.snap_every + 1u) * pc.snap_every - pc.k0);
+        // up to BLOCK observations before the next snapshot or the end in one pass (fin stays true);
+        // no `continue` here: llvmpipe mishandles it in a partly filled subgroup (REDUCE 2, TPF = 9)
+        uint rows = 0u, first = 0u;
+        if (blocks && fin) {
+            uint lim = pc.steps;
+            if (pc.snap_every != 0u) lim = min(lim, (g / pc.snap_every + 1u) * pc.snap_every - pc.k0);
+            first = (g / pc.every + 1u) * pc.every - pc.k0;     // local step of the next observation
+            rows = first <= lim ? min(BLOCK, (lim - first) / pc.every + 1u) : 0u;
+        }
+        if (rows >= 2u) {
+            block_run(first - k, pc.every, rows);
+            observe_block(orow, rows, b, lt);
+            orow += rows;
+            k = first + (rows - 1u) * pc.every;
+        } else {
 #ifdef COUPLED
         // per field: uniform over a field's invocations (REDUCE 2: its workgroup; REDUCE 1: its lanes,
         // which shuffle only among themselves), so the barriers and shuffles of coupled_step stay safe
@@ -430,12 +577,16 @@ void main() {
                 part[M + i] = t;
             }
         }
+        if (!safe) fin = false;
         k = stop;
         g = pc.k0 + k;
         if (pc.every != 0u && g % pc.every == 0u) { observe(orow++, b, lt, parity); parity ^= 1u; }
+        }
+        g = pc.k0 + k;
         if (pc.snap_every != 0u && g % pc.snap_every == 0u) write_leaves(b, lt, srow++, true);
     }
     for (uint i = 0u; i < LOC; ++i) coef[cbase + i] = d[i];
     for (uint k = 0u; k <= UP; ++k) coef[cbase + LOC + k] = up[k];
+    coef[cbase + LOC + UP + 1u] = fin ? 1.0 : 0.0;
     if (pc.steps > 0u && pc.write_x != 0u) write_leaves(b, lt, 0u, false);   // observe-only: x stays bit-exact
 }

@@ -61,6 +61,7 @@ _SLICE_INVOCATIONS = 1 << 11
 _MODE1_MAX_QM = 81      # REDUCE 1 chosen automatically only up to this many leaves per invocation
 _MAX_QM = 6561          # leaves per invocation: private arrays beyond this are refused
 _MODE1_LOCAL = 64       # REDUCE 1: workgroup size (whole subgroups; one subgroup when it is wider)
+_BLOCK = 8              # tree_fused.glsl BLOCK: observations computed in one pass over the coefficients
 
 
 def _tree_costs(sp, mode, dims, decompose, coupled, mean=False, minmax=True):
@@ -71,7 +72,7 @@ def _tree_costs(sp, mode, dims, decompose, coupled, mean=False, minmax=True):
     LOC, QM, M, L, TPF, UP, Q = sp["LOC"], sp["QM"], sp["M"], sp["L"], sp["TPF"], sp["L"] - sp["M"], sp["Q"]
     nat = (L + 1) if dims == 2 else 0
     per_snap = QM * (3 + nat) + LOC + 2 * M + 2 * UP + 4
-    fixed = 2 * L + LOC + 2 * UP + 16 + (LOC + UP + 2) + per_snap          # coef load, coef + leaf store
+    fixed = 2 * L + LOC + 2 * UP + 18 + (LOC + UP + 2) + per_snap          # coef load, coef + leaf store
     if decompose:
         fixed += QM * (1 + nat) + LOC * (Q + 4) + TPF + ((TPF * Q) // max(Q - 1, 1)) * (Q + 2) + 2 * UP + 32
     # reduction of the L + 3 partials: every invocation shuffles over the TPF lanes (REDUCE 1); in
@@ -81,7 +82,10 @@ def _tree_costs(sp, mode, dims, decompose, coupled, mean=False, minmax=True):
         red = (L + 3) * (1 + -(-min(L + 3, TPF) * (TPF + 2) // TPF))
     per_obs = LOC + 4 * M + 3 * UP + 2 * QM + red + 3 * L + 8
     if not minmax:              # no reconstruction, no leaf scan: the reduction and the energy checks
-        per_obs = LOC + red + 4 * L + 8
+        # (+ the first finite observation's check, L + TPF shuffles). Blocks of observations (tree
+        # steps, tree_fused.glsl block_run / observe_block) cost less per row than a run and an
+        # observation each: LOC + (L + 1) * (TPF + 1) per block, the steps' multiplications as per_step.
+        per_obs = LOC + red + 5 * L + TPF + 8
     per_step, per_run = LOC + UP, 2 * (LOC + UP + M) + 4
     if coupled:     # new leaves top-down, decomposition, chain (per step)
         per_step = 4 * LOC + 2 * QM + 2 * TPF + sp["UPS"] * (Q + 2) + 4 * UP + 4 * M + 16
@@ -254,6 +258,12 @@ class FusedTreeSystem(SystemBase):
     def _coupled_steps(self):
         return False
 
+    def _blocks(self):
+        """The kernel may observe in blocks of _BLOCK rows (tree_fused.glsl, ``blocks`` in main): tree
+        steps, minmax off, REDUCE 0 or 1, every rate of magnitude <= 1 (float32, as the kernel reads them)."""
+        return (not self.observe_minmax and self._mode != 2 and not self._coupled_steps()
+                and bool(np.all(np.abs(np.asarray(self._param_values())[:, :self.levels]) <= 1.0)))
+
     def _loop_costs(self, mean=False):
         """(fixed, per_step, per_run, per_obs, per_snap) loop iterations of this system's kernel (see
         :func:`_tree_costs`)."""
@@ -301,6 +311,7 @@ class FusedTreeSystem(SystemBase):
             limits = [(self._loop_costs(), self._budgets()[0])]
         phase = int(phase)
         n = phase + int(n)
+        blocks = bool(every) and self._blocks()
         out, k0, row, srow = [], phase, 0, 0
         while not out or k0 < n:
             first = not out
@@ -322,6 +333,12 @@ class FusedTreeSystem(SystemBase):
                         break             # the incoming state's observation / snapshot in a dispatch of its own
                 cost = [a + b for a, b in zip(cost, c)]
                 steps += 1
+            if blocks and k0 + steps < n:
+                # end a dispatch that is not the last after a whole number of blocks when it holds one
+                # (a block's rows come from one pass; a remainder of a row or two would cost a pass each)
+                rows = (k0 + steps) // every - k0 // every
+                if rows > _BLOCK:
+                    steps = (k0 // every + rows // _BLOCK * _BLOCK) * every - k0
             out.append((k0, steps, row, srow, bool(observe_first) and first, bool(snap_first) and first))
             if first:            # the kernel itself writes the first rows before its steps
                 row, srow = int(bool(observe_first)), int(bool(snap_first))
@@ -333,7 +350,7 @@ class FusedTreeSystem(SystemBase):
     def _coef_array(self):
         if self._coef is None:
             sp = self._spec
-            self._coef = self.ctx.zeros((self.batch * sp["TPF"] * (sp["LOC"] + sp["L"] - sp["M"] + 1),))
+            self._coef = self.ctx.zeros((self.batch * sp["TPF"] * (sp["LOC"] + sp["L"] - sp["M"] + 2),))
             self._own(self._coef)
         return self._coef
 
