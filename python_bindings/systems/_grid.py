@@ -69,6 +69,7 @@ class GridSystem(SystemBase):
     # observed step then runs that variant and the remaining band passes on a 16x smaller grid
     # (BandPlan.record_observables_from). Unobserved steps run the OBS = 0 pipeline (binding 3 unused).
     fused_levels = False
+    obs_binding = False       # True: the kernel declares that binding (OBS = 0 steps bind a dummy there)
 
     def __init__(self, ctx, B, spatial, dims, arity=None, **params):
         super().__init__(ctx, B, spatial, dims)
@@ -149,7 +150,7 @@ class GridSystem(SystemBase):
     def _refresh_flags(self, rec, state):
         """The unobserved fields' flags of ``state`` itself (cleared, then one MODE 1 dispatch)."""
         rec.fill(self._flags, 0)
-        unused = (self._dummy_array(),) if self.fused_levels else ()
+        unused = (self._dummy_array(),) if self.obs_binding else ()
         rec.dispatch(self._scan, self._groups, state, self._other, self._param_buf, self._flags, *unused,
                      push=self._push())
         self._flags_stale = False
@@ -183,7 +184,7 @@ class GridSystem(SystemBase):
         cur, nxt = state, self._other
         extra = (self._param_buf,) if self.member_params is not None else ()
         extra += (self._flags,) if self.kernel_flags else ()
-        plain = extra + ((self._dummy_array(),) if self.fused_levels else ())
+        plain = extra + ((self._dummy_array(),) if self.obs_binding else ())
         for k in range(1, int(n) + 1):
             observed = every and (phase + k) % every == 0
             if observed and self._fuse:

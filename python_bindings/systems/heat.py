@@ -21,6 +21,7 @@ class HeatSystem(GridSystem):
     shader = "step_heat.comp"
     member_params = ("alpha",)
     fused_levels = True       # observed steps write the observation's levels 1-2 (step_heat.comp OBS)
+    obs_binding = True
 
     def _push(self):
         H, W = self.spatial
