@@ -12,7 +12,7 @@ import pytest
 from vkbands import init
 from vkbands import reference as R
 from vkbands.systems import _fused as S
-from vkbands.rollout import Simulation, rollout
+from vkbands.rollout import NonFiniteError, Simulation, rollout
 from vkbands.systems import make_system
 
 
@@ -105,6 +105,90 @@ def test_coupled_eps0_equals_tree(ctx):
     # band state, leaves and accumulators with `precise` (no contraction, no reassociation).
     np.testing.assert_array_equal(b.final, a.final)
     np.testing.assert_array_equal(b.energies, a.energies)
+
+
+def _same_rollouts(a, b, snapshots=False):
+    for name in ("energies", "mass", "nonfinite", "final", "steps"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    if snapshots:
+        np.testing.assert_array_equal(a.snapshots, b.snapshots)
+    assert a.status == b.status and a.n_steps == b.n_steps
+
+
+@pytest.mark.parametrize("system", ["tree", "coupled"])
+def test_observation_blocks_equal_step_by_step(ctx, monkeypatch, system):
+    """Issue 12: with minmax off, tree steps observe in blocks (tree_fused.glsl block_run: several rows
+    from one pass over the coefficients, once an observation found the energies finite). The same
+    roundings in the same order as observing step by step (minmax on): energies, mass, flags,
+    snapshots and states bit-exact, at several cadences, snapshots off and on the observations, and
+    with dispatches cut anywhere (tiny budgets); coupled with eps = 0 is the tree bit for bit."""
+    x0 = init.random((13, 243), seed=5)
+    params = dict(dims=1, tau=0.05) if system == "tree" else dict(dims=1, eps=0.0, phi="tanh", tau=0.05)
+    run = lambda **kw: rollout(system, x0, 83, ctx=ctx, progress=False, **params, **kw)
+    for every, snap in [(1, None), (3, 10), (2, 7), (5, 40)]:
+        a = run(every=every, snapshot_every=snap, minmax=False)
+        _same_rollouts(a, run(every=every, snapshot_every=snap, minmax=True), snapshots=snap is not None)
+        assert np.isnan(a.min).all() and not a.nonfinite.any()
+        if system == "coupled":
+            _same_rollouts(a, rollout("tree", x0, 83, every=every, snapshot_every=snap, minmax=False, ctx=ctx,
+                                      progress=False, dims=1, tau=0.05), snapshots=snap is not None)
+    ref = run(every=1, minmax=False)
+    monkeypatch.setattr(ctx, "loop_iteration_cap", None)
+    monkeypatch.setattr(S, "_SLICE_INVOCATIONS", 1)
+    with make_system(ctx, system, x0.shape, **params) as sysm:
+        fpw, tpf = sysm._fpw, sysm._spec["TPF"]
+    monkeypatch.setattr(S, "_WORK_BUDGET", 9000 * fpw * tpf)     # dispatches of a few steps
+    _same_rollouts(run(every=1, minmax=False), ref)
+
+
+def test_observation_blocks_nonfinite(ctx):
+    """Blocks only where no observation can need the leaves: fields whose energies are not finite (huge
+    leaves: squares past float32) or whose rates exceed 1 (per member) observe step by step, next to
+    block-observing fields in the same workgroup; the flags and the first non-finite step are those of
+    observing with min / max, and a batch is its members run separately."""
+    L = 5
+    x0 = init.random((11, 243), seed=6)
+    x0[4] *= 1e25                     # energies overflow from the start, the leaves stay finite
+    rates = np.tile(R.tree_rates(3, L, tau=0.05), (11, 1))
+    rates[7] = 1.6                    # grows until its leaves overflow: the run stops at that step
+    x0[7] *= 1e18
+    rates[9, 2] = -1.0                # |rate| <= 1: blocks
+    kw = dict(dims=1, rates=rates, ctx=ctx, progress=False)
+    errs = []
+    for minmax in (False, True):
+        with pytest.raises(NonFiniteError) as e:
+            rollout("tree", x0, 120, every=1, minmax=minmax, **kw)
+        errs.append(e.value)
+    a, b = errs[0].rollout, errs[1].rollout
+    assert errs[0].step == errs[1].step and errs[0].member == errs[1].member == 7
+    _same_rollouts(a, b)
+    assert a.status == "nonfinite" and 50 < a.n_steps < 119
+    assert np.isinf(a.energies[:, 4]).any() and not a.nonfinite[:, 4].any()
+    for m in (0, 4, 9):
+        one = rollout("tree", x0[m:m + 1], a.n_steps, every=1, minmax=False, dims=1, rates=rates[m:m + 1], ctx=ctx,
+                      progress=False)
+        np.testing.assert_array_equal(one.energies[:, 0], a.energies[:, m])
+        np.testing.assert_array_equal(one.nonfinite[:, 0], a.nonfinite[:, m])
+
+
+def test_observation_blocks_dispatch_plan(ctx):
+    """Dispatches other than the last end after whole blocks of observations when blocks can run and a
+    dispatch holds more than one (a remainder of a row or two would cost a pass each), and the plan
+    still covers the run."""
+    x0 = init.random((64, 729), seed=1)
+    for minmax, every in [(False, 1), (False, 3), (True, 1)]:
+        with Simulation(ctx, "tree", x0, dims=1, minmax=minmax) as sim:
+            sysm = sim.system
+            sysm._coef_valid = True
+            plan = sysm._dispatches(1000, every, 0, False, False)
+            _plan_covers(plan, 64, 1000, every, 0, False, False)
+            rows = [(k0 + steps) // every - k0 // every for _, _, k0, steps, *_ in plan[:-1]]
+            assert len(plan) > 2
+            if minmax:
+                assert not sysm._blocks()
+            else:
+                assert sysm._blocks() and all(r % S._BLOCK == 0 or r < S._BLOCK for r in rows), rows
+                assert every > 1 or rows[0] >= S._BLOCK
 
 
 @pytest.mark.parametrize("phi", ["tanh", "sign", "square"])
@@ -601,6 +685,11 @@ for system, shape, dims in cases:
                    err_snap=float(np.abs(r.snapshots - np.stack(snaps)).max() / scale),
                    err_energy=float((np.abs(r.energies - o["energies"]) / o["energies"].sum(-1, keepdims=True)).max()),
                    err_minmax=float(max(np.abs(r.min - o["min"]).max(), np.abs(r.max - o["max"]).max()) / scale))
+        # observation blocks (minmax off) == step by step (minmax on), bitwise
+        runs = [rollout(system, x0, 21, every=1, minmax=mm, dims=dims, reduce=reduce, ctx=ctx, progress=False,
+                        **params) for mm in (False, True)]
+        row.update(blocks_equal=bool(np.array_equal(runs[0].energies, runs[1].energies)
+                                     and np.array_equal(runs[0].final, runs[1].final)))
         out["cases"].append(row)
 out["validation_errors"] = validation_error_count()
 print("RESULT " + json.dumps(out))
@@ -636,6 +725,7 @@ def test_every_layout_at_lavapipe_subgroup_widths(ctx, width, sg):
         tol = 1e-6 if c["system"] == "tree" else 3e-5
         assert c["err_final"] < tol and c["err_snap"] < tol, c
         assert c["err_energy"] < 1e-5 and c["err_minmax"] < tol, c
+        assert c["blocks_equal"], c
     # every layout ran; the shuffle layout on 1-D and 2-D fields, forced and chosen
     assert set().union(*ran.values()) == {0, 1, 2}, ran
     for key in [("tree", (3, 243)), ("tree", (5, 81)), ("tree", (2, 729)), ("tree", (2, 16, 16)), ("coupled", (3, 243)),
