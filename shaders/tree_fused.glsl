@@ -89,8 +89,9 @@ float leaf[QM];            // scratch: leaf values of the subtree
 float part[RK];            // observables partials of this invocation
 // Observation blocks (the tree step, minmax = 0): BLOCK observations computed in one pass over the
 // coefficients (block_run), their energy partials in bpart[] (row s at s * L).
-const uint BLOCK = 8u;
-float bpart[BLOCK * L];
+const uint BLOCK = 8u;      // rows of a block (16 when every step is observed: BLOCK1)
+const uint BLOCK1 = 16u;
+float bpart[BLOCK1 * L];
 // fin: the band energies of the state last observed (minmax = 0) were all finite and so was c
 // (uniform over a field: REDUCE 0 from its energies, REDUCE 1 from lane `base`'s reduced sums; a
 // finite sum of non-negative partials has finite partials). With |rates| <= 1 no coefficient grows,
@@ -112,21 +113,21 @@ uint natural_index(uint t) {
 }
 
 // leaf[] <- the subtree's leaf values (top-down: offset of the chain, then local details).
+#define RCHILD(ci) { uint ii = ci; precise float t = leaf[ii / Q] + d[off + ii]; leaf[ii] = t; }
 void reconstruct() {
     precise float o = up[UP];
     for (uint k = 0u; k < UP; ++k) o += up[k];
     // value(level l, j) = value(level l+1, j / Q) + d^(l)[j], written into leaf[] from the top;
     // leaf[j / Q] is read before it is overwritten (descending j, j / Q <= j).
-    // Loops run over parent blocks with the Q children unrolled (fewer loop iterations: CPU
-    // drivers cap them per dispatch).
     uint n = Q, off = LOC - Q;
     for (uint c = 0u; c < Q; ++c) { precise float t = o + d[off + c]; leaf[c] = t; }
     for (uint l = M - 1u; l > 0u; --l) {
         off -= n * Q;
-        for (uint p = n; p-- > 0u;) {
-            float v = leaf[p];
-            for (uint c = Q; c-- > 0u;) { precise float t = v + d[off + p * Q + c]; leaf[p * Q + c] = t; }
-        }
+        // children i of the level, descending (so leaf[i / Q] is still the parent's value: i / Q < i, or
+        // i = 0, read first), four per iteration (drivers cap loop iterations, not work)
+        uint i = n * Q;
+        for (; i >= 4u; i -= 4u) { RCHILD(i - 1u) RCHILD(i - 2u) RCHILD(i - 3u) RCHILD(i - 4u) }
+        for (; i > 0u; --i) RCHILD(i - 1u)
         n *= Q;
     }
 }
@@ -151,6 +152,7 @@ void band_energies() {
 }
 
 // part[0..L) must hold the band energies (band_energies() or the fused step loop).
+#define SCAN(ji) { float v = leaf[ji]; if (isnan(v) || isinf(v)) bad = 1.0; else { mn = min(mn, v); mx = max(mx, v); } }
 void observe(uint row, uint b, uint lt, uint parity) {
     float mn = 1.0 / 0.0, mx = -1.0 / 0.0, bad = 0.0;
     // Without min / max the leaves are needed only when an energy is not finite (a NaN/Inf
@@ -160,12 +162,9 @@ void observe(uint row, uint b, uint lt, uint parity) {
     for (uint l = 0u; l < L; ++l) if (isnan(part[l]) || isinf(part[l])) leaves = true;
     if (leaves) {
         reconstruct();
-        for (uint j = 0u; j < QM; j += Q) {
-            for (uint c = 0u; c < Q; ++c) {
-                float v = leaf[j + c];
-                if (isnan(v) || isinf(v)) bad = 1.0; else { mn = min(mn, v); mx = max(mx, v); }
-            }
-        }
+        uint j = 0u;        // leaves in order, four per iteration
+        for (; j + 4u <= QM; j += 4u) { SCAN(j) SCAN(j + 1u) SCAN(j + 2u) SCAN(j + 3u) }
+        for (; j < QM; ++j) SCAN(j)
     }
     if (pc.minmax == 0u) { mn = NAN; mx = NAN; }
     part[L] = mn; part[L + 1u] = mx; part[L + 2u] = bad;
@@ -226,55 +225,109 @@ void observe(uint row, uint b, uint lt, uint parity) {
     }
 }
 
-// `rows` (2..BLOCK) observations of the tree step in one pass, loops interchanged: each coefficient
+// `rows` observations of the tree step in one pass (16 = BLOCK1 when every step is observed, else 2..8
+// = BLOCK; forms by cadence E below), loops interchanged: each coefficient
 // is loaded once, multiplied `seg0` times to the first observed step, then `E` times to each next one,
 // its square added to that row's band accumulator (registers), and stored once. The same roundings in
 // the same order as step by step (each row's sum over a band in the band's order, then times its
 // weight). Band energies into bpart[] (row s at s * L).
-#define BROW(s, e) if (rows > s) { for (uint r = 0u; r < E; ++r) v *= fl; e += v * v; }
+// cnt multiplications of v by fl: 4 per loop iteration (q = cnt / 4, m = cnt % 4; no loop below 4)
+#define MULS(q, m) for (uint r = 0u; r < q; ++r) { v *= fl; v *= fl; v *= fl; v *= fl; } \
+                   if (m > 0u) v *= fl; if (m > 1u) v *= fl; if (m > 2u) v *= fl;
+#define MUL3(m) { precise float t_ = v * fl; v = m > 0u ? t_ : v; t_ = v * fl; v = m > 1u ? t_ : v; \
+                 t_ = v * fl; v = m > 2u ? t_ : v; }
+#define BROW(s, e) if (rows > s) { MUL3(em) e += v * v; }
 #define BROW1(e) v *= fl; e += v * v;
-#define BROWF(e) for (uint r = 0u; r < E; ++r) v *= fl; e += v * v;
+#define BROWF(e) MULS(eq, em) e += v * v;
+#define MUL4IF(c) { precise float t_ = v * fl; t_ *= fl; t_ *= fl; t_ *= fl; v = (c) ? t_ : v; }
+#define MUL11(q, m) MUL4IF(q > 0u) MUL4IF(q > 1u) MUL3(m)
+#define BROWM4(e) v *= fl; v *= fl; v *= fl; v *= fl; MUL3(em) e += v * v;
+#define BROWM8(e) v *= fl; v *= fl; v *= fl; v *= fl; v *= fl; v *= fl; v *= fl; v *= fl; MUL3(em) e += v * v;
+// one coefficient of a block (index ji), in each form
+#define BONES(ji) { precise float v = d[ji]; \
+    BROW1(e0) BROW1(e1) BROW1(e2) BROW1(e3) BROW1(e4) BROW1(e5) BROW1(e6) BROW1(e7) \
+    BROW1(e8) BROW1(e9) BROW1(e10) BROW1(e11) BROW1(e12) BROW1(e13) BROW1(e14) BROW1(e15) d[ji] = v; }
+#define BR2(e) v *= fl; v *= fl; e += v * v;
+#define BR3(e) v *= fl; v *= fl; v *= fl; e += v * v;
+#define BR4(e) v *= fl; v *= fl; v *= fl; v *= fl; e += v * v;
+#define BE2(ji) { precise float v = d[ji]; MUL3(sr) e0 += v * v; \
+    BR2(e1) BR2(e2) BR2(e3) BR2(e4) BR2(e5) BR2(e6) BR2(e7) d[ji] = v; }
+#define BE3(ji) { precise float v = d[ji]; MUL3(sr) e0 += v * v; \
+    BR3(e1) BR3(e2) BR3(e3) BR3(e4) BR3(e5) BR3(e6) BR3(e7) d[ji] = v; }
+#define BE4(ji) { precise float v = d[ji]; MUL11(sq, sr) e0 += v * v; \
+    BR4(e1) BR4(e2) BR4(e3) BR4(e4) BR4(e5) BR4(e6) BR4(e7) d[ji] = v; }
+#define BONES8(ji) { precise float v = d[ji]; \
+    BROW1(e0) BROW1(e1) BROW1(e2) BROW1(e3) BROW1(e4) BROW1(e5) BROW1(e6) BROW1(e7) d[ji] = v; }
+#define BSMALL(ji) { precise float v = d[ji]; MUL3(sr) e0 += v * v; \
+    BROW(1u, e1) BROW(2u, e2) BROW(3u, e3) BROW(4u, e4) BROW(5u, e5) BROW(6u, e6) BROW(7u, e7) d[ji] = v; }
+#define BMID4(ji) { precise float v = d[ji]; MUL11(sq, sr) e0 += v * v; \
+    BROWM4(e1) BROWM4(e2) BROWM4(e3) BROWM4(e4) BROWM4(e5) BROWM4(e6) BROWM4(e7) d[ji] = v; }
+#define BMID8(ji) { precise float v = d[ji]; MUL11(sq, sr) e0 += v * v; \
+    BROWM8(e1) BROWM8(e2) BROWM8(e3) BROWM8(e4) BROWM8(e5) BROWM8(e6) BROWM8(e7) d[ji] = v; }
 void block_run(uint seg0, uint E, uint rows) {
     uint n = QM, off = 0u;
     float w = 1.0;
-    bool ones = E == 1u && seg0 == 1u && rows == BLOCK;    // every step observed: no inner loops
-    bool full = rows == BLOCK;                              // no row guards
+    // the forms (no loop inside the coefficient loop but the last's: see RUNC in main):
+    bool ones = E == 1u && seg0 == 1u && rows == BLOCK1;   // every step observed
+    bool small = E < 4u;           // (seg0 <= E) no loop of multiplications, rows guarded; else
+                                   // rows == BLOCK (main):
+                                   // E < 12: no loop of multiplications; else with the loops
+    uint sq = seg0 / 4u, sr = seg0 % 4u, eq = E / 4u, em = E % 4u;
     for (uint l = 0u; l < M; ++l) {
         float fl = lam[l];
         precise float e0 = 0.0, e1 = 0.0, e2 = 0.0, e3 = 0.0, e4 = 0.0, e5 = 0.0, e6 = 0.0, e7 = 0.0;
+        precise float e8 = 0.0, e9 = 0.0, e10 = 0.0, e11 = 0.0, e12 = 0.0, e13 = 0.0, e14 = 0.0, e15 = 0.0;
+        // the band's coefficients in order (one loop over the band: drivers cap loop iterations)
+        uint j = off;
         if (ones) {
-            for (uint j = 0u; j < n; j += Q) {
-                for (uint c = 0u; c < Q; ++c) {
-                    precise float v = d[off + j + c];
-                    BROW1(e0) BROW1(e1) BROW1(e2) BROW1(e3) BROW1(e4) BROW1(e5) BROW1(e6) BROW1(e7)
-                    d[off + j + c] = v;
-                }
-            }
-        } else if (full) {
-            for (uint j = 0u; j < n; j += Q) {
-                for (uint c = 0u; c < Q; ++c) {
-                    precise float v = d[off + j + c];
-                    for (uint r = 0u; r < seg0; ++r) v *= fl;
-                    e0 += v * v;
-                    BROWF(e1) BROWF(e2) BROWF(e3) BROWF(e4) BROWF(e5) BROWF(e6) BROWF(e7)
-                    d[off + j + c] = v;
-                }
+            for (; j + 4u <= off + n; j += 4u) { BONES(j) BONES(j + 1u) BONES(j + 2u) BONES(j + 3u) }
+            for (; j < off + n; ++j) BONES(j)
+        } else if (E == 1u && rows == BLOCK) {        // (seg0 <= E)
+            for (; j + 4u <= off + n; j += 4u) { BONES8(j) BONES8(j + 1u) BONES8(j + 2u) BONES8(j + 3u) }
+            for (; j < off + n; ++j) BONES8(j)
+        } else if (E == 2u && rows == BLOCK) {
+            for (; j + 2u <= off + n; j += 2u) { BE2(j) BE2(j + 1u) }
+            for (; j < off + n; ++j) BE2(j)
+        } else if (E == 3u && rows == BLOCK) {
+            for (; j + 2u <= off + n; j += 2u) { BE3(j) BE3(j + 1u) }
+            for (; j < off + n; ++j) BE3(j)
+        } else if (E == 4u) {
+            for (; j + 2u <= off + n; j += 2u) { BE4(j) BE4(j + 1u) }
+            for (; j < off + n; ++j) BE4(j)
+        } else if (small) {
+            for (; j + 2u <= off + n; j += 2u) { BSMALL(j) BSMALL(j + 1u) }
+            for (; j < off + n; ++j) BSMALL(j)
+        } else if (E < 8u) {
+            for (; j + 2u <= off + n; j += 2u) { BMID4(j) BMID4(j + 1u) }
+            for (; j < off + n; ++j) BMID4(j)
+        } else if (E < 12u) {
+            for (; j + 2u <= off + n; j += 2u) { BMID8(j) BMID8(j + 1u) }
+            for (; j < off + n; ++j) BMID8(j)
+        } else if (sq < 3u) {      // (no loop for a first segment under 12 steps either)
+            for (; j < off + n; ++j) {
+                precise float v = d[j];
+                MUL11(sq, sr) e0 += v * v;
+                BROWF(e1) BROWF(e2) BROWF(e3) BROWF(e4) BROWF(e5) BROWF(e6) BROWF(e7)
+                d[j] = v;
             }
         } else {
-            for (uint j = 0u; j < n; j += Q) {
-                for (uint c = 0u; c < Q; ++c) {
-                    precise float v = d[off + j + c];
-                    for (uint r = 0u; r < seg0; ++r) v *= fl;
-                    e0 += v * v;
-                    BROW(1u, e1) BROW(2u, e2) BROW(3u, e3) BROW(4u, e4) BROW(5u, e5) BROW(6u, e6) BROW(7u, e7)
-                    d[off + j + c] = v;
-                }
+            for (; j < off + n; ++j) {
+                precise float v = d[j];
+                MULS(sq, sr) e0 += v * v;
+                BROWF(e1) BROWF(e2) BROWF(e3) BROWF(e4) BROWF(e5) BROWF(e6) BROWF(e7)
+                d[j] = v;
             }
         }
         precise float t0 = e0 * w, t1 = e1 * w, t2 = e2 * w, t3 = e3 * w, t4 = e4 * w, t5 = e5 * w, t6 = e6 * w,
                       t7 = e7 * w;
         bpart[l] = t0; bpart[L + l] = t1; bpart[2u * L + l] = t2; bpart[3u * L + l] = t3;
         bpart[4u * L + l] = t4; bpart[5u * L + l] = t5; bpart[6u * L + l] = t6; bpart[7u * L + l] = t7;
+        if (ones) {
+            precise float t8 = e8 * w, t9 = e9 * w, t10 = e10 * w, t11 = e11 * w, t12 = e12 * w, t13 = e13 * w,
+                          t14 = e14 * w, t15 = e15 * w;
+            bpart[8u * L + l] = t8; bpart[9u * L + l] = t9; bpart[10u * L + l] = t10; bpart[11u * L + l] = t11;
+            bpart[12u * L + l] = t12; bpart[13u * L + l] = t13; bpart[14u * L + l] = t14; bpart[15u * L + l] = t15;
+        }
         off += n; n /= Q; w *= float(Q);
     }
     for (uint i = 0u; i < UP; ++i) {
@@ -450,6 +503,36 @@ void coupled_step(uint lt, uint parity) {
 }
 #endif
 
+// One coefficient of the run loop in main(): `run` multiplications, then its square into e.
+// Three forms: with the loop of 4 multiplications (run >= 8), 4..7 and < 4 without (on llvmpipe a loop costs an
+// iteration of its cap even where an `if` around it is false: keep such branches out of per-coefficient code).
+#define RUNS(ix) { \
+    uint i_ = ix; \
+    precise float v = d[i_]; \
+    if (run1 > 0u) v *= fl; \
+    if (run1 > 1u) v *= fl; \
+    if (run1 > 2u) v *= fl; \
+    d[i_] = v; \
+    e += v * v; }
+#define RUN4(ix) { \
+    uint i_ = ix; \
+    precise float v = d[i_]; \
+    v *= fl; v *= fl; v *= fl; v *= fl; \
+    if (run1 > 0u) v *= fl; \
+    if (run1 > 1u) v *= fl; \
+    if (run1 > 2u) v *= fl; \
+    d[i_] = v; \
+    e += v * v; }
+#define RUNC(ix) { \
+    uint i_ = ix; \
+    precise float v = d[i_]; \
+    for (uint s = 0u; s < run4; ++s) { v *= fl; v *= fl; v *= fl; v *= fl; } \
+    if (run1 > 0u) v *= fl; \
+    if (run1 > 1u) v *= fl; \
+    if (run1 > 2u) v *= fl; \
+    d[i_] = v; \
+    e += v * v; }
+
 void main() {
     uint tid = gl_LocalInvocationID.x;
     uint lt = tid % TPF, f = tid / TPF;   // invocation within its field, field within the workgroup
@@ -492,11 +575,13 @@ void main() {
     // written. Not understood; mode 2 observes step by step as before.
     bool blocks = safe && pc.every != 0u && pc.minmax == 0u && REDUCE != 2u;
     const uint CS = LOC + UP + 2u;                 // band state floats per invocation (+ the fin flag)
-    uint cbase = (b * TPF + lt) * CS;
+    // value i of invocation (b, lt) at i * (batch * TPF) + b * TPF + lt: neighbouring invocations (lanes)
+    // read and write neighbouring floats
+    uint cbase = b * TPF + lt, cs = pc.batch * TPF;
     if (pc.load_coef != 0u) {
-        for (uint i = 0u; i < LOC; ++i) d[i] = coef[cbase + i];
-        for (uint k = 0u; k <= UP; ++k) up[k] = coef[cbase + LOC + k];
-        fin = coef[cbase + LOC + UP + 1u] != 0.0;
+        for (uint i = 0u; i < LOC; ++i) d[i] = coef[cbase + i * cs];
+        for (uint k = 0u; k <= UP; ++k) up[k] = coef[cbase + (LOC + k) * cs];
+        fin = coef[cbase + (LOC + UP + 1u) * cs] != 0.0;
         uint qk = 1u;
         for (uint k = 0u; k < UP; ++k) { uw[k] = (lt % qk == 0u) ? float(QM * qk) : 0.0; qk *= Q; }
     } else {
@@ -524,9 +609,10 @@ void main() {
             uint lim = pc.steps;
             if (pc.snap_every != 0u) lim = min(lim, (g / pc.snap_every + 1u) * pc.snap_every - pc.k0);
             first = (g / pc.every + 1u) * pc.every - pc.k0;     // local step of the next observation
-            rows = first <= lim ? min(BLOCK, (lim - first) / pc.every + 1u) : 0u;
+            uint rmax = (lim - first) / pc.every + 1u;
+            rows = first > lim ? 0u : pc.every == 1u && rmax >= BLOCK1 ? BLOCK1 : min(BLOCK, rmax);
         }
-        if (rows >= 2u) {
+        if (rows >= BLOCK || (rows >= 2u && pc.every < 4u)) {   // (block_run's forms)
             block_run(first - k, pc.every, rows);
             observe_block(orow, rows, b, lt);
             orow += rows;
@@ -549,20 +635,20 @@ void main() {
             float w = 1.0;
             // The run loop is unrolled by 4 (same multiplications in the same order).
             uint run4 = run / 4u, run1 = run % 4u;
+            // A band's coefficients in order, four per loop iteration.
             for (uint l = 0u; l < M; ++l) {
                 float fl = lam[l];
                 precise float e = 0.0;
-                for (uint j = 0u; j < n; j += Q) {
-                    for (uint c = 0u; c < Q; ++c) {
-                        precise float v = d[off + j + c];
-                        if (run4 > 0u)
-                            for (uint s = 0u; s < run4; ++s) { v *= fl; v *= fl; v *= fl; v *= fl; }
-                        if (run1 > 0u) v *= fl;
-                        if (run1 > 1u) v *= fl;
-                        if (run1 > 2u) v *= fl;
-                        d[off + j + c] = v;
-                        e += v * v;
-                    }
+                uint j = 0u;
+                if (run4 > 1u) {
+                    for (; j + 4u <= n; j += 4u) { RUNC(off + j) RUNC(off + j + 1u) RUNC(off + j + 2u) RUNC(off + j + 3u) }
+                    for (; j < n; ++j) RUNC(off + j)
+                } else if (run4 == 1u) {
+                    for (; j + 4u <= n; j += 4u) { RUN4(off + j) RUN4(off + j + 1u) RUN4(off + j + 2u) RUN4(off + j + 3u) }
+                    for (; j < n; ++j) RUN4(off + j)
+                } else {
+                    for (; j + 4u <= n; j += 4u) { RUNS(off + j) RUNS(off + j + 1u) RUNS(off + j + 2u) RUNS(off + j + 3u) }
+                    for (; j < n; ++j) RUNS(off + j)
                 }
                 precise float ew = e * w;
                 part[l] = ew;
@@ -585,8 +671,8 @@ void main() {
         g = pc.k0 + k;
         if (pc.snap_every != 0u && g % pc.snap_every == 0u) write_leaves(b, lt, srow++, true);
     }
-    for (uint i = 0u; i < LOC; ++i) coef[cbase + i] = d[i];
-    for (uint k = 0u; k <= UP; ++k) coef[cbase + LOC + k] = up[k];
-    coef[cbase + LOC + UP + 1u] = fin ? 1.0 : 0.0;
+    for (uint i = 0u; i < LOC; ++i) coef[cbase + i * cs] = d[i];
+    for (uint k = 0u; k <= UP; ++k) coef[cbase + (LOC + k) * cs] = up[k];
+    coef[cbase + (LOC + UP + 1u) * cs] = fin ? 1.0 : 0.0;
     if (pc.steps > 0u && pc.write_x != 0u) write_leaves(b, lt, 0u, false);   // observe-only: x stays bit-exact
 }

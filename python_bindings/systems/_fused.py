@@ -68,11 +68,18 @@ def _tree_costs(sp, mode, dims, decompose, coupled, mean=False, minmax=True):
     """(fixed, per_step, per_run, per_obs, per_snap) loop iterations of the fused tree kernel with
     specialisation ``sp`` (``decompose``: the dispatch starts from the leaves; ``coupled``: coupled
     steps, eps != 0), of the busiest invocation (``mean``: averaged over a field's invocations, for the
-    work summed over them; ``minmax``: observations reconstruct the leaves for min / max). Counted from the shader's loops; an estimate that errs high."""
+    work summed over them; ``minmax``: kept for callers, the estimate covers both). Counted from the
+    shader's loops as written (no unrolling assumed; a loop entered costs one more than its
+    iterations, even where an `if` around it is false: llvmpipe), over every path the kernel may take:
+    an estimate that errs high. Measured on llvmpipe (p=3 L=6, every step observed, every energy
+    overflowing so that each observation rebuilds the leaves, the dearest path): one dispatch of 70
+    steps computes right, 80 do not; planned: 40 (tests/test_systems.py test_plan_errs_high_on_llvmpipe
+    runs 4/3 of the plan in one dispatch)."""
     LOC, QM, M, L, TPF, UP, Q = sp["LOC"], sp["QM"], sp["M"], sp["L"], sp["TPF"], sp["L"] - sp["M"], sp["Q"]
     nat = (L + 1) if dims == 2 else 0
     per_snap = QM * (3 + nat) + LOC + 2 * M + 2 * UP + 4
     fixed = 2 * L + LOC + 2 * UP + 18 + (LOC + UP + 2) + per_snap          # coef load, coef + leaf store
+    fixed += LOC + M + UP + 2                                               # band_energies (observe_first)
     if decompose:
         fixed += QM * (1 + nat) + LOC * (Q + 4) + TPF + ((TPF * Q) // max(Q - 1, 1)) * (Q + 2) + 2 * UP + 32
     # reduction of the L + 3 partials: every invocation shuffles over the TPF lanes (REDUCE 1); in
@@ -80,13 +87,22 @@ def _tree_costs(sp, mode, dims, decompose, coupled, mean=False, minmax=True):
     red = (L + 3) * (TPF + 2)
     if mean and mode == 2:
         red = (L + 3) * (1 + -(-min(L + 3, TPF) * (TPF + 2) // TPF))
-    per_obs = LOC + 4 * M + 3 * UP + 2 * QM + red + 3 * L + 8
-    if not minmax:              # no reconstruction, no leaf scan: the reduction and the energy checks
-        # (+ the first finite observation's check, L + TPF shuffles). Blocks of observations (tree
-        # steps, tree_fused.glsl block_run / observe_block) cost less per row than a run and an
-        # observation each: LOC + (L + 1) * (TPF + 1) per block, the steps' multiplications as per_step.
-        per_obs = LOC + red + 5 * L + TPF + 8
-    per_step, per_run = LOC + UP, 2 * (LOC + UP + M) + 4
+    # observe(): the energy checks; the leaves (always with min / max; without, when an energy is not
+    # finite: the same count either way): reconstruct() (chain, top level, then every level's children
+    # four per iteration) and the scan (four per iteration); the reduction; writes and the fin check
+    rebuild = (UP + 1) + (Q + 1) + LOC // 4 + 6 * M + (QM // 4 + 5)
+    per_obs = rebuild + red + 4 * (L + 1) + 8
+    # a block of rows (2..8, REDUCE 0/1): one loop over every band (LOC + M), the chain's rows, and
+    # observe_block's rows: per row, and at worst a block of 2
+    block = (LOC + 2 * M + 2) // 2 + (L + 1) * (TPF + 2) + 3 * UP + 8
+    per_obs = max(per_obs, block)
+    # per step of a run of 8 steps or more (runs end at observations and snapshots; see _plan, which
+    # charges a run's steps from its 8th, with its loop entries: one per coefficient): the
+    # multiplications, 4 per loop iteration; the chain's one per step
+    per_step = (LOC + 3) // 4 + UP + 1
+    # per run (to an observation or a snapshot): one loop over each band's coefficients, 4 per
+    # iteration and the remainder, the chain's loop and its steps in a run of < 8, the step loop's own
+    per_run = LOC // 4 + 6 * M + 9 * UP + 8
     if coupled:     # new leaves top-down, decomposition, chain (per step)
         per_step = 4 * LOC + 2 * QM + 2 * TPF + sp["UPS"] * (Q + 2) + 4 * UP + 4 * M + 16
         per_run += LOC + 2 * M + 2 * UP
@@ -312,6 +328,7 @@ class FusedTreeSystem(SystemBase):
         phase = int(phase)
         n = phase + int(n)
         blocks = bool(every) and self._blocks()
+        coupled = self._coupled_steps()
         out, k0, row, srow = [], phase, 0, 0
         while not out or k0 < n:
             first = not out
@@ -320,11 +337,18 @@ class FusedTreeSystem(SystemBase):
                 first_extra = (per_obs if observe_first else 0) + (per_snap if snap_first else 0)
                 room.append(budget - fixed - (first_extra if first else 0))
                 cost.append(per_run)
-            steps = 0
+            steps = run = 0
             while k0 + steps < n:
                 g = k0 + steps + 1
                 obs_now, snap_now = bool(every and g % every == 0), bool(snap_every and g % snap_every == 0)
-                c = [per_step + (per_obs + per_run if obs_now else 0) + (per_snap + per_run if snap_now else 0)
+                # tree steps: per_step counts a run's loops of multiplications, which only runs of 8 steps
+                # or more have: nothing before its 8th step, then its 8 steps and its loop entries
+                # (<= 4 per_step), then per_step a step. Coupled steps: per_step each.
+                run += 1
+                k = 1 if coupled else (0 if run < 8 else 12 if run == 8 else 1)
+                if obs_now or snap_now:
+                    run = 0
+                c = [k * per_step + (per_obs + per_run if obs_now else 0) + (per_snap + per_run if snap_now else 0)
                      for (fixed, per_step, per_run, per_obs, per_snap), _ in limits]
                 if any(a + b > r for a, b, r in zip(cost, c, room)):
                     if steps > 0:
