@@ -19,6 +19,7 @@ from tests import _backend_tasks as T
 from vkbands._backends import (BackendWarning, LocalBackend, RayBackend, assigned_gpu_uuid, choose_worker_device,
                                make_backend, parse_gpu_table, worker_context)
 from vkbands.engine import Context, NoDeviceError, choose_device, default_context
+from tests._deps import need
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,7 +164,7 @@ def test_ray_backend_without_ray_says_what_to_install(monkeypatch):
 
 
 def test_ray_backend_refuses_to_start_a_ray_without_token_auth(monkeypatch):
-    ray = pytest.importorskip("ray")
+    ray = need("ray")
     assert not ray.is_initialized()
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     with pytest.raises(RuntimeError, match="RAY_AUTH_MODE='disabled'.*token"):
@@ -251,7 +252,7 @@ def _namespaces_problem():
 
 @pytest.fixture(scope="module")
 def ray_report(tmp_path_factory):
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'vkbands[cluster]'; it is in 'dev')")
+    need("ray")
     problem = _namespaces_problem()
     if problem:
         pytest.skip(f"no private network namespace (`unshare -n` + `ip link set lo up`: {problem}); the suite "

@@ -12,6 +12,7 @@ import vkbands.bands as VB
 import vkbands.init as I
 import vkbands.reference as R
 from vkbands.engine import DeviceArray
+from tests._deps import need
 
 # (spatial shape, arity): 1-D and 2-D for p in 2..5, kept small (validation on)
 CASES = [((256,), 2), ((243,), 3), ((256,), 4), ((125,), 5),
@@ -162,7 +163,7 @@ def test_block_constant_fields_have_no_fine_energy(spatial, p):
 
 
 def test_haar_energies_match_pywavelets():
-    pywt = pytest.importorskip("pywt")
+    pywt = need("pywt")
     x = _field((64, 64), 0, seed=4)
     E = VB.energies(x, 2)
     coeffs = pywt.wavedec2(x.astype(np.float64), "haar", mode="periodization")

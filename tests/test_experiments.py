@@ -7,8 +7,13 @@ import json
 import numpy as np
 import pytest
 
-import vkbands
-from vkbands import experiments as X
+from tests._deps import need
+
+need("xarray")      # eps_sweep runs a vkbands.sweep (xarray, zarr)
+need("zarr")
+
+import vkbands  # noqa: E402
+from vkbands import experiments as X  # noqa: E402
 from vkbands import reference as R
 
 U = 2.0 ** -24                    # float32 unit round-off

@@ -14,6 +14,7 @@ from PIL import Image
 
 import vkbands
 from vkbands import notebook as nb
+from tests._deps import need
 from vkbands.labels import labelled_frame
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "examples" / "quickstart.ipynb"
@@ -53,10 +54,12 @@ def test_quickstart_is_stored_without_outputs():
 
 
 def test_quickstart_notebook_executes(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    pytest.importorskip("ipywidgets")
+    for name in ("nbclient", "nbformat", "ipykernel", "ipywidgets", "xarray", "zarr"):
+        need(name)
+    nbformat = need("nbformat")
+    nbclient = need("nbclient")
+    need("ipykernel")
+    need("ipywidgets")
     # a kernel spec that runs this interpreter (the venv's, with vkbands installed), whatever the
     # machine's own kernels are; the kernel inherits the environment: VKBANDS_VALIDATION and
     # synchronization validation apply inside it, and a ValidationError raised in a cell fails it
@@ -204,7 +207,8 @@ def test_rollout_repr_animation_respects_the_byte_budget(ctx):
 
 # ----------------------------------------------------------------------------- the live widget
 def test_live_widget_steps_sets_parameters_and_draws(ctx):
-    pytest.importorskip("ipywidgets")
+    need("ipywidgets")
+    need("ipywidgets")
     setup = vkbands.Setup("tree", depth=4, dims=1, batch=2, init="random", seed=7, tau=1.0)
     w = nb.live(setup, steps_per_frame=5)
     try:
@@ -243,7 +247,8 @@ def test_live_widget_steps_sets_parameters_and_draws(ctx):
 
 
 def test_live_widget_of_a_grid_system(ctx):
-    pytest.importorskip("ipywidgets")
+    need("ipywidgets")
+    need("ipywidgets")
     w = nb.live("grayscott", size=27, preset="spots", steps_per_frame=10)
     try:
         assert set(w.sliders) == {"F", "k", "Du", "Dv", "dt"}

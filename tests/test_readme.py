@@ -30,7 +30,12 @@ def test_readme_python_examples_run(monkeypatch, tmp_path):
     assert blocks, f"{name} has no ```python block"
     monkeypatch.chdir(tmp_path)             # the examples write files (save_png)
     namespace = {"__name__": "readme"}
+    import importlib.util
+    import os
+    sweep_stack = all(importlib.util.find_spec(m) for m in ("xarray", "zarr"))
     for line, code in blocks:
+        if "vkbands.sweep(" in code and not sweep_stack and not os.environ.get("CI"):
+            continue        # the GPU kit carries no xarray / zarr (tests/_deps.py); CI has them
         # padded so that a traceback names the README's own line numbers
         exec(compile("\n" * (line - 1) + code, name, "exec"), namespace)
     assert (tmp_path / "v.png").stat().st_size > 0

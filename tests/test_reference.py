@@ -5,6 +5,7 @@ import pytest
 
 from vkbands import init as I
 from vkbands import reference as R
+from tests._deps import need
 
 # (arity, 1-D length, 2-D side): small enough for a fast suite, deep enough for L >= 2.
 CASES = [(2, 64, 16), (3, 81, 27), (4, 64, 16), (5, 125, 25)]
@@ -181,7 +182,7 @@ def test_block_constant_fields_have_no_fine_energy(p, n, side):
 
 
 def test_haar_energies_match_pywavelets():
-    pywt = pytest.importorskip("pywt")
+    pywt = need("pywt")
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 128))
     cD = pywt.wavedec(x, "haar", mode="periodization", axis=-1)   # [cA_L, cD_L, ..., cD_1]

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
+from tests._deps import need
+
+xr = need("xarray")
+need("zarr")
 
 import vkbands
 from vkbands import reference as R
@@ -334,7 +337,7 @@ def _namespace_problem():
 
 
 def test_ray_sweep_equals_local_and_survives_a_killed_worker(tmp_path):
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'vkbands[cluster]')")
+    need("ray")
     problem = _namespace_problem()
     if problem:
         pytest.skip(f"no private network namespace ({problem}); Ray starts only inside one (SECURITY.md)")

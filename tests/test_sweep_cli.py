@@ -8,7 +8,10 @@ import json
 
 import numpy as np
 import pytest
-import xarray as xr
+from tests._deps import need
+
+xr = need("xarray")
+need("zarr")
 
 from vkbands import systems
 from vkbands import sweep_pictures as P
@@ -361,7 +364,7 @@ def test_ray_sweep_in_a_private_namespace_equals_the_local_one(tmp_path, capsys)
     same summary.csv as the local backend; one parameter: energies_vs_<param>.png."""
     import subprocess
     import sys
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'vkbands[cluster]'; it is in 'dev')")
+    need("ray")
     problem = _namespace_problem()
     if problem:
         pytest.skip(f"no private network namespace (`unshare -n` + `ip link set lo up`: {problem}); the suite "

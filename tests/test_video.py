@@ -26,6 +26,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests._deps import need
+
+need("av")
+
 from vkbands.video import VideoWriter, even_size, read_video, yuv420_roundtrip
 
 LUMA = np.array([0.2126, 0.7152, 0.0722])

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from vkbands.viewer import files
+from tests._deps import need
 
 needs_display = pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
                                    reason="needs a display (run under xvfb-run, as `make test` does)")
@@ -71,6 +72,8 @@ def _no_temp_files(folder):
 @needs_display
 @pytest.mark.parametrize("sig, frames, fmt", [(signal.SIGINT, None, "mp4"), (signal.SIGTERM, 10**6, "gif")])
 def test_signal_saves_the_recording_and_exits_130(tmp_path, sig, frames, fmt):
+    if fmt == "mp4":
+        need("av")
     """Interactive (no --frames) with Ctrl-C, and a script's --frames run with SIGTERM: the loop stops
     at the next frame, the recording (MP4, or GIF) of the frames captured so far is written (complete,
     under a new name) and one line names it; exit 130 within seconds. A bad --load at start
@@ -190,6 +193,7 @@ def test_screenshot_path_is_checked_before_any_work(tmp_path):
 
 
 def test_video_path_is_checked_before_any_work_and_written_offscreen(tmp_path):
+    need("av")
     """--video PATH (offscreen here: no display needed): an existing file is refused with one line and
     exit 2 before the viewer starts; a new one gets exactly --frames frames when --record-every is the
     steps per frame; options out of range are one line, exit 2."""

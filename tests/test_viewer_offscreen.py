@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests._deps import need
 from vkbands.video import read_video
 
 needs_display = pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
@@ -24,6 +25,7 @@ def _env_without_display(**extra):
 
 
 def test_cli_without_display_draws_offscreen(tmp_path):
+    need("av")
     shot, video = tmp_path / "shot.png", tmp_path / "run.mp4"
     res = subprocess.run([sys.executable, "-m", "vkbands.cli", "view", "--system", "heat", "--size", "27",
                           "--frames", "4", "--screenshot", str(shot), "--video", str(video),
@@ -92,6 +94,7 @@ def test_windowed_and_offscreen_screenshots_are_equal(tmp_path, monkeypatch):
 
 
 def test_offscreen_recording_samples_every_n_steps(tmp_path):
+    need("av")
     """Steps per frame 2, one recorded frame every 3 steps: frames advance 2, 1, 2, 1... so each
     sampled step (2, 5, 8, ...) is drawn and recorded exactly once; a paused frame is not recorded."""
     from vkbands.viewer import open_viewer
@@ -134,6 +137,7 @@ def test_offscreen_recording_samples_every_n_steps(tmp_path):
 
 
 def test_closing_during_a_recording_leaves_no_file(tmp_path):
+    need("av")
     from vkbands.viewer import open_viewer
     v = open_viewer("heat", size=27, width=320, height=240, offscreen=True, out_dir=tmp_path)
     try:

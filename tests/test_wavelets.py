@@ -4,8 +4,9 @@ import pytest
 
 import vkbands
 from vkbands.engine import DeviceArray
+from tests._deps import need
 
-pywt = pytest.importorskip("pywt")
+pywt = need("pywt")
 
 W, M = "haar", "periodization"
 
