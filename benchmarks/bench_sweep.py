@@ -150,6 +150,12 @@ def ray_part(cfg):
 
 # ----------------------------------------------------------------------------- the table
 def run(quick=False):
+    import importlib.util
+    missing = [m for m in ("xarray", "zarr") if importlib.util.find_spec(m) is None]
+    if missing:         # the GPU kit carries vkbands' core dependencies only
+        print(f"bench_sweep: skipped: {', '.join(missing)} not installed (vkbands.sweep needs them; "
+              "`pip install xarray zarr`)")
+        return
     import vkbands
     cfg = config(quick)
     R, steps, size = cfg["runs"], cfg["steps"], cfg["size"]

@@ -95,8 +95,12 @@ def measure_fps(system, size, batch, spf, frames, offscreen=False, record_dir=No
 
 def recording_rows(frames):
     """Rows: case, windowed fps, recording fps, recording cost, offscreen fps, offscreen / windowed."""
+    import importlib.util
     import tempfile
     rows = []
+    if importlib.util.find_spec("av") is None:      # the GPU kit carries vkbands' core dependencies only
+        print("  MP4 recording skipped: PyAV (av) is not installed", file=sys.stderr)
+        return [[label, spf, "-", "PyAV missing", "-", "-", "-"] for label, system, size, batch, spf in RECORDING_CASES]
     for label, system, size, batch, spf in RECORDING_CASES:
         win = measure_fps(system, size, batch, spf, frames)
         with tempfile.TemporaryDirectory() as d:

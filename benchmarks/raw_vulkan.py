@@ -449,20 +449,25 @@ class RawAdd:
 
 class RawHeat:
     """``step_heat.comp`` as ``vkbands.systems`` dispatches it (spec LOCAL_X / RY, ``ALIGNED`` when
-    W % 4 == 0, push H, W, batch, alpha) on two ping-pong buffers ``a`` (the state) and ``b``."""
+    W % 4 == 0; push H, W, batch; alpha per member in the Params buffer, the Obs buffer unused by an
+    unobserved step) on two ping-pong buffers ``a`` (the state) and ``b``."""
 
     def __init__(self, raw: Raw, H, W, alpha, batch=1):
         from vkbands.systems._grid import _GRID_LOCAL, _GRID_RY   # the engine's launch shape, kept in step
         self.raw, self.H, self.W, self.alpha, self.batch = raw, int(H), int(W), float(alpha), int(batch)
         defines = {"ALIGNED": 1} if W % 4 == 0 else None
-        # constant_id 0 = LOCAL_X, 1 = RY (shaders/step_heat.comp); push: uint H, W, batch; float alpha
-        self.pipe = raw.pipeline(compile_glsl("step_heat.comp", defines), 2, 16, {0: _GRID_LOCAL, 1: _GRID_RY})
+        # constant_id 0 = LOCAL_X, 1 = RY (shaders/step_heat.comp); push: uint H, W, batch; bindings:
+        # 0 Src, 1 Dst, 2 Params (B floats: alpha per member), 3 Obs (observed steps only: a dummy here)
+        self.pipe = raw.pipeline(compile_glsl("step_heat.comp", defines), 4, 12, {0: _GRID_LOCAL, 1: _GRID_RY})
         inv = (-(-W // 4)) * (-(-H // _GRID_RY)) * self.batch
         self.grid = raw.groups(-(-inv // _GRID_LOCAL))
         self.nbytes = 4 * self.H * self.W * self.batch
         self.a, self.b = raw.buffer(self.nbytes), raw.buffer(self.nbytes)
-        self._sets = (raw.descriptor_set(self.pipe, self.a, self.b), raw.descriptor_set(self.pipe, self.b, self.a))
-        self._push = struct.pack("<IIIf", self.H, self.W, self.batch, self.alpha)
+        self.params, self.obs = raw.buffer(4 * self.batch), raw.buffer(16)
+        raw.upload(self.params, np.full(self.batch, self.alpha, np.float32))
+        self._sets = (raw.descriptor_set(self.pipe, self.a, self.b, self.params, self.obs),
+                      raw.descriptor_set(self.pipe, self.b, self.a, self.params, self.obs))
+        self._push = struct.pack("<III", self.H, self.W, self.batch)
 
     def program(self, steps: int) -> Program:
         """``steps`` (even: the result lands in ``a``) dependent steps with a barrier between each."""

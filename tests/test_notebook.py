@@ -4,6 +4,7 @@ the live widget's logic driven without a browser (its buttons and sliders, real 
 import base64
 import io
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -48,18 +49,20 @@ def _cell(nb_, fragment):
 
 
 def test_quickstart_is_stored_without_outputs():
+    if not NOTEBOOK.is_file() and not os.environ.get("CI"):
+        pytest.skip(f"{NOTEBOOK} is not here (the GPU kit carries tests/, not docs/)")
     raw = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
     code = [c for c in raw["cells"] if c["cell_type"] == "code"]
     assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
 
 
 def test_quickstart_notebook_executes(tmp_path, monkeypatch):
-    for name in ("nbclient", "nbformat", "ipykernel", "ipywidgets", "xarray", "zarr"):
+    for name in ("ipykernel", "ipywidgets", "xarray", "zarr"):
         need(name)
     nbformat = need("nbformat")
     nbclient = need("nbclient")
-    need("ipykernel")
-    need("ipywidgets")
+    if not NOTEBOOK.is_file() and not os.environ.get("CI"):
+        pytest.skip(f"{NOTEBOOK} is not here (the GPU kit carries tests/, not docs/)")
     # a kernel spec that runs this interpreter (the venv's, with vkbands installed), whatever the
     # machine's own kernels are; the kernel inherits the environment: VKBANDS_VALIDATION and
     # synchronization validation apply inside it, and a ValidationError raised in a cell fails it
