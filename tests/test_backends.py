@@ -20,6 +20,7 @@ from vkbands._backends import (BackendWarning, LocalBackend, RayBackend, assigne
                                make_backend, parse_gpu_table, worker_context)
 from vkbands.engine import Context, NoDeviceError, choose_device, default_context
 from tests._deps import need
+from tests._netns import ray_in_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,22 +242,10 @@ def test_ray_run_yields_in_completion_order_and_cancels_the_rest_on_an_error():
 
 # ------------------------------------------------------------------ Ray on a local cluster, in a namespace
 
-def _namespaces_problem():
-    try:
-        r = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, text=True,
-                           timeout=30)
-    except (OSError, subprocess.SubprocessError) as e:
-        return str(e)
-    return None if r.returncode == 0 else (r.stderr.strip() or f"exit status {r.returncode}")
-
 
 @pytest.fixture(scope="module")
 def ray_report(tmp_path_factory):
-    need("ray")
-    problem = _namespaces_problem()
-    if problem:
-        pytest.skip(f"no private network namespace (`unshare -n` + `ip link set lo up`: {problem}); the suite "
-                    "starts Ray only inside one (shared SECURITY.md, Clusters)")
+    ray_in_namespace()
     tmp = tmp_path_factory.mktemp("ray")
     code = f"from tests._backend_tasks import main; main({str(tmp)!r})"
     proc = subprocess.run(["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1"', sys.executable,

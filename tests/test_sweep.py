@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tests._deps import need
+from tests._netns import ray_in_namespace
 
 xr = need("xarray")
 need("zarr")
@@ -327,20 +328,8 @@ RAY_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _namespace_problem():
-    try:
-        r = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, text=True,
-                           timeout=30)
-    except (OSError, subprocess.SubprocessError) as e:
-        return str(e)
-    return None if r.returncode == 0 else (r.stderr.strip() or f"exit status {r.returncode}")
-
-
 def test_ray_sweep_equals_local_and_survives_a_killed_worker(tmp_path):
-    need("ray")
-    problem = _namespace_problem()
-    if problem:
-        pytest.skip(f"no private network namespace ({problem}); Ray starts only inside one (SECURITY.md)")
+    ray_in_namespace()
     kw = dict(system="tree", params={"tau": [0.5, 1.0, 2.0]}, steps=12, seeds=[0, 1], chunk_runs=2, arity=3,
               depth=3, dims=1, batch=2, minmax=True, final=True)
     script = tmp_path / "ray_sweep.py"

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from tests._deps import need
+from tests._netns import ray_in_namespace
 
 xr = need("xarray")
 need("zarr")
@@ -349,26 +350,13 @@ def test_interrupted_sweep_keeps_its_chunks_and_resumes(tmp_path, capsys, monkey
     _check_summary(ds, out / "summary.csv")
 
 
-def _namespace_problem():
-    import subprocess
-    try:
-        r = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, text=True,
-                           timeout=30)
-    except (OSError, subprocess.SubprocessError) as e:
-        return str(e)
-    return None if r.returncode == 0 else (r.stderr.strip() or f"exit status {r.returncode}")
-
 
 def test_ray_sweep_in_a_private_namespace_equals_the_local_one(tmp_path, capsys):
     """`--ray` (a local Ray of 2 workers, started inside `unshare -n`: loopback only, SECURITY.md) writes the
     same summary.csv as the local backend; one parameter: energies_vs_<param>.png."""
     import subprocess
     import sys
-    need("ray")
-    problem = _namespace_problem()
-    if problem:
-        pytest.skip(f"no private network namespace (`unshare -n` + `ip link set lo up`: {problem}); the suite "
-                    "starts Ray only inside one (shared SECURITY.md, Clusters)")
+    ray_in_namespace()
     args = ["--system", "heat", "--size", "27", "--param", "alpha=0.1,0.2", "--steps", "20", "--every", "10",
             "--seeds", "0,1", "--chunk-runs", "1", "--quiet"]
     local = tmp_path / "local"
