@@ -32,8 +32,8 @@ def configs(quick, gpu):
     gb, side = (16, 256) if (gpu or not quick) else (4, 128)
     k = 1 if gpu else 0
     return [
-        ("tree", f"1-D p=3 L=6 (729)", init.random((tb, 729), seed=0), 400 * (1 + 4 * k), dict(dims=1)),
-        ("coupled", f"1-D p=3 L=6 (729), eps=0.1", init.random((tb, 729), seed=0), 40 * (1 + 4 * k),
+        ("tree", "1-D p=3 L=6 (729)", init.random((tb, 729), seed=0), 400 * (1 + 4 * k), dict(dims=1)),
+        ("coupled", "1-D p=3 L=6 (729), eps=0.1", init.random((tb, 729), seed=0), 40 * (1 + 4 * k),
          dict(dims=1, eps=0.1, tau=0.5)),
         ("heat", f"{side} x {side}", init.random((gb, side, side), seed=0), 100 * (1 + 4 * k), {}),
         ("grayscott", f"{side} x {side}", init.grayscott((gb, side, side), seed=0), 100 * (1 + 4 * k), {}),

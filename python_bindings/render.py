@@ -20,7 +20,6 @@ frame, so a decaying rollout stays visible; the titles give each panel's max, th
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np

@@ -308,7 +308,7 @@ def _finish(args, setup, x0, r, error, out, ctx, wall) -> int:
             _write_summary(out, summary)
         except OSError:
             pass
-        raise CommandError(summary["error"] + f" (summary.json: status \"failed\")", 3) from None
+        raise CommandError(summary["error"] + ' (summary.json: status "failed")', 3) from None
     signal_name = _interrupt.requested()
     if status == "interrupted" or (signal_name and status == "completed"):
         name = getattr(error, "signal", None) or signal_name

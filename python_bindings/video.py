@@ -99,7 +99,11 @@ class VideoWriter:
 
     def __init__(self, path, fps, size, *, queue_frames: int = 8, crf: int = DEFAULT_CRF,
                  preset: str = DEFAULT_PRESET, another=None):
-        import av  # noqa: F401  (fail here, in the caller, when PyAV is missing)
+        try:
+            import av  # noqa: F401  (fail here, in the caller, when PyAV is missing)
+        except ImportError as e:
+            raise ImportError(f"MP4 video needs PyAV, a dependency of vkbands that is not installed here: "
+                              f"pip install av ({e})") from e
         self.path = Path(path)
         self.fps = float(fps)
         self.rate = _rate(fps)

@@ -123,7 +123,7 @@ class FusedTreeSystem(SystemBase):
         super().__init__(ctx, B, spatial, dims)
         self.arity = ARITY.convert(3 if arity is None else arity)
         try:
-            self.levels = L = R.tree_levels(self.spatial, self.arity, dims)
+            self.levels = R.tree_levels(self.spatial, self.arity, dims)
         except ValueError as e:
             if dims == 2 and len(set(self.spatial)) == 1:   # square, read as one 2-D field by default
                 raise ValueError(f"{e} (a ({self.spatial[0]}, {self.spatial[1]}) array is read as one 2-D "
