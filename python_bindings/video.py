@@ -50,10 +50,12 @@ def _interpolation(encode: bool):
 
 
 def to_yuv420(frame_rgb):
-    """An (H, W, 3) uint8 RGB array (even H, W) as the yuv420p PyAV frame the encoder gets."""
+    """An (H, W, 3) RGB or (H, W, 4) RGBA uint8 array (even H, W; alpha ignored) as the yuv420p PyAV
+    frame the encoder gets (swscale converts and drops alpha in one pass)."""
     import av
     from av.video.reformatter import ColorRange, Colorspace
-    return av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24").reformat(
+    a = np.ascontiguousarray(frame_rgb)
+    return av.VideoFrame.from_ndarray(a, format="rgba" if a.shape[2] == 4 else "rgb24").reformat(
         format="yuv420p", src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709,
         dst_color_range=ColorRange.MPEG, interpolation=_interpolation(True))
 
@@ -132,15 +134,18 @@ class VideoWriter:
         w, h = self.size
         if a.dtype != np.uint8 or a.ndim != 3 or a.shape[:2] != (h, w) or a.shape[2] not in (3, 4):
             raise ValueError(f"video frame of shape {a.shape} and dtype {a.dtype}: expected ({h}, {w}, 3 or 4) uint8")
-        rgb = np.empty(self.video_size[::-1] + (3,), np.uint8)
-        rgb[:h, :w] = a[..., :3]
-        if w % 2:
-            rgb[:h, w] = a[:, -1, :3]
-        if h % 2:
-            rgb[h] = rgb[h - 1]
+        if (w, h) == tuple(self.video_size):
+            item = np.array(a, order="C", copy=True)   # one contiguous copy: RGB(A) -> yuv happens off this thread
+        else:                                         # odd size: repeat the last column / row
+            item = np.empty(self.video_size[::-1] + (a.shape[2],), np.uint8)
+            item[:h, :w] = a
+            if w % 2:
+                item[:h, w] = a[:, -1]
+            if h % 2:
+                item[h] = item[h - 1]
         while True:        # block while full, but never on an encoder that died
             try:
-                self._queue.put(rgb, timeout=0.2)
+                self._queue.put(item, timeout=0.2)
                 break
             except queue.Full:
                 self._raise_failed()
