@@ -30,7 +30,7 @@ from tests._deps import need
 
 need("av")
 
-from vkbands.video import VideoWriter, even_size, read_video, yuv420_roundtrip
+from vkbands.video import VideoWriter, even_size, read_video, to_yuv420, yuv420_roundtrip
 
 LUMA = np.array([0.2126, 0.7152, 0.0722])
 
@@ -193,3 +193,13 @@ def test_rollout_video_matches_the_pngs(tmp_path, capsys, ctx):
     assert rollout_cli.main(["--system", "heat", "--size", "27", "--steps", "4", "--out", str(tmp_path / "run4"),
                              "--video", str(tmp_path / "nofolder" / "v.mp4")]) == 2
     assert not (tmp_path / "run4").exists()
+
+
+def test_rgba_frames_convert_exactly_like_their_rgb():
+    """The writer queues RGBA frames as they come (no RGB copy on the caller's thread): swscale drops
+    alpha in the yuv420p conversion, giving the very planes of the RGB frame."""
+    a = np.random.default_rng(5).integers(0, 256, (48, 64, 4), dtype=np.uint8)
+    yuv_rgba = to_yuv420(a).to_ndarray()
+    assert np.array_equal(yuv_rgba, to_yuv420(np.ascontiguousarray(a[..., :3])).to_ndarray())
+    a[..., 3] = 7                                   # alpha plays no part
+    assert np.array_equal(yuv_rgba, to_yuv420(a).to_ndarray())
