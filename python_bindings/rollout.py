@@ -824,11 +824,12 @@ class _Run(Owner):
                        steps_requested=self.steps)
 
 
-def _progress_bar(progress, total, name):
+def _progress_bar(progress, total, name, unit="step", desc=None):
     """A tqdm bar (``progress`` True), none (False), one that shows after 1 s (None) or after
-    ``progress`` seconds (a number)."""
+    ``progress`` seconds (a number); ``desc`` default ``"<name> rollout"``."""
     if not progress and progress is not None:          # False (or 0)
         return None
     from tqdm import tqdm
     delay = 0.0 if progress is True else 1.0 if progress is None else float(progress)
-    return tqdm(total=total, unit="step", desc=f"{name} rollout", delay=delay, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, unit=unit, desc=desc or f"{name} rollout", delay=delay, leave=False,
+                dynamic_ncols=True)

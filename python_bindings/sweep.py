@@ -552,10 +552,9 @@ def _drive(plan, todo, runs_done, store, memory, data_names, how, progress, devi
         runner = bar = None
         try:
             runner = _backend(*how)
-            bar = _progress_bar(progress, plan.R, plan.system)
+            bar = _progress_bar(progress, plan.R, plan.system, unit="run",
+                                desc=f"{plan.system} sweep [{runner.where}]")
             if bar is not None:
-                bar.unit = "run"
-                bar.set_description(f"{plan.system} sweep [{runner.where}]", refresh=False)
                 bar.update(runs_done)
             payloads = [plan.payload(i) for i in todo]
             left = len(todo)
