@@ -272,8 +272,8 @@ class KillRates:
         a2.set_xticklabels([f"E_{l}" for l in bands])
         a2.set_xlabel("detail band l")
         a2.set_ylabel("rate: slope of log E_l(t) per step")
-        a2.set_title("contraction rate per band " + ("(±2 standard errors)" if B <= max_lines else
-                                                      "(mean, min-max over the members)"))
+        a2.set_title("contraction rate per band\n" + ("(±2 standard errors)" if B <= max_lines else
+                                                       "(mean, min-max over the members)"), fontsize=10)
         a2.grid(True, alpha=0.3)
         a2.legend(fontsize=7, loc="best")
         fig.suptitle(self.title(), fontsize=9)
