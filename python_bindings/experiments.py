@@ -300,7 +300,7 @@ class KillRates:
         return [out.path / n for n in names]
 
 
-def kill_rates(system, x0=None, *, steps=None, every=1, threshold=1e-3, ctx=None, progress=False,
+def kill_rates(system, x0=None, *, steps=None, every=1, threshold=1e-3, ctx=None, progress=None,
                **params) -> KillRates:
     """Per member and band: contraction rate (slope of ``log E_l(t)`` vs t) with its standard error,
     kill step, the tree's ``2 log lambda_l``, and the bands killed per step; see :class:`KillRates`.
@@ -513,7 +513,7 @@ def _field_arity(name, field, params):
     return systems.ARITY.default
 
 
-def influence_matrix(system, x0=None, *, steps=None, times=None, every=1, ctx=None, progress=False,
+def influence_matrix(system, x0=None, *, steps=None, times=None, every=1, ctx=None, progress=None,
                      **params) -> Influence:
     """The cross-band influence matrix by ablation (see :class:`Influence` and docs/EXPERIMENTS.md),
     from ONE batched rollout of ``L + 1`` members (:func:`ablated_states` of ``x0``).
