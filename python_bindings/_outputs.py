@@ -7,16 +7,28 @@ written crash-safe (SECURITY.md, "Outputs").
 - :meth:`OutputDir.write` writes each file under a temporary name in the same folder
   (``.tmp-<name>``), flushes it to disk and renames it to its name only when complete: a crash, a full
   disk or a signal never leaves a truncated file under a final name.
+- :func:`write_new` creates one new file anywhere (screenshots, recordings, a sweep's summary and
+  pictures): written to a hidden temporary file in the same folder, flushed, then hard-linked to its
+  name, a link that fails when the name exists -- complete or absent, and never over an existing file,
+  not even one another process made in the same second.
+- :func:`jsonable`: a value made of NumPy scalars/arrays, Paths, tuples as plain JSON (non-finite
+  floats as null).
 - :meth:`OutputDir.discard` removes the folder (and the parents :func:`claim` made) when nothing was
   written into it: a run that fails before doing any work leaves nothing behind.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
+import secrets
 from pathlib import Path
 
-__all__ = ["claim", "OutputDir", "OutputError", "timestamp"]
+import numpy as np
+
+__all__ = ["claim", "OutputDir", "OutputError", "timestamp", "write_new", "jsonable"]
+
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
 
 
 class OutputError(ValueError):
@@ -106,11 +118,7 @@ class OutputDir:
         tmp = self.path / f".tmp-{name}"
         try:
             write_to(tmp)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(tmp)
             os.replace(tmp, final)
         except BaseException as e:
             try:
@@ -144,3 +152,89 @@ class OutputDir:
 
     def __str__(self):
         return str(self.path)
+
+
+# ----------------------------------------------------------------------------- single new files
+def _fsync(path):
+    """Flush a file written by path (by a writer that opened and closed it itself) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exists_error(path) -> FileExistsError:
+    return FileExistsError(errno.EEXIST, "already exists; vkbands never overwrites a file "
+                           "(choose another name or remove it)", str(path))
+
+
+def _publish(tmp: Path, path: Path):
+    """Give the complete file ``tmp`` the name ``path``; FileExistsError when that name exists."""
+    try:
+        os.link(tmp, path)          # atomic and never replaces: fails with EEXIST
+    except FileExistsError:
+        raise _exists_error(path) from None
+    except OSError as e:
+        if e.errno not in _NO_HARD_LINKS:
+            raise
+        # a file system without hard links: rename, which replaces, so look first (a small window)
+        if path.exists() or path.is_symlink():
+            raise _exists_error(path) from None
+        os.rename(tmp, path)
+
+
+def write_new(path, write, another=None, *, by_path=False) -> Path:
+    """Create the new file ``path`` with ``write(f)`` (``f`` a binary file object; ``by_path=True``:
+    ``write(p)`` with the temporary file's path, for writers that open a path themselves), atomically:
+    the bytes go to a hidden temporary file in the same folder (mode 0o666 less the umask), flushed to
+    disk, then linked to ``path``. Nothing ever appears under ``path`` unless complete, and an
+    existing ``path`` is never replaced: FileExistsError, or, with ``another`` (a function giving a
+    new name: generated names), the next name it gives. Returns the path written. On any error the
+    temporary file is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        if by_path:
+            os.close(fd)
+            write(tmp)
+            _fsync(tmp)
+        else:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        while True:
+            try:
+                _publish(tmp, path)
+                return path
+            except FileExistsError:
+                if another is None:
+                    raise
+                path = Path(another())
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def jsonable(v):
+    """``v`` with NumPy arrays / scalars, tuples and Paths as plain JSON values; non-finite floats as
+    None (JSON has no NaN)."""
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return jsonable(v.tolist())
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, Path):
+        return str(v)
+    return v

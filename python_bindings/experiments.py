@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._outputs import jsonable
 from . import reference as R
 from . import systems
 from .setup import Setup
@@ -69,24 +70,6 @@ def param_text(params, skip=("arity", "C", "rates")) -> str:
     return " ".join(parts)
 
 
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, (np.floating, float)):
-        return None if not np.isfinite(v) else float(v)
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
 def _output(folder):
     """An :class:`vkbands._outputs.OutputDir`: the one given, or a new folder claimed at ``folder``
     (refused when it exists: nothing is ever overwritten)."""
@@ -104,7 +87,7 @@ def _write_csv(out, name, header, rows, fmt):
 
 
 def _write_json(out, name, data):
-    out.write_text(name, json.dumps(_jsonable(data), indent=1) + "\n")
+    out.write_text(name, json.dumps(jsonable(data), indent=1) + "\n")
 
 
 def _resolve(system, x0, params):

@@ -174,7 +174,7 @@ def run(args) -> int:
     from vkbands.engine import default_context
     from ._outputs import OutputError, claim, timestamp
     from .cli import CommandError
-    from .experiments import _jsonable
+    from ._outputs import jsonable
     name = args.experiment
     try:
         setup, config, kwargs = _prepare(args)
@@ -192,7 +192,7 @@ def run(args) -> int:
         raise
     paths = result.save(out, pictures=not args.no_pictures)
     config["device"] = ctx.info.get("name")
-    out.write_text("config.json", json.dumps(_jsonable(config), indent=1) + "\n")
+    out.write_text("config.json", json.dumps(jsonable(config), indent=1) + "\n")
     for p in list(paths) + [out.path / "config.json"]:
         print(p)
     return 0

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._outputs import jsonable
 from .setup import HelpFormatter, Setup, add_arguments
 from .systems import ParamSpec
 
@@ -122,22 +123,6 @@ def write_csv(path, r):
             data = np.column_stack(cols)
             fmt = ["%d", "%d"] + ["%.9g"] * (len(header) - 2)
             np.savetxt(f, data, fmt=fmt, delimiter=",")
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating, float)):
-        return None if not np.isfinite(v) else float(v)
-    if isinstance(v, Path):
-        return str(v)
-    return v
 
 
 def _member_field(r, x):
@@ -371,7 +356,7 @@ def _write_npz(path, r, x0):
 
 def _write_summary(out, summary):
     summary["files"] = [f for f in out.files if f != "summary.json"] + ["summary.json"]
-    out.write_text("summary.json", json.dumps(_jsonable(summary), indent=1) + "\n")
+    out.write_text("summary.json", json.dumps(jsonable(summary), indent=1) + "\n")
 
 
 def _summary(args, setup, r, status, error, wall, ctx) -> dict:

@@ -52,6 +52,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._outputs import jsonable
 from . import _interrupt
 from . import _sweep_store as S
 from . import reference as R
@@ -144,18 +145,6 @@ def _check_seeds(seeds):
     return [int(s) for s in seeds]
 
 
-def _jsonable(v):
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    return v
-
-
 class _Plan:
     """Everything a sweep is, checked: the set-up, the runs, the chunks, the fingerprint and attrs."""
 
@@ -184,8 +173,8 @@ class _Plan:
         s = self.setup
         self.arity, self.dims, self.levels, self.spatial, self.members = s.arity, s.dims, s.levels, s.spatial, s.batch
         self.fixed_names = [k for k in s.params if k not in self.swept and k != "arity"]
-        self.fixed = {k: _jsonable(s.params[k]) for k in self.fixed_names}
-        self.setup_options = {k: _jsonable(v) for k, v in s.options.items() if k not in self.swept and
+        self.fixed = {k: jsonable(s.params[k]) for k in self.fixed_names}
+        self.setup_options = {k: jsonable(v) for k, v in s.options.items() if k not in self.swept and
                               k != "seed" and spec.param(k) is None}
         self._runs()
         self.t = np.arange(0, self.steps + 1, self.every, dtype=np.int64)

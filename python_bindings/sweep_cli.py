@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _outputs
 from .setup import HelpFormatter, Setup, add_arguments, option_names
 from .systems import ParamSpec
 
@@ -312,34 +313,19 @@ def sweep_options(args) -> dict:
 
 # ----------------------------------------------------------------------------- files
 def write_new(folder, name, write_to):
-    """Write ``folder/name`` unless it exists: ``write_to(tmp)`` writes a temporary file in the same
-    folder, which is flushed and hard-linked to ``name`` (failing if another run made it meanwhile:
-    nothing is overwritten). Returns ``(path, written)``."""
-    folder = Path(folder)
-    final = folder / name
+    """Write ``folder/name`` unless it exists (:func:`vkbands._outputs.write_new`: complete or absent,
+    never over an existing file, not even one another run made meanwhile); ``write_to(path)`` writes
+    the temporary file. Returns ``(path, written)``."""
+    final = Path(folder) / name
     if os.path.lexists(final):
         return final, False
-    tmp = folder / f".tmp-{os.getpid()}-{name}"
     try:
-        write_to(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, final)
-            return final, True
-        except FileExistsError:
-            return final, False
+        return _outputs.write_new(final, write_to, by_path=True), True
+    except FileExistsError:
+        return final, False
     except OSError as e:
         e.output_file = name
         raise
-    finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
 
 
 def resume_command(args, out) -> str:

@@ -8,7 +8,7 @@ The encoder is PyAV's libx264 (ffmpeg ships in PyAV's wheel; nothing to install 
   instead of losing frames. Frame ``i`` gets the timestamp ``i`` in a time base of ``1/fps``, so the
   file holds exactly one frame per ``write`` call, each shown for ``1/fps`` seconds.
 - **Complete or absent, never overwriting.** The encoder thread writes the whole file through
-  :func:`vkbands.viewer.files.write_new`: a hidden temporary file in the destination folder, flushed
+  :func:`vkbands._outputs.write_new`: a hidden temporary file in the destination folder, flushed
   to disk, then linked to its name (an existing name is never replaced: ``FileExistsError``, or the
   next name from ``another`` for generated names). :meth:`VideoWriter.abort` (or an error) removes the
   temporary file: no partial video ever appears under its name.
@@ -204,7 +204,7 @@ class VideoWriter:
 
     # ------------------------------------------------------------------ encoder thread
     def _run(self):
-        from vkbands.viewer.files import write_new
+        from ._outputs import write_new
         try:
             self._result = write_new(self.path, self._encode_all, another=self.another)
         except _Aborted:

@@ -305,3 +305,22 @@ def test_png_and_gif_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         rec2.save(15.0)
     assert sorted(q.name for q in tmp_path.iterdir()) == ["r.gif", "s.png"]
+
+
+def test_write_new_by_path_and_jsonable(tmp_path):
+    """The one never-overwriting writer (vkbands._outputs.write_new) also serves writers that open a
+    path themselves (matplotlib, csv: the sweep's summary and pictures); jsonable turns NumPy values
+    (including np.bool_, which json cannot write) into plain JSON."""
+    import json
+
+    from vkbands._outputs import jsonable, write_new
+    target = tmp_path / "s.csv"
+    assert write_new(target, lambda p: p.write_text("a,b\n"), by_path=True) == target
+    assert target.read_text() == "a,b\n"
+    with pytest.raises(FileExistsError):
+        write_new(target, lambda p: p.write_text("other\n"), by_path=True)
+    assert target.read_text() == "a,b\n" and [p.name for p in tmp_path.iterdir()] == ["s.csv"]
+    value = {"flag": np.bool_(True), "n": np.int64(3), "x": np.float32(0.5), "bad": float("nan"),
+             "a": np.arange(2), "t": (1, 2), "p": tmp_path}
+    assert json.loads(json.dumps(jsonable(value))) == {"flag": True, "n": 3, "x": 0.5, "bad": None, "a": [0, 1],
+                                                       "t": [1, 2], "p": str(tmp_path)}

@@ -8,17 +8,16 @@ truncated file under a final name, and no file is ever overwritten, not even by 
 that picked the same generated name in the same second."""
 from __future__ import annotations
 
-import errno
 import os
-import secrets
 import time
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from vkbands._outputs import write_new  # noqa: F401  (the one never-overwriting writer; re-exported)
+
 MAX_RECORD_FRAMES = 1800  # a minute at 30 fps; then the recording is saved and stops
-_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
 
 
 def unique_path(directory, stem: str, suffix: str) -> Path:
@@ -32,56 +31,6 @@ def unique_path(directory, stem: str, suffix: str) -> Path:
     while path.exists() or path.is_symlink():
         path, k = directory / f"{base}-{k}{suffix}", k + 1
     return path
-
-
-def _exists_error(path) -> FileExistsError:
-    return FileExistsError(errno.EEXIST, "already exists; vkbands never overwrites a file "
-                           "(choose another name or remove it)", str(path))
-
-
-def _publish(tmp: Path, path: Path):
-    """Give the complete file ``tmp`` the name ``path``; FileExistsError when that name exists."""
-    try:
-        os.link(tmp, path)          # atomic and never replaces: fails with EEXIST
-    except FileExistsError:
-        raise _exists_error(path) from None
-    except OSError as e:
-        if e.errno not in _NO_HARD_LINKS:
-            raise
-        # a file system without hard links: rename, which replaces, so look first (a small window)
-        if path.exists() or path.is_symlink():
-            raise _exists_error(path) from None
-        os.rename(tmp, path)
-
-
-def write_new(path, write, another=None) -> Path:
-    """Create the new file ``path`` with ``write(f)`` (``f`` a binary file object), atomically: the
-    bytes go to a hidden temporary file in the same folder (mode 0o666 less the umask), flushed to
-    disk, then linked to ``path``. Nothing ever appears under ``path`` unless complete, and an
-    existing ``path`` is never replaced: FileExistsError, or, with ``another`` (a function giving a
-    new name: generated names), the next name it gives. Returns the path written. On any error the
-    temporary file is removed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        while True:
-            try:
-                _publish(tmp, path)
-                return path
-            except FileExistsError:
-                if another is None:
-                    raise
-                path = Path(another())
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
 
 
 def check_new_file(option: str, path) -> Path:
