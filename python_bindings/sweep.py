@@ -42,6 +42,7 @@ other members of its chunk are re-run without it, so they are complete.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -430,27 +431,13 @@ def _put(out, members, r, cols, t, spec, dims, final):
 
 
 # ----------------------------------------------------------------------------- backends
-class _Inline:
-    """Chunks run one after the other in this process with a given Context (``ctx=``)."""
-    name = "local"
-
-    def __init__(self, ctx):
-        self.ctx = ctx
-        self.where = f"this process ({ctx.info['name']})"
-
-    def run(self, fn, payloads, *, retries=0):
-        for i, p in enumerate(payloads):
-            yield i, fn(p, self.ctx)
-
-    def close(self):
-        pass
-
-
 def _backend(name, address, num_gpus, num_workers, ctx):
+    """``(backend, chunk function)``: with the caller's ``ctx``, the local backend running the chunks
+    on that Context; else :func:`vkbands._backends.make_backend` (each process its worker context)."""
+    from ._backends import LocalBackend, make_backend
     if ctx is not None:
-        return _Inline(ctx)
-    from ._backends import make_backend
-    return make_backend(name, address=address, num_gpus=num_gpus, num_workers=num_workers)
+        return LocalBackend(), functools.partial(_run_chunk, ctx=ctx)
+    return make_backend(name, address=address, num_gpus=num_gpus, num_workers=num_workers), _run_chunk
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -540,14 +527,14 @@ def _drive(plan, todo, runs_done, store, memory, data_names, how, progress, devi
     with _interrupt.deferred():
         runner = bar = None
         try:
-            runner = _backend(*how)
+            runner, run_chunk = _backend(*how)
             bar = _progress_bar(progress, plan.R, plan.system, unit="run",
                                 desc=f"{plan.system} sweep [{runner.where}]")
             if bar is not None:
                 bar.update(runs_done)
             payloads = [plan.payload(i) for i in todo]
             left = len(todo)
-            for j, result in runner.run(_run_chunk, payloads, retries=3):
+            for j, result in runner.run(run_chunk, payloads, retries=3):
                 i = todo[j]
                 a, b = plan.chunk_range(i)
                 arrays = {n: result[n] for n in data_names}
